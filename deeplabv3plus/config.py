@@ -1,0 +1,256 @@
+"""The typed configuration schema, YAML loading and dotted command-line overrides.
+
+A config file mirrors :class:`Config` one to one::
+
+    model:
+      backbone: resnet101
+      output_stride: 16
+    train:
+      max_iters: 30000
+
+Unknown keys are errors (with the list of valid keys), values are checked against the field
+types, and ``a.b=c`` overrides from the command line are parsed as YAML scalars
+(``train.max_iters=100``, ``data.scales=[0.5,1.0]``, ``model.pretrained_backbone=null``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Architecture; the fields are the keyword arguments of :func:`deeplabv3plus.build_model`."""
+
+    backbone: str = "resnet101"
+    """One of resnet50, resnet101, xception41, xception65, xception71."""
+    resnet_variant: str = "standard"
+    """ResNet only: 'standard' (torchvision layout, 7x7 stem) or 'beta' (the paper's 3x3 stem)."""
+    num_classes: int = 21
+    output_stride: int = 16
+    decoder: bool = True
+    separable: bool = False
+    """Atrous separable convs in ASPP and decoder (the paper's 'SC')."""
+    aspp_rates: Optional[list[int]] = None
+    """ASPP atrous rates at output stride 16 (default 6, 12, 18); scaled by 16/OS at other strides."""
+    aspp_dropout: float = 0.1
+    low_level_channels: int = 48
+    align_corners: bool = True
+    pretrained_backbone: Optional[str] = None
+    """ImageNet weights of the backbone: a path to a state_dict, or a named source (see weights)."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images are, how they are augmented and normalised."""
+
+    layout: str = "synthetic"
+    """'voc' (VOCdevkit/VOC2012 layout, optionally with SBD), 'voc_aug' (SegmentationClassAug +
+    train_aug.txt), 'folders' (images/ + masks/ + split lists), 'synthetic' (generated VOC layout)."""
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int = 21
+    class_names: Optional[list[str]] = None
+    ignore_index: int = 255
+    crop_size: int = 513
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    hflip: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    """Per-channel mean of images scaled to [0, 1]; the reference TF models use 0.5 (range [-1, 1])."""
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    workers: int = 4
+    image_dir: str = "images"
+    """'folders' layout: image folder under root."""
+    mask_dir: str = "masks"
+    """'folders' layout: label folder under root (PNG, one class index per pixel)."""
+    image_ext: str = ".jpg"
+    synthetic_size: int = 0
+    """'synthetic' layout: number of images to generate if root is empty (0 keeps the generator default)."""
+
+
+@dataclass
+class TrainConfig:
+    """The paper's recipe (SPEC.md section 2): SGD, poly LR, batch 16, 30k iterations."""
+
+    max_iters: int = 30000
+    batch_size: int = 16
+    """Global batch (split across processes under torchrun)."""
+    lr: float = 0.007
+    lr_power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    backbone_lr_mult: float = 1.0
+    freeze_bn: bool = False
+    sync_bn: bool = True
+    """Convert BatchNorm to SyncBatchNorm when running distributed."""
+    amp: str = "auto"
+    """'auto' (bf16 on CUDA when supported, off on CPU), 'off', 'bf16' or 'fp16'."""
+    channels_last: str = "auto"
+    """'auto' (on for CUDA), 'on', 'off'."""
+    compile: bool = False
+    allow_scratch_backbone: bool = False
+    """Training without an ImageNet-pretrained backbone is an error unless this is true."""
+    seed: int = 0
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'."""
+    log_interval: int = 20
+    val_interval: int = 2000
+    """Validate every this many iterations (and at the end); 0 validates only at the end."""
+    ckpt_interval: int = 1000
+    output_dir: str = "runs/default"
+
+
+@dataclass
+class EvalConfig:
+    """Inference settings used by periodic validation and scripts/eval.py."""
+
+    output_stride: Optional[int] = None
+    """Evaluate at this output stride (None: the model's training output stride)."""
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    batch_size: int = 1
+    trimap: bool = False
+    trimap_widths: list[int] = field(default_factory=lambda: list(range(0, 41, 2)))
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+def _check_value(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns the value (ints widened to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, getattr(types, "UnionType", Union)):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got {value!r}")
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _merge(obj: Any, values: dict, where: str) -> None:
+    """Set the fields of dataclass ``obj`` from the nested dict ``values``, strictly."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}'; valid keys here: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, path)
+        else:
+            setattr(obj, key, _check_value(value, hints[key], path))
+
+
+def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
+    """A :class:`Config` from nested dicts; unknown keys raise :class:`ConfigError`."""
+    cfg = copy.deepcopy(base) if base is not None else Config()
+    _merge(cfg, values or {}, "")
+    return cfg
+
+
+def parse_override(text: str) -> dict:
+    """``'train.max_iters=100'`` -> ``{'train': {'max_iters': 100}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value, e.g. train.max_iters=100")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping at the top level")
+    try:
+        cfg = config_from_dict(values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for text in overrides or []:
+        _merge(cfg, parse_override(text), "")
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: Config) -> None:
+    """Cross-field checks a typo would otherwise turn into a silent misconfiguration."""
+    if cfg.model.output_stride not in (8, 16, 32):
+        raise ConfigError(f"model.output_stride: expected 8, 16 or 32, got {cfg.model.output_stride}")
+    if cfg.eval.output_stride not in (None, 8, 16, 32):
+        raise ConfigError(f"eval.output_stride: expected 8, 16, 32 or null, got {cfg.eval.output_stride}")
+    if cfg.model.num_classes != cfg.data.num_classes:
+        raise ConfigError(
+            f"model.num_classes ({cfg.model.num_classes}) differs from data.num_classes ({cfg.data.num_classes})"
+        )
+    if cfg.data.class_names is not None and len(cfg.data.class_names) != cfg.data.num_classes:
+        raise ConfigError(
+            f"data.class_names has {len(cfg.data.class_names)} names, expected data.num_classes={cfg.data.num_classes}"
+        )
+    if len(cfg.data.mean) != 3 or len(cfg.data.std) != 3:
+        raise ConfigError("data.mean and data.std: expected 3 values each")
+    if cfg.train.amp not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"train.amp: expected auto, off, bf16 or fp16, got {cfg.train.amp!r}")
+    if cfg.train.channels_last not in ("auto", "on", "off"):
+        raise ConfigError(f"train.channels_last: expected auto, on or off, got {cfg.train.channels_last!r}")
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict of a config (what is written next to a run and into checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Datasets, joint image/label transforms and dataset preparation."""

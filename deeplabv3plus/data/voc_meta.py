@@ -1,0 +1,31 @@
+"""PASCAL VOC class names and the colour palette of its label PNGs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+IGNORE_INDEX = 255
+"""Label value of void pixels (object boundaries, difficult regions): ignored by loss and metric."""
+
+
+def voc_palette(num_colors: int = 256) -> np.ndarray:
+    """The VOC colour map: class ``i`` gets the colour whose bits interleave ``i``'s bits.
+
+    Returns:
+        (num_colors, 3) uint8 array; row 255 (void) is (224, 224, 192) as in the VOC PNGs.
+    """
+    palette = np.zeros((num_colors, 3), dtype=np.uint8)
+    for i in range(num_colors):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
