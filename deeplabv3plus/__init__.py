@@ -1,3 +1,23 @@
 """DeepLabv3+ semantic segmentation (Chen et al., ECCV 2018) in PyTorch."""
 
+from .models import (
+    DeepLabV3Plus,
+    build_model,
+    deeplabv3plus_resnet50,
+    deeplabv3plus_resnet101,
+    deeplabv3plus_xception41,
+    deeplabv3plus_xception65,
+    deeplabv3plus_xception71,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "DeepLabV3Plus",
+    "build_model",
+    "deeplabv3plus_resnet50",
+    "deeplabv3plus_resnet101",
+    "deeplabv3plus_xception41",
+    "deeplabv3plus_xception65",
+    "deeplabv3plus_xception71",
+]

@@ -34,6 +34,8 @@ class ModelConfig:
     """One of resnet50, resnet101, xception41, xception65, xception71."""
     resnet_variant: str = "standard"
     """ResNet only: 'standard' (torchvision layout, 7x7 stem) or 'beta' (the paper's 3x3 stem)."""
+    strided_shortcut: str = "subsample"
+    """ResNet beta only: 'subsample' (reference code) or 'projection' (matches the paper's MACs)."""
     num_classes: int = 21
     output_stride: int = 16
     decoder: bool = True
@@ -75,6 +77,9 @@ class DataConfig:
     image_ext: str = ".jpg"
     synthetic_size: int = 0
     """'synthetic' layout: number of images to generate if root is empty (0 keeps the generator default)."""
+    allow_val_in_train: bool = False
+    """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
+    paper's trainval model for the test server."""
 
 
 @dataclass

@@ -1,0 +1,455 @@
+"""Segmentation datasets for the four layouts of ``data.layout``, with loud, file-naming errors.
+
+``build_dataset(cfg, split, train)`` is the one entry point of the train and eval loops. Layouts:
+
+- ``voc``: ``root/VOCdevkit/VOC2012`` (or ``root`` being ``VOC2012`` / containing ``VOC2012``),
+  lists in ``ImageSets/Segmentation/<split>.txt``, labels in ``SegmentationClass/`` (falling back to
+  ``SegmentationClassAug/`` per file, so ``split=train_aug`` works after ``scripts/prepare_voc.py``).
+- ``voc_aug``: the common pre-converted form, ``JPEGImages/`` + ``SegmentationClassAug/`` and a list
+  ``<split>.txt`` in ``ImageSets/Segmentation/``, ``ImageSets/SegmentationAug/``, or at the root; lines
+  are either ``name`` or ``/JPEGImages/name.jpg /SegmentationClassAug/name.png`` pairs.
+- ``folders``: ``root/<image_dir>/<stem><image_ext>``, ``root/<mask_dir>/<stem>.png``, lists
+  ``root/<split>.txt`` (one stem per line); the user's own ``num_classes``/``class_names``/``ignore_index``.
+- ``synthetic``: generated into ``root`` by :func:`make_synthetic_voc` if absent, then read as ``voc``.
+
+Labels are read with PIL as raw class indices (palette indices of "P" PNGs, values of "L" PNGs), never
+converted to RGB. Every sample is validated when loaded: a label value outside ``0..C-1`` and
+``ignore_index``, an image/label size mismatch, or an unreadable file raises :class:`DatasetError`
+naming the file; missing files, missing or empty split lists raise when the dataset is built.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..config import DataConfig
+from .synthetic import (
+    SYNTHETIC_NUM_TRAIN,
+    SYNTHETIC_NUM_VAL,
+    is_synthetic_root,
+    make_synthetic_voc,
+    synthetic_class_names,
+)
+from .transforms import eval_transform, train_transform
+from .voc_meta import VOC_CLASSES
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class DatasetError(ValueError):
+    """A dataset file or list is missing, unreadable or inconsistent; the message names the file.
+
+    A plain one-argument ``ValueError`` subclass on purpose: the DataLoader re-raises worker
+    exceptions by calling ``type(exc)(message)``, so the type and message survive workers.
+    """
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image/label pair of a split."""
+
+    name: str
+    image: Path
+    label: Path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading and validating files.
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """Decode an image file to RGB with PIL.
+
+    PIL rather than ``torchvision.io.decode_image``: torchvision 0.29 deprecates its image codecs in
+    favour of TorchCodec (a warning on every call, removal announced); PIL decodes JPEGs with the same
+    libjpeg-turbo, reads every format, and is already a dependency.
+
+    Returns:
+        (3, H, W) uint8 tensor.
+    """
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise DatasetError(f"cannot read image '{path}': {e}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def read_label(path: Path) -> torch.Tensor:
+    """Read a label PNG as class indices (palette indices for "P" images, grey values for "L").
+
+    Returns:
+        (H, W) uint8 tensor.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGB", "RGBA"):
+                raise DatasetError(
+                    f"label '{path}' is a {im.mode} colour image; expected class indices "
+                    "(a palette 'P' or greyscale 'L' PNG whose pixel values are the classes)"
+                )
+            array = np.array(im)
+    except DatasetError:
+        raise
+    except Exception as e:
+        raise DatasetError(f"cannot read label '{path}': {e}") from None
+    if array.ndim != 2:
+        raise DatasetError(f"label '{path}' has shape {array.shape}; expected a single-channel image")
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DatasetError(
+                f"label '{path}' has values outside 0..255 ({array.dtype}); expected 8-bit labels"
+            )
+        array = array.astype(np.uint8)
+    return torch.from_numpy(array)
+
+
+def check_label_values(label: torch.Tensor, path: Path, num_classes: int, ignore_index: int) -> None:
+    """Raise :class:`DatasetError` if ``label`` (uint8 (H, W)) holds a value outside ``0..C-1`` and ignore."""
+    counts = torch.bincount(label.flatten().long(), minlength=256)
+    present = torch.nonzero(counts).flatten().tolist()
+    bad = [v for v in present if v >= num_classes and v != ignore_index]
+    if bad:
+        raise DatasetError(
+            f"label '{path}' has values {bad} outside the classes 0..{num_classes - 1} "
+            f"and ignore_index {ignore_index} (check data.num_classes / data.ignore_index)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dataset.
+
+
+class SegmentationDataset(Dataset):
+    """Image/label pairs, validated on load and passed through a joint transform.
+
+    Args:
+        samples: The pairs of the split, in list order.
+        num_classes: Valid label values are ``0..num_classes-1`` and ``ignore_index``.
+        ignore_index: Label value of void pixels.
+        transform: ``(image (3,H,W) uint8, label (H,W) uint8) -> (image, label)``; None returns the raw
+            tensors (image uint8, label int64).
+        class_names: One name per class.
+        list_file: The split list the samples came from (for messages).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        num_classes: int,
+        ignore_index: int = 255,
+        transform: Optional[Transform] = None,
+        class_names: Optional[Sequence[str]] = None,
+        list_file: Optional[Path] = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.transform = transform
+        self.class_names = list(class_names) if class_names is not None else default_class_names(num_classes)
+        self.list_file = list_file
+
+    @property
+    def names(self) -> list[str]:
+        """Image names (stems) in split order: what :func:`check_no_leakage` compares."""
+        return [s.name for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validated raw pair: image (3, H, W) uint8, label (H, W) uint8."""
+        sample = self.samples[index]
+        image = read_image(sample.image)
+        label = read_label(sample.label)
+        if tuple(image.shape[1:]) != tuple(label.shape):
+            raise DatasetError(
+                f"image '{sample.image}' is {image.shape[2]}x{image.shape[1]} but label '{sample.label}' "
+                f"is {label.shape[1]}x{label.shape[0]} (width x height)"
+            )
+        check_label_values(label, sample.label, self.num_classes, self.ignore_index)
+        return image, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns image (3, h, w) float32 normalised and label (h, w) int64 (after the transform)."""
+        image, label = self.load(index)
+        if self.transform is None:
+            return image, label.long()
+        return self.transform(image, label)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self)} samples from '{self.list_file}', {self.num_classes} classes)"
+        )
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """VOC names for 21 classes (or the first ``num_classes`` of them), else ``class_0, class_1, ...``."""
+    if num_classes <= len(VOC_CLASSES):
+        return list(VOC_CLASSES[:num_classes])
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def eval_collate(
+    batch: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Collate for evaluation batches > 1: full images differ in size, so keep lists.
+
+    Training crops all have the crop size, so the default collate stacks them; evaluation with
+    ``batch_size=1`` can use either.
+
+    Returns:
+        images: list of (3, H_i, W_i) float32; labels: list of (H_i, W_i) int64.
+    """
+    images, labels = zip(*batch)
+    return list(images), list(labels)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Split lists and layouts.
+
+
+def read_split_list(path: Path) -> list[str]:
+    """The non-empty, non-comment lines of a split list, stripped.
+
+    Raises:
+        DatasetError: if the list has no entries.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DatasetError(f"cannot read split list '{path}': {e}") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise DatasetError(f"split list '{path}' is empty")
+    return entries
+
+
+def _find_list(candidates: Iterable[Path], split: str) -> Path:
+    candidates = list(dict.fromkeys(candidates))
+    for path in candidates:
+        if path.is_file():
+            return path
+    available = sorted({p.stem for c in candidates if c.parent.is_dir() for p in c.parent.glob("*.txt")})
+    raise DatasetError(
+        f"split '{split}': no list file; looked for {', '.join(repr(str(c)) for c in candidates)}"
+        + (f" (lists found: {', '.join(available)})" if available else "")
+    )
+
+
+def find_voc_dir(root: Path) -> Path:
+    """The ``VOC2012`` folder (the one holding ``JPEGImages/``) at or under ``root``."""
+    candidates = [root / "VOCdevkit" / "VOC2012", root / "VOC2012", root]
+    for path in candidates:
+        if (path / "JPEGImages").is_dir():
+            return path
+    raise DatasetError(
+        f"no VOC 2012 folder under '{root}': looked for JPEGImages/ in "
+        f"{', '.join(repr(str(c)) for c in candidates)} (scripts/prepare_voc.py builds it)"
+    )
+
+
+def _first_existing(*paths: Path) -> Path:
+    for path in paths:
+        if path.is_file():
+            return path
+    return paths[0]  # reported as missing by _check_exist
+
+
+def _voc_like_samples(root: Path, split: str, aug_first: bool) -> tuple[list[Sample], Path]:
+    voc = find_voc_dir(root)
+    list_file = _find_list(
+        [
+            voc / "ImageSets" / "Segmentation" / f"{split}.txt",
+            voc / "ImageSets" / "SegmentationAug" / f"{split}.txt",
+            voc / f"{split}.txt",
+            root / f"{split}.txt",
+        ],
+        split,
+    )
+    label_dirs = [voc / "SegmentationClass", voc / "SegmentationClassAug"]
+    if aug_first:
+        label_dirs.reverse()
+    samples = []
+    for line in read_split_list(list_file):
+        parts = line.split()
+        if len(parts) == 2:  # "/JPEGImages/x.jpg /SegmentationClassAug/x.png", relative to the VOC folder
+            image, label = (voc / p.lstrip("/") for p in parts)
+            samples.append(Sample(Path(parts[0]).stem, image, label))
+        elif len(parts) == 1:
+            name = parts[0]
+            labels = [d / f"{name}.png" for d in label_dirs]
+            samples.append(Sample(name, voc / "JPEGImages" / f"{name}.jpg", _first_existing(*labels)))
+        else:
+            raise DatasetError(
+                f"split list '{list_file}': cannot parse line {line!r}; expected 'name' or two paths"
+            )
+    return samples, list_file
+
+
+def _voc_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    return _voc_like_samples(Path(cfg.root), split, aug_first=False)
+
+
+def _voc_aug_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    return _voc_like_samples(Path(cfg.root), split, aug_first=True)
+
+
+def _folder_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    root = Path(cfg.root)
+    list_file = _find_list([root / f"{split}.txt"], split)
+    image_dir, mask_dir = root / cfg.image_dir, root / cfg.mask_dir
+    samples = [
+        Sample(stem, image_dir / f"{stem}{cfg.image_ext}", mask_dir / f"{stem}.png")
+        for stem in read_split_list(list_file)
+    ]
+    return samples, list_file
+
+
+def _synthetic_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    ensure_synthetic(cfg)
+    return _voc_like_samples(Path(cfg.root), split, aug_first=False)
+
+
+_LAYOUTS: dict[str, Callable[[DataConfig, str], tuple[list[Sample], Path]]] = {
+    "voc": _voc_samples,
+    "voc_aug": _voc_aug_samples,
+    "folders": _folder_samples,
+    "synthetic": _synthetic_samples,
+}
+
+
+def ensure_synthetic(cfg: DataConfig) -> Path:
+    """Generate the synthetic dataset into ``cfg.root`` unless a VOC layout is already there.
+
+    ``cfg.synthetic_size`` > 0 sets the total image count (80% train, 20% val); the class count is
+    ``cfg.num_classes`` (2..21). Returns the VOC2012 folder.
+    """
+    root = Path(cfg.root)
+    if is_synthetic_root(root):
+        meta = json.loads((root / "synthetic.json").read_text())
+        if meta.get("num_classes") != cfg.num_classes:
+            raise DatasetError(
+                f"synthetic dataset '{root}' was generated with num_classes={meta.get('num_classes')} but "
+                f"data.num_classes={cfg.num_classes}; set data.num_classes={meta.get('num_classes')} or delete it"
+            )
+        return find_voc_dir(root)
+    if (root / "VOCdevkit").is_dir():
+        return find_voc_dir(root)  # a VOC tree put there by hand: read it as is
+    if cfg.synthetic_size > 0:
+        num_train = max(1, round(0.8 * cfg.synthetic_size))
+        num_val = max(1, cfg.synthetic_size - num_train)
+    else:
+        num_train, num_val = SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL
+    return make_synthetic_voc(root, num_train=num_train, num_val=num_val, num_classes=cfg.num_classes)
+
+
+def _check_exist(samples: Sequence[Sample], list_file: Path) -> None:
+    missing = [p for s in samples for p in (s.image, s.label) if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""
+        raise DatasetError(f"missing file '{missing[0]}'{more}, listed in '{list_file}'")
+
+
+def split_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    """The samples of ``split`` for ``cfg.layout`` and the list file they came from.
+
+    Raises:
+        DatasetError: unknown layout, missing or empty list, or a listed file that does not exist.
+    """
+    if cfg.layout not in _LAYOUTS:
+        raise DatasetError(
+            f"data.layout: unknown layout {cfg.layout!r}; expected one of {', '.join(_LAYOUTS)}"
+        )
+    samples, list_file = _LAYOUTS[cfg.layout](cfg, split)
+    _check_exist(samples, list_file)
+    return samples, list_file
+
+
+def split_names(cfg: DataConfig, split: str) -> list[str]:
+    """Image names (stems) of ``split``, in list order: the input of :func:`check_no_leakage`."""
+    return [s.name for s in split_samples(cfg, split)[0]]
+
+
+def check_no_leakage(
+    train_names: Iterable[str],
+    val_names: Iterable[str],
+    *,
+    train_split: str = "train",
+    val_split: str = "val",
+    allow: bool = False,
+) -> None:
+    """Raise if a validation image is also a training image (the #1 cause of unreproducible mIoU).
+
+    Args:
+        train_names: Names of the training images.
+        val_names: Names of the validation images.
+        train_split: Split name, for the message.
+        val_split: Split name, for the message.
+        allow: Only warn (for deliberate runs such as the paper's trainval model for the test server).
+
+    Raises:
+        DatasetError: naming the count and the first overlapping images.
+    """
+    train_set = set(train_names)
+    val_list = list(val_names)
+    shared = [n for n in val_list if n in train_set]
+    if not shared:
+        return
+    example = ", ".join(shared[:5]) + (", ..." if len(shared) > 5 else "")
+    msg = (
+        f"{len(shared)} of the {len(val_list)} '{val_split}' images are also in the training split "
+        f"'{train_split}' ({example}): validation mIoU would be inflated"
+    )
+    if allow:
+        warnings.warn(msg, stacklevel=2)
+        return
+    raise DatasetError(msg + "; set data.allow_val_in_train=true only if this is deliberate")
+
+
+def check_config_leakage(cfg: DataConfig) -> None:
+    """:func:`check_no_leakage` on ``cfg.train_split`` and ``cfg.val_split``."""
+    check_no_leakage(
+        split_names(cfg, cfg.train_split),
+        split_names(cfg, cfg.val_split),
+        train_split=cfg.train_split,
+        val_split=cfg.val_split,
+        allow=cfg.allow_val_in_train,
+    )
+
+
+def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDataset:
+    """The dataset of one split, with the training augmentation or the evaluation preprocessing.
+
+    Args:
+        cfg: The data config (layout, root, classes, augmentation, normalisation).
+        split: A list name: train, val, trainval, train_aug, or any ``<split>.txt`` of the layout.
+        train: True: random scale/pad/crop/flip to ``crop_size`` (default collate works);
+            False: the full image, only normalised (use batch 1 or :func:`eval_collate`).
+
+    Returns:
+        A dataset whose items are image (3, H, W) float32 and label (H, W) int64.
+    """
+    samples, list_file = split_samples(cfg, split)
+    class_names = cfg.class_names
+    if class_names is None and cfg.layout == "synthetic":
+        class_names = synthetic_class_names(cfg.num_classes)
+    return SegmentationDataset(
+        samples,
+        num_classes=cfg.num_classes,
+        ignore_index=cfg.ignore_index,
+        transform=train_transform(cfg) if train else eval_transform(cfg),
+        class_names=class_names,
+        list_file=list_file,
+    )

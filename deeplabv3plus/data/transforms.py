@@ -1,0 +1,117 @@
+"""Joint image/label transforms: the paper's training augmentation and the evaluation preprocessing.
+
+Training (SPEC.md section 2): random scale from a discrete set (image bilinear, label nearest), pad to
+the crop size (image with the mean pixel, label with the ignore index), random crop, horizontal flip
+with p=0.5, then float conversion and mean/std normalisation. Built from ``torchvision.transforms.v2``
+on ``tv_tensors.Image`` / ``tv_tensors.Mask`` so that every geometric step moves image and label
+together. All randomness comes from torch's global RNG: ``torch.manual_seed`` plus the DataLoader's
+``generator`` (which seeds each worker's torch RNG) fix the augmentation.
+
+Every transform is called as ``transform(image, label)`` with image a (3, H, W) uint8 tensor and label
+a (H, W) uint8 tensor of class indices, and returns ``(image, label)``: image (3, h, w) float32,
+normalised; label (h, w) int64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
+
+from ..config import DataConfig
+
+
+class RandomScale(v2.Transform):
+    """Resize image and mask by one factor drawn uniformly from ``scales``.
+
+    The image is resized bilinearly and the mask with nearest neighbour, so labels stay class indices.
+    Antialiasing is off: the reference implementation resizes with plain bilinear interpolation, and
+    at the smallest factor (0.5) antialiasing would blur the thin structures the decoder is meant
+    to recover. Masks use NEAREST_EXACT (pixel-centre aligned like the bilinear image resize) so
+    image and mask stay aligned at non-integer factors.
+
+    Args:
+        scales: The factors to draw from, e.g. (0.5, 0.75, ..., 2.0).
+    """
+
+    def __init__(self, scales: Sequence[float]) -> None:
+        super().__init__()
+        if not scales or any(s <= 0 for s in scales):
+            raise ValueError(f"scales must be a non-empty list of positive factors, got {list(scales)}")
+        self.scales = [float(s) for s in scales]
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        scale = self.scales[int(torch.randint(len(self.scales), ()))]
+        return dict(size=[max(1, round(h * scale)), max(1, round(w * scale))])
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return F.resize(inpt, params["size"], interpolation=InterpolationMode.NEAREST_EXACT)
+        return F.resize(inpt, params["size"], interpolation=InterpolationMode.BILINEAR, antialias=False)
+
+    # torchvision < 0.21 called these hooks by their private names.
+    _get_params = make_params
+    _transform = transform
+
+
+class _Pipeline:
+    """Wraps raw tensors as tv_tensors, runs a v2 pipeline, returns (image float (3,h,w), label int64 (h,w))."""
+
+    def __init__(self, steps: list[Any]) -> None:
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.transform(tv_tensors.Image(image), tv_tensors.Mask(label[None]))
+        return image.as_subclass(torch.Tensor), label.as_subclass(torch.Tensor)[0].long()
+
+    def __repr__(self) -> str:
+        return repr(self.transform)
+
+
+def _normalise_steps(cfg: DataConfig) -> list[Any]:
+    return [
+        # Images uint8 -> float32 in [0, 1]; masks keep their values (ToDtype never scales masks).
+        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True),
+        v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+    ]
+
+
+def mean_pixel(cfg: DataConfig) -> tuple[int, int, int]:
+    """The mean colour as uint8 RGB: the image pad value (zero after normalisation)."""
+    return tuple(int(round(255 * m)) for m in cfg.mean)
+
+
+def train_transform(cfg: DataConfig) -> _Pipeline:
+    """The training augmentation of the paper: scale, pad, crop ``crop_size`` x ``crop_size``, flip, normalise.
+
+    Args:
+        cfg: Uses ``scales``, ``crop_size``, ``hflip``, ``ignore_index``, ``mean``, ``std``.
+
+    Returns:
+        A callable ``(image (3,H,W) uint8, label (H,W) uint8) -> (image (3,c,c) float32, label (c,c) int64)``
+        with ``c = crop_size``.
+    """
+    steps: list[Any] = []
+    if list(cfg.scales) != [1.0]:
+        steps.append(RandomScale(cfg.scales))
+    # pad_if_needed pads images smaller than the crop (the image with the mean pixel, the label with the
+    # ignore index so padding is never learned); the crop offset is then random.
+    fill = {tv_tensors.Image: mean_pixel(cfg), tv_tensors.Mask: cfg.ignore_index}
+    steps.append(v2.RandomCrop(cfg.crop_size, pad_if_needed=True, fill=fill))
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    return _Pipeline(steps + _normalise_steps(cfg))
+
+
+def eval_transform(cfg: DataConfig) -> _Pipeline:
+    """Evaluation preprocessing: the full image, only converted to float and normalised.
+
+    Returns:
+        A callable ``(image (3,H,W) uint8, label (H,W) uint8) -> (image (3,H,W) float32, label (H,W) int64)``.
+    """
+    return _Pipeline(_normalise_steps(cfg))

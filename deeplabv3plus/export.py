@@ -1,0 +1,177 @@
+"""ONNX export with dynamic batch, height and width, and a parity check with onnxruntime.
+
+The exported graph maps ``image`` (N, 3, H, W) float32, normalised like the training images,
+to ``logits`` (N, C, H, W) float32 at any N, H, W (the bilinear resizes are exported with the
+input's symbolic size). The output stride is fixed at export time.
+
+onnx, onnxruntime and onnxscript are the optional extra ``onnx``:
+``pip install "deeplabv3plus[onnx]"``.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the default
+since PyTorch 2.9) with ``dynamic_shapes``; it exports the DeepLabv3+ models with fully dynamic
+batch/height/width in torch 2.14. If it fails (older torch, an unsupported op), the legacy
+TorchScript exporter with ``dynamic_axes`` is tried, unless an exporter is named explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+
+from deeplabv3plus.inference import use_output_stride
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+
+def _require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f'ONNX export needs {module}: pip install "deeplabv3plus[onnx]"') from e
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Union[str, Path],
+    *,
+    height: int = 513,
+    width: int = 513,
+    output_stride: Optional[int] = None,
+    exporter: str = "auto",
+    opset: Optional[int] = None,
+) -> str:
+    """Export ``model`` to ONNX with dynamic batch, height and width.
+
+    Args:
+        model: Maps (N, 3, H, W) float32 to (N, C, H, W) logits; exported in eval mode (its
+            previous mode is restored).
+        path: The ``.onnx`` file to write.
+        height, width: Size of the example input that traces the graph (the default 513 is the
+            paper's crop); the graph accepts other sizes.
+        output_stride: Export at this output stride (8, 16, 32); None keeps the model's.
+        exporter: "dynamo" (torch.export-based), "torchscript" (legacy), or "auto": dynamo, then
+            torchscript if dynamo fails.
+        opset: ONNX opset version; None: the exporter's default.
+
+    Returns:
+        The exporter that wrote the file: "dynamo" or "torchscript".
+    """
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise ValueError(f"exporter must be 'auto', 'dynamo' or 'torchscript', got {exporter!r}")
+    _require("onnx")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    # Batch 2: torch.export specialises dimensions of size 0 or 1 to constants.
+    example = torch.randn(2, 3, height, width, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with use_output_stride(model, output_stride), torch.no_grad():
+            if exporter in ("auto", "dynamo"):
+                _require("onnxscript")
+                try:
+                    dims = {
+                        0: torch.export.Dim("batch", min=1),
+                        2: torch.export.Dim("height", min=2),
+                        3: torch.export.Dim("width", min=2),
+                    }
+                    torch.onnx.export(
+                        model,
+                        (example,),
+                        str(path),
+                        dynamo=True,
+                        dynamic_shapes=(dims,),
+                        input_names=[INPUT_NAME],
+                        output_names=[OUTPUT_NAME],
+                        opset_version=opset,
+                        verbose=False,
+                    )
+                    return "dynamo"
+                except Exception as e:
+                    if exporter == "dynamo":
+                        raise
+                    warnings.warn(
+                        f"dynamo ONNX export failed ({type(e).__name__}: {str(e)[:300]}); "
+                        "falling back to the TorchScript exporter",
+                        stacklevel=2,
+                    )
+            axes = {0: "batch", 2: "height", 3: "width"}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": we know
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                    opset_version=opset if opset is not None else 17,
+                )
+            return "torchscript"
+    finally:
+        model.train(was_training)
+
+
+def check_onnx(
+    model: nn.Module,
+    path: Union[str, Path],
+    inputs: Sequence[torch.Tensor],
+    *,
+    output_stride: Optional[int] = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+) -> float:
+    """Compare the ONNX graph (onnxruntime, CPU) with the PyTorch model on several inputs.
+
+    Pass inputs of at least two different sizes (and batch sizes) to check that the dynamic
+    axes really are dynamic, not baked in at the export size.
+
+    Args:
+        model: The exported model.
+        path: The ``.onnx`` file.
+        inputs: (N, 3, H, W) float32 tensors.
+        output_stride: The output stride the graph was exported at (None: the model's).
+        atol, rtol: Allowed ``|onnx - torch| <= atol + rtol * |torch|``, elementwise.
+
+    Returns:
+        The largest absolute difference over all inputs.
+
+    Raises:
+        AssertionError: when an output differs beyond the tolerance or has the wrong shape.
+    """
+    _require("onnx").checker.check_model(str(path))
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    was_training = model.training
+    model.eval()
+    worst = 0.0
+    try:
+        with use_output_stride(model, output_stride), torch.no_grad():
+            for x in inputs:
+                expected = model(x).float().cpu()
+                got = torch.from_numpy(session.run(None, {input_name: x.detach().cpu().float().numpy()})[0])
+                if got.shape != expected.shape:
+                    raise AssertionError(
+                        f"ONNX output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}"
+                    )
+                diff = (got - expected).abs()
+                worst = max(worst, diff.max().item())
+                bad = diff > atol + rtol * expected.abs()
+                if bad.any():
+                    raise AssertionError(
+                        f"ONNX differs from PyTorch at input {tuple(x.shape)}: max |diff| {diff.max().item():.3g}, "
+                        f"{int(bad.sum())} elements beyond atol={atol}, rtol={rtol}"
+                    )
+    finally:
+        model.train(was_training)
+    return worst

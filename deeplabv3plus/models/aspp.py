@@ -1,0 +1,70 @@
+"""Atrous Spatial Pyramid Pooling, the DeepLabv3+ encoder head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import ConvBNReLU, SeparableConv2d, set_conv_geometry
+
+ASPP_RATES_AT_OS16 = (6, 12, 18)
+
+
+def aspp_rates_for(output_stride: int, rates_at_os16: Sequence[int] = ASPP_RATES_AT_OS16) -> tuple[int, ...]:
+    """Atrous rates at ``output_stride``: (6, 12, 18) at 16, (12, 24, 36) at 8, (3, 6, 9) at 32.
+
+    The rates scale with the feature resolution so the branches see the same image context.
+    """
+    return tuple(max(1, round(r * 16 / output_stride)) for r in rates_at_os16)
+
+
+class ASPP(nn.Module):
+    """Image pooling + 1x1 + three atrous 3x3 branches, concatenated and projected.
+
+    Input (N, in_channels, h, w); output (N, channels, h, w).
+
+    Args:
+        in_channels: channels of the backbone's final feature.
+        rates: atrous rates of the three 3x3 branches.
+        channels: channels of every branch and of the output (256 in the paper).
+        separable: atrous separable convs in the 3x3 branches (the paper's 'SC').
+        dropout: after the projection; 0.1 as the reference (keep_prob 0.9).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        rates: Sequence[int] = ASPP_RATES_AT_OS16,
+        *,
+        channels: int = 256,
+        separable: bool = False,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.pooling = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, channels, 1))
+        self.conv1x1 = ConvBNReLU(in_channels, channels, 1)
+        if separable:
+            self.atrous = nn.ModuleList(SeparableConv2d(in_channels, channels, dilation=r) for r in rates)
+        else:
+            self.atrous = nn.ModuleList(ConvBNReLU(in_channels, channels, 3, dilation=r) for r in rates)
+        self.project = ConvBNReLU(channels * (2 + len(self.atrous)), channels, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def rates(self) -> tuple[int, ...]:
+        return tuple((b.conv_dw if hasattr(b, "conv_dw") else b.conv).dilation[0] for b in self.atrous)
+
+    @rates.setter
+    def rates(self, rates: Sequence[int]) -> None:
+        if len(rates) != len(self.atrous):
+            raise ValueError(f"expected {len(self.atrous)} ASPP rates, got {list(rates)}")
+        for branch, r in zip(self.atrous, rates):
+            set_conv_geometry(branch.conv_dw if hasattr(branch, "conv_dw") else branch.conv, 1, r)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Bilinear upsampling of a 1x1 map is a broadcast; expand avoids an interpolation op.
+        pooled = self.pooling(x).expand(-1, -1, x.shape[2], x.shape[3])
+        branches = [pooled, self.conv1x1(x), *(branch(x) for branch in self.atrous)]
+        return self.dropout(self.project(torch.cat(branches, dim=1)))

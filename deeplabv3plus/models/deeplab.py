@@ -1,0 +1,244 @@
+"""DeepLabv3+ = atrous backbone -> ASPP -> decoder -> logits, and its builders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .aspp import ASPP, ASPP_RATES_AT_OS16, aspp_rates_for
+from .backbone import Backbone
+from .decoder import Decoder
+from .layers import init_weights
+from .resnet import ResNet
+from .xception import Xception
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabv3+ (or DeepLabv3 with ``decoder=False``) on any atrous backbone.
+
+    ``forward`` takes a normalised image batch (N, 3, H, W) float and returns logits
+    (N, num_classes, H, W) at the input size, for any H and W.
+
+    ``output_stride`` is a property: setting it re-strides the backbone and rescales the ASPP
+    rates on the built model, with the same weights (train at 16, evaluate at 8).
+
+    Args:
+        backbone: a :class:`Backbone` returning ``{"low_level", "out"}`` features.
+        num_classes: output classes (21 for PASCAL VOC).
+        decoder: False gives the DeepLabv3 baseline (logits from ASPP, upsampled x OS).
+        separable: atrous separable convs in ASPP and decoder (the paper's 'SC').
+        aspp_rates: the three ASPP rates at output stride 16 (scaled by 16/OS elsewhere).
+        aspp_dropout: dropout after the ASPP projection.
+        low_level_channels: decoder projection width of the low-level feature (48).
+        align_corners: of every bilinear resize; True as the reference (crops of 16k+1).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int = 21,
+        *,
+        decoder: bool = True,
+        separable: bool = False,
+        aspp_rates: Optional[Sequence[int]] = None,
+        aspp_dropout: float = 0.1,
+        low_level_channels: int = 48,
+        align_corners: bool = True,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.align_corners = align_corners
+        self.aspp_rates_at_os16 = tuple(aspp_rates) if aspp_rates is not None else ASPP_RATES_AT_OS16
+        self.aspp = ASPP(
+            backbone.feature_channels["out"],
+            aspp_rates_for(backbone.output_stride, self.aspp_rates_at_os16),
+            separable=separable,
+            dropout=aspp_dropout,
+        )
+        self.decoder = None
+        if decoder:
+            self.decoder = Decoder(
+                backbone.feature_channels["low_level"],
+                low_level_channels=low_level_channels,
+                separable=separable,
+                align_corners=align_corners,
+            )
+        self.classifier = nn.Conv2d(256, num_classes, 1)
+        init_weights(self.aspp)
+        if self.decoder is not None:
+            init_weights(self.decoder)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
+    @output_stride.setter
+    def output_stride(self, value: int) -> None:
+        self.backbone.output_stride = value
+        self.aspp.rates = aspp_rates_for(value, self.aspp_rates_at_os16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        out = self.aspp(features["out"])
+        if self.decoder is not None:
+            out = self.decoder(out, features["low_level"])
+        logits = self.classifier(out)
+        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
+
+
+def _deeplab(
+    backbone: Backbone,
+    *,
+    num_classes: int,
+    decoder: bool,
+    separable: bool,
+    aspp_rates: Optional[Sequence[int]],
+    aspp_dropout: float,
+    low_level_channels: int,
+    align_corners: bool,
+    pretrained_backbone: Optional[str],
+) -> DeepLabV3Plus:
+    if pretrained_backbone is not None:
+        from ..weights.imagenet import load_pretrained_backbone
+
+        load_pretrained_backbone(backbone, pretrained_backbone)
+    return DeepLabV3Plus(
+        backbone,
+        num_classes,
+        decoder=decoder,
+        separable=separable,
+        aspp_rates=aspp_rates,
+        aspp_dropout=aspp_dropout,
+        low_level_channels=low_level_channels,
+        align_corners=align_corners,
+    )
+
+
+def deeplabv3plus_resnet(
+    depth: int = 101,
+    *,
+    num_classes: int = 21,
+    output_stride: int = 16,
+    resnet_variant: str = "standard",
+    strided_shortcut: str = "subsample",
+    decoder: bool = True,
+    separable: bool = False,
+    aspp_rates: Optional[Sequence[int]] = None,
+    aspp_dropout: float = 0.1,
+    low_level_channels: int = 48,
+    align_corners: bool = True,
+    pretrained_backbone: Optional[str] = None,
+) -> DeepLabV3Plus:
+    """DeepLabv3+ on an atrous ResNet-``depth`` (50, 101, 152).
+
+    ``resnet_variant="standard"`` is torchvision's architecture (its ImageNet weights fit);
+    ``"beta"`` is the paper's reference ResNet (3x3 stem, stride in the last unit);
+    ``strided_shortcut`` picks its shortcut in strided units (see :class:`ResNet`).
+    ``pretrained_backbone`` is an ImageNet source for the trunk: a state_dict path, or a name
+    accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone`.
+    """
+    return _deeplab(
+        ResNet(depth, resnet_variant, output_stride, strided_shortcut),
+        num_classes=num_classes,
+        decoder=decoder,
+        separable=separable,
+        aspp_rates=aspp_rates,
+        aspp_dropout=aspp_dropout,
+        low_level_channels=low_level_channels,
+        align_corners=align_corners,
+        pretrained_backbone=pretrained_backbone,
+    )
+
+
+def deeplabv3plus_xception(
+    depth: int = 65,
+    *,
+    num_classes: int = 21,
+    output_stride: int = 16,
+    decoder: bool = True,
+    separable: bool = True,
+    aspp_rates: Optional[Sequence[int]] = None,
+    aspp_dropout: float = 0.1,
+    low_level_channels: int = 48,
+    align_corners: bool = True,
+    pretrained_backbone: Optional[str] = None,
+) -> DeepLabV3Plus:
+    """DeepLabv3+ on a modified aligned Xception-``depth`` (41, 65, 71); SC on by default."""
+    return _deeplab(
+        Xception(depth, output_stride),
+        num_classes=num_classes,
+        decoder=decoder,
+        separable=separable,
+        aspp_rates=aspp_rates,
+        aspp_dropout=aspp_dropout,
+        low_level_channels=low_level_channels,
+        align_corners=align_corners,
+        pretrained_backbone=pretrained_backbone,
+    )
+
+
+def deeplabv3plus_resnet50(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-50; keyword arguments as :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(50, **kwargs)
+
+
+def deeplabv3plus_resnet101(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-101 (paper Table 3); keyword arguments as :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(101, **kwargs)
+
+
+def deeplabv3plus_xception41(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ Xception-41; keyword arguments as :func:`deeplabv3plus_xception`."""
+    return deeplabv3plus_xception(41, **kwargs)
+
+
+def deeplabv3plus_xception65(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ Xception-65 (paper Table 5); keyword arguments as :func:`deeplabv3plus_xception`."""
+    return deeplabv3plus_xception(65, **kwargs)
+
+
+def deeplabv3plus_xception71(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ Xception-71; keyword arguments as :func:`deeplabv3plus_xception`."""
+    return deeplabv3plus_xception(71, **kwargs)
+
+
+MODEL_BUILDERS: dict[str, Callable[..., DeepLabV3Plus]] = {
+    "resnet50": deeplabv3plus_resnet50,
+    "resnet101": deeplabv3plus_resnet101,
+    "xception41": deeplabv3plus_xception41,
+    "xception65": deeplabv3plus_xception65,
+    "xception71": deeplabv3plus_xception71,
+}
+
+
+def build_model(
+    backbone: str = "resnet101",
+    *,
+    resnet_variant: str = "standard",
+    strided_shortcut: str = "subsample",
+    **kwargs,
+) -> DeepLabV3Plus:
+    """Build from a backbone name and the builders' keyword arguments (the config entry point).
+
+    ``build_model(**dataclasses.asdict(cfg.model))`` builds the model a config describes.
+    The ResNet-only arguments must keep their defaults for Xception backbones.
+    """
+    if backbone not in MODEL_BUILDERS:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}")
+    if backbone.startswith("resnet"):
+        kwargs.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
+    elif (resnet_variant, strided_shortcut) != ("standard", "subsample"):
+        raise ValueError(
+            f"resnet_variant/strided_shortcut ({resnet_variant!r}, {strided_shortcut!r}) do not apply to "
+            f"backbone {backbone!r}"
+        )
+    return MODEL_BUILDERS[backbone](**kwargs)

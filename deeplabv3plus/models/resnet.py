@@ -1,0 +1,161 @@
+"""Atrous ResNet backbones: torchvision's layout ('standard') and the paper's 'beta' variant.
+
+* ``standard``: torchvision's ResNet (7x7 stem, stride in the first unit of each stage).
+  Its state_dict keys are torchvision's, so ``resnet101(weights=...)`` loads with
+  ``strict=True`` once ``fc.*`` is dropped. Low-level feature: the output of ``layer1``.
+* ``beta``: the reference ``resnet_v1_101_beta`` (SPEC.md section 1): three 3x3 stem convs
+  (64 s2, 64, 128), the stride in the *last* unit of stages 1-3. Low-level feature: the
+  conv3+BN output of ``layer1``'s second unit, before its residual add and ReLU
+  (reference end point ``block1/unit_2/bottleneck_v1/conv3``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import Backbone
+from .layers import ConvBNReLU, init_weights, set_conv_geometry
+
+RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+"""Bottleneck units per stage (He et al., 2016)."""
+
+STAGE_WIDTHS = (64, 128, 256, 512)
+"""Bottleneck width of each stage; its output has 4x as many channels."""
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (the stride and dilation) -> 1x1, with BN; torchvision's keys.
+
+    The shortcut is a strided 1x1 conv + BN (``downsample``) when the channels change. When
+    only the stride does, it is a plain subsampling (``x[..., ::s, ::s]``, TF's ``subsample``)
+    unless ``projection`` asks for the 1x1 conv + BN there too.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int, projection: bool = False):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.stride = stride
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if in_channels != out_channels or (projection and stride != 1):
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        self._shortcut_stride = stride
+
+    def set_stride_dilation(self, stride: int, dilation: int) -> None:
+        set_conv_geometry(self.conv2, stride, dilation)
+        if self.downsample is not None:
+            self.downsample[0].stride = (stride, stride)
+        self._shortcut_stride = stride
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch alone (conv3 + BN output), (N, 4*width, H', W')."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self._shortcut_stride > 1:
+            return x[:, :, :: self._shortcut_stride, :: self._shortcut_stride]
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.residual(x) + self.shortcut(x))
+
+
+class ResNet(Backbone):
+    """Atrous ResNet trunk (no classifier) returning ``{"low_level", "out"}`` features.
+
+    Args:
+        depth: 50, 101 or 152 (see ``RESNET_DEPTHS``).
+        variant: ``"standard"`` (torchvision) or ``"beta"`` (the paper's reference).
+        output_stride: 8, 16 or 32.
+        strided_shortcut: shortcut of the ``beta`` units that stride without changing
+            channels: ``"subsample"`` as the reference code and its checkpoints, or
+            ``"projection"`` (a 1x1 conv + BN). The paper's Table 3 Multiply-Adds match the
+            projection form (0.2-0.3% at OS 32, where subsampling is 1.4-2.0% below): see
+            docs/macs.md.
+    """
+
+    def __init__(
+        self,
+        depth: int = 101,
+        variant: str = "standard",
+        output_stride: int = 16,
+        strided_shortcut: str = "subsample",
+    ):
+        super().__init__()
+        if depth not in RESNET_DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
+        if variant not in ("standard", "beta"):
+            raise ValueError(f"ResNet variant must be 'standard' or 'beta', got {variant!r}")
+        if strided_shortcut not in ("subsample", "projection"):
+            raise ValueError(
+                f"strided_shortcut must be 'subsample' or 'projection', got {strided_shortcut!r}"
+            )
+        self.depth = depth
+        self.variant = variant
+        if variant == "standard":
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            stem_channels = 64
+        else:
+            # conv1_1 (s2), conv1_2, conv1_3; conv1_3's BN and ReLU are bn1/relu below, so that
+            # both variants share one forward and the standard keeps torchvision's keys.
+            self.conv1 = nn.Sequential(
+                ConvBNReLU(3, 64, 3, stride=2),
+                ConvBNReLU(64, 64, 3),
+                nn.Conv2d(64, 128, 3, padding=1, bias=False),
+            )
+            stem_channels = 128
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.stem_stride = 4
+
+        in_channels = stem_channels
+        for i, (num_units, width) in enumerate(zip(RESNET_DEPTHS[depth], STAGE_WIDTHS)):
+            units = []
+            for u in range(num_units):
+                if variant == "standard":
+                    stride = 2 if (u == 0 and i > 0) else 1
+                else:
+                    stride = 2 if (u == num_units - 1 and i < 3) else 1
+                units.append(Bottleneck(in_channels, width, stride, strided_shortcut == "projection"))
+                in_channels = width * Bottleneck.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+        self.feature_channels = {"low_level": 256, "out": in_channels}
+        init_weights(self)
+        self.output_stride = output_stride
+
+    def units(self) -> list[nn.Module]:
+        return [*self.layer1, *self.layer2, *self.layer3, *self.layer4]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if self.variant == "standard":
+            x = low_level = self.layer1(x)
+        else:
+            x = self.layer1[0](x)
+            low_level = self.layer1[1].residual(x)
+            x = self.layer1[1].relu(low_level + self.layer1[1].shortcut(x))
+            for unit in self.layer1[2:]:
+                x = unit(x)
+        x = self.layer4(self.layer3(self.layer2(x)))
+        return {"low_level": low_level, "out": x}

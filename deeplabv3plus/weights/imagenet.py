@@ -1,0 +1,132 @@
+"""ImageNet-pretrained backbones: torchvision ResNets, timm's aligned Xceptions, local files.
+
+Our ``standard`` ResNet has torchvision's keys and our Xception has timm's keys, so the name
+map is the identity once the classifier (``fc.*`` / ``head.*``) is dropped; every other
+tensor must load, and a missing or unexpected key is an error.
+
+A source is one of:
+
+* a path to a state_dict file (``.pth``/``.pt``; ``.safetensors`` when safetensors is installed),
+  e.g. the output of ``scripts/convert_tf_checkpoint.py`` for the reference checkpoints;
+* ``"torchvision:IMAGENET1K_V1"`` / ``"torchvision:IMAGENET1K_V2"`` (ResNet-50/101), downloaded
+  and cached by torchvision itself;
+* ``"timm:xception65.tf_in1k"`` (any timm aligned Xception tag), through timm (extra ``timm``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import nn
+
+CLASSIFIER_PREFIXES = ("fc.", "head.", "backbone.fc.", "backbone.head.")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """A pretrained source cannot be found, read, or does not fit the backbone."""
+
+
+def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
+    """Tensors of a state_dict file; a checkpoint dict with a "model"/"state_dict" entry is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"pretrained weights file '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise PretrainedWeightsError(
+                f"reading '{path}' needs safetensors: pip install \"deeplabv3plus[timm]\""
+            ) from None
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PretrainedWeightsError(f"cannot read '{path}' as a PyTorch state_dict: {e}") from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise PretrainedWeightsError(f"'{path}' holds a {type(state).__name__}, expected a state_dict")
+    return state
+
+
+def _torchvision_state_dict(backbone: nn.Module, tag: str) -> dict[str, torch.Tensor]:
+    from torchvision.models import ResNet50_Weights, ResNet101_Weights, ResNet152_Weights
+
+    enums = {50: ResNet50_Weights, 101: ResNet101_Weights, 152: ResNet152_Weights}
+    depth = getattr(backbone, "depth", None)
+    if getattr(backbone, "variant", None) != "standard" or depth not in enums:
+        raise PretrainedWeightsError(
+            "torchvision ImageNet weights fit the 'standard' ResNet-50/101/152 only "
+            "(set model.resnet_variant=standard)"
+        )
+    try:
+        weights = enums[depth][tag]
+    except KeyError:
+        valid = ", ".join(w.name for w in enums[depth])
+        raise PretrainedWeightsError(f"unknown torchvision weights {tag!r}; expected one of {valid}") from None
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as e:
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+        raise PretrainedWeightsError(
+            f"cannot download {weights.url} ({e.__class__.__name__}); offline, put that file at '{cache}' "
+            "or pass its path as the pretrained source"
+        ) from None
+
+
+def _timm_state_dict(tag: str) -> dict[str, torch.Tensor]:
+    try:
+        import timm
+    except ImportError:
+        raise PretrainedWeightsError(
+            f"the pretrained source 'timm:{tag}' needs timm: pip install \"deeplabv3plus[timm]\""
+        ) from None
+    try:
+        return timm.create_model(tag, pretrained=True).state_dict()
+    except Exception as e:
+        raise PretrainedWeightsError(
+            f"timm could not load {tag!r} ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"offline, save timm.create_model('{tag}', pretrained=True).state_dict() elsewhere with "
+            "torch.save and pass that file's path as the pretrained source"
+        ) from None
+
+
+def resolve_source(backbone: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """The state_dict a source names (see the module docstring)."""
+    kind, _, tag = source.partition(":")
+    if kind == "torchvision" and tag:
+        return _torchvision_state_dict(backbone, tag)
+    if kind == "timm" and tag:
+        return _timm_state_dict(tag)
+    return read_state_dict(source)
+
+
+def load_pretrained_backbone(backbone: nn.Module, source: str) -> None:
+    """Load ImageNet weights into ``backbone`` (in place), strictly but for the classifier.
+
+    Raises:
+        PretrainedWeightsError: the source cannot be had, or a key is missing or unexpected.
+    """
+    state = resolve_source(backbone, source)
+    state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise PretrainedWeightsError(
+            f"pretrained source '{source}' does not fit {type(backbone).__name__}: "
+            f"{len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}"
+        )
+    wrong = [k for k in own if own[k].shape != state[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise PretrainedWeightsError(
+            f"pretrained source '{source}': {len(wrong)} tensors of the wrong shape, e.g. {k}: "
+            f"{tuple(state[k].shape)} where {tuple(own[k].shape)} is expected"
+        )
+    backbone.load_state_dict(state, strict=True)

@@ -1,0 +1,115 @@
+"""ONNX export: dynamic batch/height/width, parity with PyTorch under onnxruntime."""
+
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+pytest.importorskip("onnx", reason='ONNX export needs the extra: pip install "deeplabv3plus[onnx]"')
+pytest.importorskip("onnxruntime", reason='ONNX parity needs the extra: pip install "deeplabv3plus[onnx]"')
+
+from deeplabv3plus.export import check_onnx, export_onnx  # noqa: E402
+
+
+class MiniDeepLab(nn.Module):
+    """The ops DeepLabv3+ exports: strided and dilated convs, BN, image pooling + expand,
+    a stride-4 skip, bilinear align_corners=True resizes to symbolic sizes, a settable output_stride."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.deep = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.atrous = nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 16, 1))
+        self.head = nn.Conv2d(16 + 16 + 8, num_classes, 1)
+        self.output_stride = 16
+        self.eval()
+
+    def forward(self, x):
+        low = self.down(self.stem(x))  # stride 4
+        deep = self.deep(low)
+        a = self.atrous(deep)
+        g = self.pool(deep).expand(-1, -1, a.shape[2], a.shape[3])
+        y = F.interpolate(torch.cat([a, g], 1), size=low.shape[2:], mode="bilinear", align_corners=True)
+        y = self.head(torch.cat([y, low], 1))
+        return F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=True)
+
+
+def _two_sizes():
+    return [torch.randn(1, 3, 45, 61), torch.randn(3, 3, 30, 23)]
+
+
+def test_dynamo_export_matches_pytorch_at_two_sizes(tmp_path):
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    model = MiniDeepLab()
+    used = export_onnx(model, tmp_path / "m.onnx", height=33, width=49, exporter="dynamo")
+    assert used == "dynamo"
+    assert check_onnx(model, tmp_path / "m.onnx", _two_sizes(), atol=1e-4, rtol=1e-4) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def torchscript_export(tmp_path_factory):
+    """One legacy-exporter export shared by the tests below (exports are the slow part)."""
+    model = MiniDeepLab()
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    used = export_onnx(model, path, height=33, width=49, exporter="torchscript")
+    return model, path, used
+
+
+def test_torchscript_export_matches_pytorch_at_two_sizes(torchscript_export):
+    model, path, used = torchscript_export
+    assert used == "torchscript"
+    assert check_onnx(model, path, _two_sizes(), atol=1e-4, rtol=1e-4) < 1e-4
+
+
+def test_graph_axes_are_named_and_dynamic(torchscript_export):
+    import onnx
+
+    graph = onnx.load(str(torchscript_export[1])).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert graph.input[0].name == "image" and graph.output[0].name == "logits"
+    assert dims == ["batch", 3, "height", "width"]
+
+
+def test_check_fails_on_a_different_model(torchscript_export):
+    other = MiniDeepLab()
+    with torch.no_grad():
+        other.head.bias += 1.0
+    with pytest.raises(AssertionError, match="differs"):
+        check_onnx(other, torchscript_export[1], _two_sizes())
+
+
+def test_output_stride_is_restored_and_mode_kept(tmp_path):
+    model = MiniDeepLab().train()
+    export_onnx(model, tmp_path / "m.onnx", height=17, width=17, output_stride=8, exporter="torchscript")
+    assert model.output_stride == 16 and model.training
+
+
+def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
+    with pytest.raises(ImportError, match=r"deeplabv3plus\[onnx\]"):
+        export_onnx(MiniDeepLab(), tmp_path / "m.onnx")
+
+
+def test_script_exports_and_checks(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_onnx.py"
+    spec = importlib.util.spec_from_file_location("script_export_onnx", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # Checkpoint loading is tested in test_predict.py; a small model keeps this test fast.
+    loaded = []
+    monkeypatch.setattr(
+        script, "load_model_from_checkpoint", lambda *a, **k: loaded.append(a) or (MiniDeepLab(), None)
+    )
+    out = str(tmp_path / "m.onnx")
+    args = ["--checkpoint", "ckpt.pt", "--output", out, "--height", "33", "--width", "41"]
+    assert script.main(args + ["--exporter", "torchscript", "--output-stride", "8"]) == "torchscript"
+    assert loaded == [("ckpt.pt", None)]
+    assert "onnxruntime matches PyTorch" in capsys.readouterr().out

@@ -1,0 +1,108 @@
+"""predict: label PNGs in the VOC palette that read back to the predicted class indices."""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from deeplabv3plus.data.voc_meta import voc_palette
+from deeplabv3plus.inference import segment
+from deeplabv3plus.predict import collect_inputs, colour_overlay, predict_files, to_input
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class StandIn(nn.Module):
+    """A strided conv + bilinear upsampling: image-dependent predictions over 5 classes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+        self.output_stride = 16
+        self.batch_sizes = []
+
+    def forward(self, x):
+        self.batch_sizes.append(x.shape[0])
+        return F.interpolate(self.conv(x) * 10, size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def _write_images(folder, sizes):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        p = folder / f"img{i}.png"  # lossless, so the test reads the same pixels as predict
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_label_pngs_read_back_to_the_predicted_indices(tmp_path):
+    paths = _write_images(tmp_path / "in", [(20, 30), (20, 30), (17, 13)])
+    model = StandIn()
+    outputs = predict_files(model, paths, tmp_path / "out", MEAN, STD, batch_size=2, progress=False)
+    assert model.batch_sizes == [2, 1]  # the two 20x30 images share a pass
+    for path, (label_png, overlay) in zip(paths, outputs):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        expected = segment(model, to_input(rgb, MEAN, STD)[None])[0].numpy()
+        with Image.open(label_png) as im:
+            assert im.mode == "P"
+            assert np.array_equal(np.asarray(im), expected)
+            assert np.array_equal(np.asarray(im.getpalette()[: 3 * 5]), voc_palette(5).reshape(-1))
+        assert label_png.name == f"{path.stem}.png" and overlay.name == f"{path.stem}_overlay.jpg"
+        assert Image.open(overlay).size == Image.open(path).size
+
+
+def test_overlay_blends_class_colours_over_the_image():
+    rgb = np.full((2, 2, 3), 200, dtype=np.uint8)
+    labels = np.array([[0, 1], [2, 15]])
+    out = colour_overlay(rgb, labels, alpha=0.25)
+    expected = np.rint(0.75 * 200 + 0.25 * voc_palette()[labels].astype(np.float64))
+    assert np.array_equal(out, expected.astype(np.uint8))
+
+
+def test_inputs_may_be_files_folders_and_globs(tmp_path):
+    a = _write_images(tmp_path / "a", [(8, 8), (8, 8)])
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    b = _write_images(tmp_path / "b", [(8, 8)])
+    b = [b[0].rename(tmp_path / "b" / "other.png")]
+    assert collect_inputs([tmp_path / "a"]) == a
+    assert collect_inputs([str(tmp_path / "b" / "*.png"), a[1]]) == b + [a[1]]
+    with pytest.raises(FileNotFoundError, match="no image"):
+        collect_inputs([str(tmp_path / "missing*.jpg")])
+    with pytest.raises(ValueError, match="share the stem"):
+        collect_inputs([a[0], tmp_path / "a" / "img0.png", *_write_images(tmp_path / "c", [(8, 8)])])
+
+
+def _load_script(name):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_runs_a_training_checkpoint(tmp_path):
+    from deeplabv3plus import build_model
+    from deeplabv3plus.config import Config, config_to_dict
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.data.num_classes = "resnet50", 3, 3
+    model = build_model(**dataclasses.asdict(cfg.model)).eval()
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "ckpt.pt")
+    paths = _write_images(tmp_path / "in", [(33, 41)])
+    outputs = _load_script("predict").main(
+        ["--checkpoint", str(tmp_path / "ckpt.pt"), str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+         "--device", "cpu", "--flip", "--overlay-ext", ".png"]
+    )  # fmt: skip
+    rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
+    expected = segment(model, to_input(rgb, cfg.data.mean, cfg.data.std)[None], flip=True)[0].numpy()
+    assert np.array_equal(np.asarray(Image.open(outputs[0][0])), expected)
+    assert outputs[0][1].suffix == ".png"
