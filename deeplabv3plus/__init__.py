@@ -3,6 +3,7 @@
 from .models import (
     DeepLabV3Plus,
     build_model,
+    deeplabv3plus_resnet18,
     deeplabv3plus_resnet50,
     deeplabv3plus_resnet101,
     deeplabv3plus_xception41,
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeepLabV3Plus",
     "build_model",
+    "deeplabv3plus_resnet18",
     "deeplabv3plus_resnet50",
     "deeplabv3plus_resnet101",
     "deeplabv3plus_xception41",

@@ -31,7 +31,7 @@ class ModelConfig:
     """Architecture; the fields are the keyword arguments of :func:`deeplabv3plus.build_model`."""
 
     backbone: str = "resnet101"
-    """One of resnet50, resnet101, xception41, xception65, xception71."""
+    """One of resnet18, resnet50, resnet101, xception41, xception65, xception71."""
     resnet_variant: str = "standard"
     """ResNet only: 'standard' (torchvision layout, 7x7 stem) or 'beta' (the paper's 3x3 stem)."""
     strided_shortcut: str = "subsample"
@@ -45,6 +45,8 @@ class ModelConfig:
     """ASPP atrous rates at output stride 16 (default 6, 12, 18); scaled by 16/OS at other strides."""
     aspp_dropout: float = 0.1
     low_level_channels: int = 48
+    head_channels: int = 256
+    """Width of the ASPP branches and decoder convs (256 in the paper)."""
     align_corners: bool = True
     pretrained_backbone: Optional[str] = None
     """ImageNet weights of the backbone: a path to a state_dict, or a named source (see weights)."""

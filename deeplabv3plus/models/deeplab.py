@@ -34,6 +34,8 @@ class DeepLabV3Plus(nn.Module):
         aspp_rates: the three ASPP rates at output stride 16 (scaled by 16/OS elsewhere).
         aspp_dropout: dropout after the ASPP projection.
         low_level_channels: decoder projection width of the low-level feature (48).
+        head_channels: width of the ASPP branches and the decoder convs (256 in the paper;
+            smaller for quick experiments on a CPU).
         align_corners: of every bilinear resize; True as the reference (crops of 16k+1).
     """
 
@@ -47,6 +49,7 @@ class DeepLabV3Plus(nn.Module):
         aspp_rates: Optional[Sequence[int]] = None,
         aspp_dropout: float = 0.1,
         low_level_channels: int = 48,
+        head_channels: int = 256,
         align_corners: bool = True,
     ):
         super().__init__()
@@ -59,6 +62,7 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(
             backbone.feature_channels["out"],
             aspp_rates_for(backbone.output_stride, self.aspp_rates_at_os16),
+            channels=head_channels,
             separable=separable,
             dropout=aspp_dropout,
         )
@@ -66,11 +70,13 @@ class DeepLabV3Plus(nn.Module):
         if decoder:
             self.decoder = Decoder(
                 backbone.feature_channels["low_level"],
+                head_channels,
                 low_level_channels=low_level_channels,
+                channels=head_channels,
                 separable=separable,
                 align_corners=align_corners,
             )
-        self.classifier = nn.Conv2d(256, num_classes, 1)
+        self.classifier = nn.Conv2d(head_channels, num_classes, 1)
         init_weights(self.aspp)
         if self.decoder is not None:
             init_weights(self.decoder)
@@ -104,6 +110,7 @@ def _deeplab(
     aspp_rates: Optional[Sequence[int]],
     aspp_dropout: float,
     low_level_channels: int,
+    head_channels: int,
     align_corners: bool,
     pretrained_backbone: Optional[str],
 ) -> DeepLabV3Plus:
@@ -119,6 +126,7 @@ def _deeplab(
         aspp_rates=aspp_rates,
         aspp_dropout=aspp_dropout,
         low_level_channels=low_level_channels,
+        head_channels=head_channels,
         align_corners=align_corners,
     )
 
@@ -135,10 +143,11 @@ def deeplabv3plus_resnet(
     aspp_rates: Optional[Sequence[int]] = None,
     aspp_dropout: float = 0.1,
     low_level_channels: int = 48,
+    head_channels: int = 256,
     align_corners: bool = True,
     pretrained_backbone: Optional[str] = None,
 ) -> DeepLabV3Plus:
-    """DeepLabv3+ on an atrous ResNet-``depth`` (50, 101, 152).
+    """DeepLabv3+ on an atrous ResNet-``depth`` (18, 34, 50, 101, 152).
 
     ``resnet_variant="standard"`` is torchvision's architecture (its ImageNet weights fit);
     ``"beta"`` is the paper's reference ResNet (3x3 stem, stride in the last unit);
@@ -154,6 +163,7 @@ def deeplabv3plus_resnet(
         aspp_rates=aspp_rates,
         aspp_dropout=aspp_dropout,
         low_level_channels=low_level_channels,
+        head_channels=head_channels,
         align_corners=align_corners,
         pretrained_backbone=pretrained_backbone,
     )
@@ -169,6 +179,7 @@ def deeplabv3plus_xception(
     aspp_rates: Optional[Sequence[int]] = None,
     aspp_dropout: float = 0.1,
     low_level_channels: int = 48,
+    head_channels: int = 256,
     align_corners: bool = True,
     pretrained_backbone: Optional[str] = None,
 ) -> DeepLabV3Plus:
@@ -181,9 +192,15 @@ def deeplabv3plus_xception(
         aspp_rates=aspp_rates,
         aspp_dropout=aspp_dropout,
         low_level_channels=low_level_channels,
+        head_channels=head_channels,
         align_corners=align_corners,
         pretrained_backbone=pretrained_backbone,
     )
+
+
+def deeplabv3plus_resnet18(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-18 (a CPU-sized model for quick experiments); see :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(18, **kwargs)
 
 
 def deeplabv3plus_resnet50(**kwargs) -> DeepLabV3Plus:
@@ -212,6 +229,7 @@ def deeplabv3plus_xception71(**kwargs) -> DeepLabV3Plus:
 
 
 MODEL_BUILDERS: dict[str, Callable[..., DeepLabV3Plus]] = {
+    "resnet18": deeplabv3plus_resnet18,
     "resnet50": deeplabv3plus_resnet50,
     "resnet101": deeplabv3plus_resnet101,
     "xception41": deeplabv3plus_xception41,

@@ -18,14 +18,62 @@ from .backbone import Backbone
 from .layers import ConvBNReLU, init_weights, set_conv_geometry
 
 RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
-"""Bottleneck units per stage (He et al., 2016)."""
+"""Residual units per stage (He et al., 2016): basic blocks below depth 50, bottlenecks from 50."""
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 """Bottleneck width of each stage; its output has 4x as many channels."""
+
+
+class BasicBlock(nn.Module):
+    """3x3 (the stride and dilation) -> 3x3, with BN; torchvision's keys (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int, projection: bool = False):
+        super().__init__()
+        self.stride = stride
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if in_channels != width or (projection and stride != 1):
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
+            )
+        self._shortcut_stride = stride
+
+    def set_stride_dilation(self, stride: int, dilation: int) -> None:
+        set_conv_geometry(self.conv1, stride, dilation)
+        set_conv_geometry(self.conv2, 1, dilation)
+        if self.downsample is not None:
+            self.downsample[0].stride = (stride, stride)
+        self._shortcut_stride = stride
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch alone (conv2 + BN output), (N, width, H', W')."""
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return _shortcut(self, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.residual(x) + self.shortcut(x))
+
+
+def _shortcut(unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if unit.downsample is not None:
+        return unit.downsample(x)
+    if unit._shortcut_stride > 1:
+        return x[:, :, :: unit._shortcut_stride, :: unit._shortcut_stride]
+    return x
 
 
 class Bottleneck(nn.Module):
@@ -70,11 +118,7 @@ class Bottleneck(nn.Module):
         return self.bn3(self.conv3(out))
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.downsample is not None:
-            return self.downsample(x)
-        if self._shortcut_stride > 1:
-            return x[:, :, :: self._shortcut_stride, :: self._shortcut_stride]
-        return x
+        return _shortcut(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.residual(x) + self.shortcut(x))
@@ -84,7 +128,7 @@ class ResNet(Backbone):
     """Atrous ResNet trunk (no classifier) returning ``{"low_level", "out"}`` features.
 
     Args:
-        depth: 50, 101 or 152 (see ``RESNET_DEPTHS``).
+        depth: 18, 34, 50, 101 or 152 (see ``RESNET_DEPTHS``).
         variant: ``"standard"`` (torchvision) or ``"beta"`` (the paper's reference).
         output_stride: 8, 16 or 32.
         strided_shortcut: shortcut of the ``beta`` units that stride without changing
@@ -129,6 +173,7 @@ class ResNet(Backbone):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.stem_stride = 4
 
+        block = Bottleneck if depth >= 50 else BasicBlock
         in_channels = stem_channels
         for i, (num_units, width) in enumerate(zip(RESNET_DEPTHS[depth], STAGE_WIDTHS)):
             units = []
@@ -137,10 +182,10 @@ class ResNet(Backbone):
                     stride = 2 if (u == 0 and i > 0) else 1
                 else:
                     stride = 2 if (u == num_units - 1 and i < 3) else 1
-                units.append(Bottleneck(in_channels, width, stride, strided_shortcut == "projection"))
-                in_channels = width * Bottleneck.expansion
+                units.append(block(in_channels, width, stride, strided_shortcut == "projection"))
+                in_channels = width * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
-        self.feature_channels = {"low_level": 256, "out": in_channels}
+        self.feature_channels = {"low_level": STAGE_WIDTHS[0] * block.expansion, "out": in_channels}
         init_weights(self)
         self.output_stride = output_stride
 

@@ -8,7 +8,7 @@ A source is one of:
 
 * a path to a state_dict file (``.pth``/``.pt``; ``.safetensors`` when safetensors is installed),
   e.g. the output of ``scripts/convert_tf_checkpoint.py`` for the reference checkpoints;
-* ``"torchvision:IMAGENET1K_V1"`` / ``"torchvision:IMAGENET1K_V2"`` (ResNet-50/101), downloaded
+* ``"torchvision:IMAGENET1K_V1"`` / ``"torchvision:IMAGENET1K_V2"`` (any standard ResNet), downloaded
   and cached by torchvision itself;
 * ``"timm:xception65.tf_in1k"`` (any timm aligned Xception tag), through timm (extra ``timm``).
 """
@@ -55,20 +55,28 @@ def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
 
 
 def _torchvision_state_dict(backbone: nn.Module, tag: str) -> dict[str, torch.Tensor]:
-    from torchvision.models import ResNet50_Weights, ResNet101_Weights, ResNet152_Weights
+    from torchvision.models import (
+        ResNet18_Weights,
+        ResNet34_Weights,
+        ResNet50_Weights,
+        ResNet101_Weights,
+        ResNet152_Weights,
+    )
 
-    enums = {50: ResNet50_Weights, 101: ResNet101_Weights, 152: ResNet152_Weights}
+    enums = {18: ResNet18_Weights, 34: ResNet34_Weights, 50: ResNet50_Weights, 101: ResNet101_Weights,
+             152: ResNet152_Weights}  # fmt: skip
     depth = getattr(backbone, "depth", None)
     if getattr(backbone, "variant", None) != "standard" or depth not in enums:
         raise PretrainedWeightsError(
-            "torchvision ImageNet weights fit the 'standard' ResNet-50/101/152 only "
-            "(set model.resnet_variant=standard)"
+            "torchvision ImageNet weights fit the 'standard' ResNets only (set model.resnet_variant=standard)"
         )
     try:
         weights = enums[depth][tag]
     except KeyError:
         valid = ", ".join(w.name for w in enums[depth])
-        raise PretrainedWeightsError(f"unknown torchvision weights {tag!r}; expected one of {valid}") from None
+        raise PretrainedWeightsError(
+            f"unknown torchvision weights {tag!r}; expected one of {valid}"
+        ) from None
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except Exception as e:
@@ -113,7 +121,9 @@ def load_pretrained_backbone(backbone: nn.Module, source: str) -> None:
         PretrainedWeightsError: the source cannot be had, or a key is missing or unexpected.
     """
     state = resolve_source(backbone, source)
-    state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    state = {
+        k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)
+    }
     own = backbone.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

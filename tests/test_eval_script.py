@@ -1,0 +1,138 @@
+"""scripts/eval.py: a tiny checkpoint evaluated on the synthetic val split, flags, errors, files."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from deeplabv3plus import build_model
+from deeplabv3plus.config import Config, config_to_dict
+from deeplabv3plus.data.datasets import build_dataset
+from deeplabv3plus.inference import predict_probs
+
+NUM_CLASSES = 6  # the synthetic_voc fixture's class count (not the default 21)
+
+
+def _load_script(name: str):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_script = _load_script("eval")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight OS-16 ResNet-50 DeepLabv3+ checkpoint whose config reads the synthetic data.
+
+    Its ``data.val_split`` is a two-image list ``val2`` written into a copy of the session's
+    synthetic dataset (which is read-only), to keep the CPU evaluations short.
+    """
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    shutil.copytree(synthetic_voc, root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    names = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:2]
+    (voc / "ImageSets" / "Segmentation" / "val2.txt").write_text("\n".join(names) + "\n")
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.model.output_stride = "resnet50", NUM_CLASSES, 16
+    cfg.data.layout, cfg.data.root, cfg.data.num_classes = "synthetic", str(root), NUM_CLASSES
+    cfg.data.val_split = "val2"
+    cfg.data.workers = 0
+    torch.manual_seed(0)
+    model = build_model(**dataclasses.asdict(cfg.model)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, path)
+    return path
+
+
+def test_eval_os8_multiscale_flip_trimap(checkpoint: Path, tmp_path: Path, capsys):
+    out = tmp_path / "res.json"
+    argv = ["--checkpoint", str(checkpoint), "--output-stride", "8", "--scales", "0.5", "1.0", "--flip"]
+    argv += [
+        "--trimap",
+        "--trimap-widths",
+        "0",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--output",
+        str(out),
+    ]
+    assert eval_script.main(argv + ["eval.batch_size=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "background" in printed  # the per-class table with class names
+
+    res = json.loads(out.read_text())
+    assert res["output_stride"] == 8 and res["scales"] == [0.5, 1.0] and res["flip"] is True
+    assert res["checkpoint"] == str(checkpoint) and res["split"] == "val2" and res["num_images"] == 2
+    assert len(res["per_class_iou"]) == NUM_CLASSES and "background" in res["per_class_iou"]
+    assert all(v is None or 0.0 <= v <= 1.0 for v in res["per_class_iou"].values())
+    assert 0.0 <= res["mIoU"] <= 1.0
+    assert set(res["trimap"]) == {"0", "4"}  # JSON keys: the band widths
+    assert all(v is None or 0.0 <= v <= 1.0 for v in res["trimap"].values())
+    assert res["config"]["eval"]["batch_size"] == 2 and res["config"]["eval"]["output_stride"] == 8
+    assert res["config"]["model"]["output_stride"] == 16  # the model keeps its training stride
+    assert (tmp_path / "res_trimap" / "trimap.csv").is_file()
+
+
+def test_eval_default_output_next_to_checkpoint(checkpoint: Path):
+    assert eval_script.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress"]) == 0
+    res = json.loads((checkpoint.parent / "model_eval_os16_val2.json").read_text())
+    assert res["output_stride"] == 16 and res["scales"] == [1.0] and res["flip"] is False
+    assert "trimap" not in res
+    name = eval_script.default_output_path("a/b.pt", 8, [0.5, 1.0], True, "train").name
+    assert name == "b_eval_os8_ms_flip_train.json"
+
+
+def test_os8_of_an_os16_model_runs_and_differs(checkpoint: Path):
+    """The issue's requirement: evaluating an OS-16 model at OS 8 works and changes the output."""
+    model, cfg = eval_script.load_model_from_checkpoint(checkpoint)
+    image = build_dataset(cfg.data, "val2", train=False)[0][0][:, :33, :33]
+    p16 = predict_probs(model, image[None], output_stride=16)
+    p8 = predict_probs(model, image[None], output_stride=8)
+    assert p8.shape == p16.shape == (1, NUM_CLASSES, *image.shape[-2:])
+    assert torch.allclose(p8.sum(1), torch.ones(1)) and torch.isfinite(p8).all()
+    assert (p8 - p16).abs().max() > 1e-4
+    assert model.output_stride == 16  # restored
+
+
+def test_config_file_values_go_on_top_of_the_checkpoint(checkpoint: Path, tmp_path: Path):
+    (tmp_path / "cfg.yaml").write_text("eval:\n  scales: [0.75]\n  flip: true\n")
+    args = eval_script.parse_args(["--checkpoint", str(checkpoint), "--config", str(tmp_path / "cfg.yaml")])
+    _, cfg = eval_script.load_model(args, "cpu")
+    assert cfg.eval.scales == [0.75] and cfg.eval.flip is True
+    assert cfg.model.num_classes == NUM_CLASSES  # the rest is still the checkpoint's
+    args = eval_script.parse_args(["--checkpoint", "x.pt", "--no-flip", "eval.flip=true"])
+    eval_script.apply_eval_flags(cfg, args)
+    assert cfg.eval.flip is False and cfg.eval.scales == [0.75]  # flags beat the config
+    assert eval_script.flatten_overrides({"a": {"b": [1, 2], "c": "x"}, "d": None}) == [
+        "a.b=[1, 2]",
+        'a.c="x"',
+        "d=null",
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--checkpoint", "missing.pt"], "checkpoint 'missing.pt' does not exist"),
+        (["model.nope=1"], "unknown config key 'model.nope'"),
+        (["data.root=/nonexistent/voc", "data.layout=voc"], "no VOC 2012 folder"),
+        (["--config", "missing.yaml"], "config file 'missing.yaml' does not exist"),
+    ],
+)
+def test_errors_are_one_line_and_exit_code_2(checkpoint: Path, extra: list, message: str, capsys):
+    argv = ["--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress", *extra]
+    assert eval_script.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("eval.py: error:") and len(err.splitlines()) == 1

@@ -1,0 +1,198 @@
+"""The training loop: poly LR, recipe guards, a short run, exact resume, 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from deeplabv3plus.checkpoint import load_checkpoint, save_checkpoint
+from deeplabv3plus.config import ConfigError, config_from_dict
+from deeplabv3plus.models import build_model
+from deeplabv3plus.train import build_optimizer, poly_lr_factor, setup_runtime, train
+
+
+def tiny_config(root: Path, out: Path, **train_overrides):
+    """A CPU-sized run on the session's synthetic VOC set: ResNet-18, 16-wide head, 49 px crops."""
+    return config_from_dict(
+        {
+            "model": {"backbone": "resnet18", "num_classes": 6, "head_channels": 16, "aspp_dropout": 0.1},
+            "data": {"layout": "synthetic", "root": str(root), "num_classes": 6, "crop_size": 49, "workers": 0},
+            "train": {
+                "max_iters": 4, "batch_size": 4, "lr": 0.01, "allow_scratch_backbone": True, "device": "cpu",
+                "log_interval": 1, "val_interval": 0, "ckpt_interval": 2, "output_dir": str(out), "seed": 3,
+                **train_overrides,
+            },
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture
+def no_val(monkeypatch):
+    """Skip the end-of-run validation pass (its own tests live in test_eval_script/test_metrics)."""
+    import deeplabv3plus.train as train_module
+
+    def fake_evaluate(*args, **kwargs):
+        return {"mIoU": 0.5, "pixel_acc": 0.5, "table": "", "per_class_iou": {}}
+
+    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
+
+
+def test_poly_lr_follows_the_formula_number_by_number():
+    assert poly_lr_factor(0, 30000) == 1.0
+    assert poly_lr_factor(15000, 30000) == pytest.approx(0.5**0.9, rel=1e-12)
+    assert poly_lr_factor(29999, 30000) == pytest.approx((1 / 30000) ** 0.9, rel=1e-12)
+    assert poly_lr_factor(30000, 30000) == 0.0
+
+    cfg = config_from_dict({"train": {"lr": 0.007, "max_iters": 10, "backbone_lr_mult": 0.1}})
+    model = build_model("resnet18", num_classes=2, head_channels=8)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: poly_lr_factor(it, 10, 0.9))
+    seen = []
+    for _ in range(10):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    for it, lrs in enumerate(seen):
+        expected_head = 0.007 * (1 - it / 10) ** 0.9
+        # groups are sorted: head (no decay, decay), then backbone (no decay, decay)
+        assert lrs == pytest.approx([expected_head, expected_head, 0.1 * expected_head, 0.1 * expected_head])
+
+
+def test_weight_decay_applies_to_conv_weights_only():
+    cfg = config_from_dict({"train": {"weight_decay": 4e-5}})
+    model = build_model("resnet18", num_classes=2, head_channels=8)
+    optimizer = build_optimizer(model, cfg)
+    for group in optimizer.param_groups:
+        dims = {p.ndim for p in group["params"]}
+        assert group["weight_decay"] == (4e-5 if dims == {4} else 0.0)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_training_from_scratch_needs_an_explicit_opt_in(tmp_path, synthetic_voc):
+    cfg = tiny_config(synthetic_voc, tmp_path, allow_scratch_backbone=False)
+    with pytest.raises(ConfigError, match="allow_scratch_backbone"):
+        train(cfg)
+
+
+def test_small_per_device_batch_without_sync_bn_warns_with_the_papers_recipe(tmp_path, synthetic_voc, no_val):
+    with pytest.warns(UserWarning, match="batch 16"):
+        train(tiny_config(synthetic_voc, tmp_path, max_iters=1))
+
+
+def test_val_image_in_the_training_list_is_an_error(tmp_path, synthetic_voc):
+    from deeplabv3plus.data.datasets import DatasetError
+
+    cfg = tiny_config(synthetic_voc, tmp_path)
+    cfg.data.train_split = "trainval"
+    with pytest.raises(DatasetError, match="also in the training split"):
+        train(cfg)
+
+
+def test_a_short_run_lowers_the_loss_and_writes_its_records(tmp_path, synthetic_voc, no_val):
+    cfg = tiny_config(synthetic_voc, tmp_path, max_iters=16, lr=0.02, log_interval=4)
+    train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 4
+    assert losses[-1] < 0.8 * losses[0]
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert {"config", "seed", "git_commit", "versions", "device"} <= set(info)
+    assert info["versions"]["torch"] == torch.__version__
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "last.pth").is_file()
+    assert (tmp_path / "best.pth").is_file()
+
+
+def test_resume_after_an_interruption_gives_bitwise_the_same_weights(tmp_path, synthetic_voc, no_val):
+    straight = tiny_config(synthetic_voc, tmp_path / "straight", max_iters=6)
+    straight.model.aspp_dropout = 0.5  # the RNG that dropout consumes must be restored too
+    model_a, _ = train(straight)
+
+    interrupted = tiny_config(synthetic_voc, tmp_path / "interrupted", max_iters=6)
+    interrupted.model.aspp_dropout = 0.5
+    train(interrupted, stop_after=3)
+    assert load_checkpoint(tmp_path / "interrupted" / "last.pth")["iteration"] == 3
+    model_b, _ = train(interrupted, resume=str(tmp_path / "interrupted" / "last.pth"))
+
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    ckpt_a = load_checkpoint(tmp_path / "straight" / "last.pth")
+    ckpt_b = load_checkpoint(tmp_path / "interrupted" / "last.pth")
+    momentum_a = [s["momentum_buffer"] for s in ckpt_a["optimizer"]["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in ckpt_b["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum_a, momentum_b))
+
+
+def test_data_order_and_augmentation_do_not_depend_on_the_number_of_workers(tmp_path, synthetic_voc, no_val):
+    model_0, _ = train(tiny_config(synthetic_voc, tmp_path / "w0", max_iters=2))
+    cfg = tiny_config(synthetic_voc, tmp_path / "w2", max_iters=2)
+    cfg.data.workers = 2
+    model_2, _ = train(cfg)
+    for (key, a), b in zip(model_0.state_dict().items(), model_2.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_checkpoints_are_never_half_written(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "iteration": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "iteration": 2}, path)
+    assert load_checkpoint(path)["iteration"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
+
+
+def test_cpu_runtime_defaults_to_fp32_and_contiguous(tmp_path):
+    runtime = setup_runtime(config_from_dict({"train": {"device": "cpu"}}))
+    assert runtime.amp_dtype is None and not runtime.channels_last and runtime.world_size == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, cfg_dict: dict, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    import deeplabv3plus.train as train_module
+
+    train_module.evaluate = lambda *a, **k: {"mIoU": 0.5, "pixel_acc": 0.5, "table": "", "per_class_iou": {}}
+    model, _ = train_module.train(config_from_dict(cfg_dict))
+    torch.save({k: v for k, v in model.named_parameters()}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_leaves_identical_weights_on_both_ranks(tmp_path, synthetic_voc):
+    from deeplabv3plus.config import config_to_dict
+
+    cfg = tiny_config(synthetic_voc, tmp_path / "run", max_iters=3)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config_to_dict(cfg), str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    initial = build_model("resnet18", num_classes=6, head_channels=16)
+    moved = [k for k, p in initial.named_parameters() if not torch.equal(p, rank0[k])]
+    assert moved, "training changed no weight"
