@@ -104,6 +104,9 @@ class TrainConfig:
     channels_last: str = "auto"
     """'auto' (on for CUDA), 'on', 'off'."""
     compile: bool = False
+    init_from: Optional[str] = None
+    """Start from the weights of this checkpoint (e.g. the OS-16 stage's best.pth) with a fresh
+    optimizer and schedule; unlike --resume, which continues the same run."""
     allow_scratch_backbone: bool = False
     """Training without an ImageNet-pretrained backbone is an error unless this is true."""
     seed: int = 0

@@ -129,7 +129,11 @@ def run_info(cfg: Config, runtime: Runtime) -> dict[str, Any]:
 
 def check_recipe(cfg: Config, runtime: Runtime) -> None:
     """Refuse or warn about the known causes of "I can't reproduce the paper's mIoU"."""
-    if cfg.model.pretrained_backbone is None and not cfg.train.allow_scratch_backbone:
+    if (
+        cfg.model.pretrained_backbone is None
+        and cfg.train.init_from is None
+        and not cfg.train.allow_scratch_backbone
+    ):
         raise ConfigError(
             "model.pretrained_backbone is not set: training without an ImageNet-pretrained backbone is far "
             "below the paper's numbers; set model.pretrained_backbone (e.g. torchvision:IMAGENET1K_V1 or "
@@ -244,7 +248,12 @@ def train(
     state = load_checkpoint(resume) if resume else None
     start = state["iteration"] if state else 0
 
-    model = build_model(**dataclasses.asdict(cfg.model))
+    model_kwargs = dataclasses.asdict(cfg.model)
+    if state or cfg.train.init_from:
+        model_kwargs["pretrained_backbone"] = None  # every weight comes from the checkpoint
+    model = build_model(**model_kwargs)
+    if cfg.train.init_from and not state:
+        model.load_state_dict(load_checkpoint(cfg.train.init_from)["model"])
     if runtime.distributed and cfg.train.sync_bn and not cfg.train.freeze_bn:
         if runtime.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

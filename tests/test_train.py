@@ -196,3 +196,14 @@ def test_two_process_ddp_on_cpu_leaves_identical_weights_on_both_ranks(tmp_path,
     initial = build_model("resnet18", num_classes=6, head_channels=16)
     moved = [k for k, p in initial.named_parameters() if not torch.equal(p, rank0[k])]
     assert moved, "training changed no weight"
+
+
+def test_init_from_starts_a_new_stage_from_every_weight_of_a_checkpoint(tmp_path, synthetic_voc, no_val):
+    first, _ = train(tiny_config(synthetic_voc, tmp_path / "os16", max_iters=2))
+    stage2 = tiny_config(synthetic_voc, tmp_path / "os8", max_iters=2, freeze_bn=True)
+    stage2.model.output_stride = 8
+    stage2.train.init_from = str(tmp_path / "os16" / "last.pth")
+    second, _ = train(stage2, stop_after=0)
+    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert second.output_stride == 8

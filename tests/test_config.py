@@ -1,0 +1,82 @@
+"""The config schema: YAML files, dotted overrides, strict keys and types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deeplabv3plus.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_loads_and_builds_its_model(path):
+    import torch
+
+    from deeplabv3plus import build_model
+
+    cfg = load_config(path)
+    kwargs = {**cfg.model.__dict__, "pretrained_backbone": None}
+    with torch.device("meta"):
+        model = build_model(**kwargs)
+    assert model.output_stride == cfg.model.output_stride
+
+
+def test_unknown_key_is_an_error_listing_the_valid_keys(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train:\n  max_iter: 10\n")
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'train.max_iter'; valid keys here: max_iters, "
+    ):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_unknown_section_is_an_error():
+    with pytest.raises(ConfigError, match="unknown config key 'optim'"):
+        config_from_dict({"optim": {"lr": 1}})
+
+
+def test_wrong_type_names_the_key_and_the_expected_type():
+    with pytest.raises(ConfigError, match="train.max_iters: expected int, got 'many'"):
+        load_config(None, ["train.max_iters=many"])
+    with pytest.raises(ConfigError, match=r"data.scales\[1\]: expected float"):
+        load_config(None, ["data.scales=[0.5,big]"])
+
+
+def test_dotted_overrides_are_parsed_as_yaml_values():
+    cfg = load_config(None, ["train.max_iters=100", "data.scales=[0.5, 1]", "model.pretrained_backbone=null"])
+    assert cfg.train.max_iters == 100
+    assert cfg.data.scales == [0.5, 1.0]
+    assert cfg.model.pretrained_backbone is None
+    assert parse_override("a.b.c=x") == {"a": {"b": {"c": "x"}}}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("train.max_iters")
+
+
+def test_cross_field_mistakes_are_errors():
+    with pytest.raises(ConfigError, match="model.num_classes \\(21\\) differs from data.num_classes \\(6\\)"):
+        load_config(None, ["data.num_classes=6"])
+    with pytest.raises(ConfigError, match="output_stride: expected 8, 16 or 32"):
+        load_config(None, ["model.output_stride=12"])
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(None, ["train.amp=fp8"])
+
+
+def test_a_saved_config_reads_back_equal(tmp_path):
+    cfg = load_config(None, ["train.max_iters=7", "data.class_names=null", "eval.flip=true"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert Config() == load_config(None)
+
+
+def test_missing_file_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="config file 'nope.yaml' does not exist"):
+        load_config("nope.yaml")
