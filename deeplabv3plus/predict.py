@@ -184,7 +184,7 @@ def load_model_from_checkpoint(
         device: Where the model goes.
 
     Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` and its :class:`Config`.
+        ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its :class:`Config`.
     """
     from deeplabv3plus import build_model  # lazily: the model package is heavy
     from deeplabv3plus.config import config_from_dict, load_config, parse_override, validate_config
@@ -210,4 +210,6 @@ def load_model_from_checkpoint(
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix) :]: v for k, v in weights.items()}
     model.load_state_dict(weights)
-    return model.to(device).eval(), cfg
+    # channels_last is the faster exact layout for inference on CPU and GPU (docs/benchmarks.md);
+    # inputs need no conversion: a conv with channels_last weights returns channels_last.
+    return model.to(device, memory_format=torch.channels_last).eval(), cfg

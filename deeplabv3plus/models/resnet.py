@@ -65,7 +65,9 @@ class BasicBlock(nn.Module):
         return _shortcut(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
+        out = self.residual(x)
+        out += self.shortcut(x)  # in place, as torchvision: one block-sized tensor fewer per unit
+        return self.relu(out)
 
 
 def _shortcut(unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +123,9 @@ class Bottleneck(nn.Module):
         return _shortcut(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
+        out = self.residual(x)
+        out += self.shortcut(x)  # in place, as torchvision: one block-sized tensor fewer per unit
+        return self.relu(out)
 
 
 class ResNet(Backbone):

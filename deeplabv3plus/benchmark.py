@@ -1,0 +1,592 @@
+"""Throughput, latency, memory and Multiply-Adds of our models next to other DeepLab implementations.
+
+Every candidate model is timed in the same process, on the same input, and the timed repeats are
+*interleaved* (repeat 1 of every model, then repeat 2 of every model, ...): on a shared machine the
+background load then affects all models alike, and the medians and their ratios stay comparable
+even when the absolute numbers drift.
+
+Peers (optional, imported lazily): ``segmentation_models_pytorch.DeepLabV3Plus`` (ResNet-101,
+OS 16; its ASPP and decoder use separable convs, one 3x3 fuse conv, dropout 0.5) and torchvision's
+``deeplabv3_resnet101`` (DeepLabv3, OS 8, no decoder). Their configurations differ from ours, so each
+row carries its own Multiply-Adds, and ours is also run at the configuration closest to each peer.
+
+The data pipeline is measured alone: decode + training augmentation of one process (one DataLoader
+worker), in images/s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import dataclasses
+import datetime
+import importlib.util
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import DataConfig, ModelConfig
+from .models import build_model
+
+IGNORE_INDEX = 255
+
+# Peak dense (no 2:4 sparsity) tensor/vector throughput in TFLOP/s, by device-name substring (first
+# match wins) and math precision. The datasheets quote the sparse figure for tensor cores with an
+# asterisk; dense is half of it.
+#   H100 SXM: https://www.nvidia.com/en-us/data-center/h100/ (datasheet table "H100 SXM"):
+#     FP32 67, TF32 989* (494.7 dense), BF16/FP16 1,979* (989.4 dense).
+#   H100 PCIe (same page, "H100 NVL/PCIe" column of the 2022 datasheet): FP32 51, TF32 756* (378 dense),
+#     BF16/FP16 1,513* (756 dense).
+#   H200 SXM: https://www.nvidia.com/en-us/data-center/h200/ : same compute as H100 SXM (FP32 67,
+#     TF32 989*, BF16/FP16 1,979*); only the memory differs.
+#   A100 SXM/PCIe: https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/
+#     nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf : FP32 19.5, TF32 156 (312*), BF16/FP16 312 (624*).
+# "tf32" is what fp32 convolutions run as by default on these GPUs (torch.backends.cudnn.allow_tf32
+# is True by default), so it is the peak used for fp32 runs unless TF32 is switched off.
+PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
+    ("H200", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),
+    ("H100 PCIe", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
+    ("H100", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),
+    ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
+]
+
+PEERS = ("smp", "torchvision")
+
+
+@dataclass
+class BenchOptions:
+    """How to run: device, input, numerics and the timing protocol.
+
+    Attributes:
+        device: 'cpu', 'cuda' or 'cuda:N'.
+        batch: images per step.
+        height, width: input size in pixels.
+        num_classes: output classes of every candidate (and label range of the training step).
+        amp: 'off', 'bf16' or 'fp16' (torch.autocast; fp16 training uses a GradScaler).
+        channels_last: model and input in NHWC memory format.
+        compile: wrap each model in torch.compile.
+        cudnn_benchmark: torch.backends.cudnn.benchmark (CUDA only).
+        warmup: untimed steps per model and mode before timing.
+        repeats: timed steps per model and mode (interleaved across models); the median is reported.
+        threads: torch intra-op threads (None leaves torch's default).
+        modes: any of 'infer' (forward under inference_mode) and 'train' (forward + cross-entropy +
+            backward + SGD step on random labels).
+        memory: measure peak memory in one extra untimed step per model and mode.
+        peak_tflops: the device's peak in TFLOP/s (None: look it up by GPU name; unknown on CPU).
+    """
+
+    device: str = "cpu"
+    batch: int = 1
+    height: int = 513
+    width: int = 513
+    num_classes: int = 21
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = False
+    warmup: int = 2
+    repeats: int = 10
+    threads: Optional[int] = None
+    modes: tuple[str, ...] = ("infer", "train")
+    memory: bool = True
+    peak_tflops: Optional[float] = None
+
+
+@dataclass
+class Candidate:
+    """One model to time: a name, a builder (called once on the device, once on 'meta' to count).
+
+    ``channels_last`` overrides :attr:`BenchOptions.channels_last` for this model, so both memory
+    formats of one model can be timed in the same interleaved run.
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    description: str
+    config: dict = field(default_factory=dict)
+    channels_last: Optional[bool] = None
+
+
+class _OutOnly(nn.Module):
+    """torchvision's segmentation models return ``{"out": logits}``; this returns the tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def describe_ours(cfg: dict) -> str:
+    """One-line summary of an ours-model config dict (ModelConfig fields)."""
+    parts = [cfg.get("backbone", "resnet101"), f"OS{cfg.get('output_stride', 16)}"]
+    parts.append("decoder" if cfg.get("decoder", True) else "no decoder")
+    if cfg.get("separable", False):
+        parts.append("SC")
+    if cfg.get("backbone", "resnet101").startswith("resnet"):
+        parts.append(cfg.get("resnet_variant", "standard"))
+    return ", ".join(parts)
+
+
+def ours_candidate(name: str, model_cfg: ModelConfig) -> Candidate:
+    """Our model from a ModelConfig; pretrained weights are never loaded (timing needs none)."""
+    cfg = dataclasses.asdict(model_cfg)
+    cfg["pretrained_backbone"] = None
+    return Candidate(name, lambda: build_model(**cfg), "ours: " + describe_ours(cfg), cfg)
+
+
+def smp_available() -> bool:
+    return importlib.util.find_spec("segmentation_models_pytorch") is not None
+
+
+def smp_candidate(num_classes: int, encoder: str = "resnet101") -> Candidate:
+    """segmentation_models_pytorch's DeepLabV3Plus on a ResNet ``encoder``, OS 16, random init."""
+
+    def build() -> nn.Module:
+        import segmentation_models_pytorch as smp
+
+        return smp.DeepLabV3Plus(
+            encoder_name=encoder, encoder_weights=None, classes=num_classes, encoder_output_stride=16
+        )
+
+    return Candidate(
+        "smp", build, f"smp DeepLabV3Plus: {encoder}, OS16, separable ASPP + decoder (1 fuse conv)", {}
+    )
+
+
+def torchvision_candidate(num_classes: int, backbone: str = "resnet101") -> Candidate:
+    """torchvision's deeplabv3_resnet50/101 (DeepLabv3: OS 8, no decoder), random init, no aux head."""
+
+    def build() -> nn.Module:
+        from torchvision.models import segmentation
+
+        builder = getattr(segmentation, f"deeplabv3_{backbone}")
+        return _OutOnly(builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
+
+    return Candidate("torchvision", build, f"torchvision deeplabv3_{backbone}: OS8, no decoder", {})
+
+
+def default_candidates(
+    model_cfg: ModelConfig, peers: tuple[str, ...] = PEERS, both_memory_formats: bool = False
+) -> tuple[list[Candidate], list[str]]:
+    """Ours as configured, plus each available peer and ours at the configuration closest to it.
+
+    ``both_memory_formats`` adds ours again as 'ours-nhwc', always channels_last, to time both memory
+    formats in one run (the other rows follow :attr:`BenchOptions.channels_last`; leave it off).
+
+    Returns:
+        The candidates and notes on peers that were skipped.
+    """
+    cands = [ours_candidate("ours", model_cfg)]
+    if both_memory_formats:
+        cand = ours_candidate("ours-nhwc", model_cfg)
+        cand.channels_last = True
+        cand.description += ", channels_last"
+        cands.append(cand)
+    notes = []
+    # The peers come with ResNet-50 and -101 trunks: take ours' depth when it is one of them.
+    peer_backbone = model_cfg.backbone if model_cfg.backbone in ("resnet50", "resnet101") else "resnet101"
+    if "smp" in peers:
+        if smp_available():
+            # smp's ASPP and decoder convs are separable: ours with SC is the closest configuration.
+            sc = dataclasses.replace(model_cfg, separable=True)
+            if sc != model_cfg:
+                cands.append(ours_candidate("ours-sc", sc))
+            cands.append(smp_candidate(model_cfg.num_classes, peer_backbone))
+        else:
+            notes.append("smp skipped: segmentation_models_pytorch is not installed (pip install '.[smp]')")
+    if "torchvision" in peers:
+        # torchvision's deeplabv3 is OS 8 without decoder: ours as DeepLabv3 at OS 8 matches it.
+        v3 = dataclasses.replace(model_cfg, output_stride=8, decoder=False, separable=False)
+        if v3 != model_cfg:
+            cands.append(ours_candidate("ours-v3-os8", v3))
+        cands.append(torchvision_candidate(model_cfg.num_classes, peer_backbone))
+    return cands, notes
+
+
+def count_step_macs(build: Callable[[], nn.Module], opts: BenchOptions, train: bool) -> int:
+    """Multiply-Adds of one step (whole batch) of a freshly built model, counted on the meta device.
+
+    Training is counted as 3x the forward: the backward computes a gradient for the input and one
+    for the weights of every conv/matmul, each as costly as its forward (the usual convention; it
+    overcounts the first conv, whose input needs no gradient). ``torch.utils.flop_counter`` is not
+    used for the backward because it counts grouped (depthwise) conv gradients as dense convs
+    (torch 2.14: 256x too many for a 256-channel depthwise 3x3).
+
+    Args:
+        build: the model builder.
+        opts: input size, batch and classes.
+        train: count a training step instead of an inference forward.
+
+    Returns:
+        MACs = FLOPs / 2 as counted by ``torch.utils.flop_counter`` (convs, matmuls).
+    """
+    with torch.device("meta"):
+        model = build()
+    model.eval()
+    x = torch.empty(opts.batch, 3, opts.height, opts.width, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    forward = counter.get_total_flops() // 2
+    return 3 * forward if train else forward
+
+
+def device_name(device: torch.device) -> str:
+    """GPU name from CUDA, or the CPU model from /proc/cpuinfo (platform.processor() elsewhere)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def peak_tflops_for(device: torch.device, amp: str) -> Optional[float]:
+    """The device's peak dense TFLOP/s at the precision the run's convolutions use, or None if unknown."""
+    if device.type != "cuda":
+        return None
+    precision = amp if amp in ("bf16", "fp16") else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32")
+    name = device_name(device)
+    for key, peaks in PEAK_TFLOPS:
+        if key in name:
+            return peaks[precision]
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _malloc_trim() -> None:
+    """Give the heap's free pages back to the OS (glibc only), so the next step's RSS growth is its peak.
+
+    Without it a step reuses the memory the previous steps freed and its RSS delta reads ~0.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+@contextlib.contextmanager
+def _rss_peak_sampler(interval_s: float = 0.001) -> Iterator[dict]:
+    """Samples RSS in a thread; yields a dict whose 'delta' is peak RSS minus RSS at entry, in bytes.
+
+    CPU tensors come from malloc, which has no peak counter: sampling is the portable way to see the
+    transient activations (an approximation: allocations shorter than the interval can be missed).
+    """
+    base = _rss_bytes()
+    result = {"delta": 0}
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        result["delta"] = max(0, max(peak[0], _rss_bytes()) - base)
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+
+
+def make_step(
+    model: nn.Module, mode: str, opts: BenchOptions, device: torch.device, channels_last: bool
+) -> Callable[[], None]:
+    """A closure running one inference or training step of ``model`` on a fixed random batch."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(opts.batch, 3, opts.height, opts.width, generator=gen)
+    x = x.to(device).contiguous(memory_format=memory_format)
+    run = torch.compile(model) if opts.compile else model
+    if mode == "infer":
+
+        def infer() -> None:
+            model.eval()
+            with torch.inference_mode(), _autocast(device, opts.amp):
+                run(x)
+
+        return infer
+    labels = torch.randint(0, opts.num_classes, (opts.batch, opts.height, opts.width), generator=gen)
+    labels[:, ::7] = IGNORE_INDEX  # some void pixels, as real labels have
+    labels = labels.to(device)
+    # A tiny LR: the step must do the full update arithmetic but not drive random weights to inf.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
+
+    def train() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, opts.amp):
+            loss = F.cross_entropy(run(x), labels, ignore_index=IGNORE_INDEX)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return train
+
+
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _peak_memory_mb(step: Callable[[], None], device: torch.device) -> Optional[float]:
+    """Peak memory of one step in MiB.
+
+    CUDA: torch.cuda.max_memory_allocated (absolute: weights, gradients and optimizer state included).
+    CPU: peak RSS during the step minus RSS before it, sampled every 1 ms: the step's transient memory
+    (activations; for training also the gradients, which zero_grad(set_to_none=True) frees every step).
+    """
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    _malloc_trim()
+    with _rss_peak_sampler() as rss:
+        step()
+    return rss["delta"] / 2**20 if _rss_bytes() else None
+
+
+def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Optional[list[str]] = None) -> dict:
+    """Time every candidate in every mode, interleaved, and collect the results.
+
+    Args:
+        candidates: the models (see :func:`default_candidates`).
+        opts: device, input and protocol.
+        notes: messages to carry into the report (e.g. skipped peers).
+
+    Returns:
+        ``{"meta": {...}, "results": [row, ...], "notes": [...]}`` with one row per candidate and mode:
+        name, description, mode, macs_g (GMACs of one step), params_m, latency_ms (median step time),
+        latency_all_ms (every repeat), latency_min_ms, images_per_s, gmacs_per_s, peak_mem_mb (None if
+        unmeasured), flops_fraction (None without a known peak), ratio_vs_ours (median latency / ours'
+        median latency) and paired_ratio_vs_ours (median over repeats of latency / ours' latency in the
+        same repeat: the number to quote on a loaded machine).
+    """
+    device = torch.device(opts.device)
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = opts.cudnn_benchmark
+    notes = list(notes or [])
+    peak = opts.peak_tflops if opts.peak_tflops is not None else peak_tflops_for(device, opts.amp)
+    channels_last = {
+        c.name: opts.channels_last if c.channels_last is None else c.channels_last for c in candidates
+    }
+
+    usable, forward_macs = [], {}
+    for cand in candidates:
+        try:
+            # A forward on 'meta' fails fast where a model cannot take this input (e.g. smp wants H and
+            # W divisible by its output stride): skip that model, not the whole run.
+            forward_macs[cand.name] = count_step_macs(cand.build, opts, train=False)
+        except (RuntimeError, ValueError) as e:
+            notes.append(f"{cand.name} skipped at {opts.height}x{opts.width}: {str(e).splitlines()[0]}")
+            continue
+        usable.append(cand)
+    candidates = usable
+    models, params = {}, {}
+    for cand in candidates:
+        torch.manual_seed(0)
+        fmt = torch.channels_last if channels_last[cand.name] else torch.contiguous_format
+        model = cand.build().to(device, memory_format=fmt)
+        models[cand.name] = model
+        params[cand.name] = sum(p.numel() for p in model.parameters()) / 1e6
+
+    rows = []
+    for mode in opts.modes:
+        if mode == "train" and opts.batch < 2:
+            # BatchNorm after ASPP's image pooling sees one value per channel at batch 1 and raises.
+            notes.append("train skipped: the training step needs batch >= 2 (BatchNorm on the pooled branch)")
+            continue
+        # As count_step_macs: a training step is 3 forwards.
+        macs = {name: n * (3 if mode == "train" else 1) for name, n in forward_macs.items()}
+        steps = {
+            c.name: make_step(models[c.name], mode, opts, device, channels_last[c.name]) for c in candidates
+        }
+        for step in steps.values():
+            for _ in range(opts.warmup):
+                step()
+        memory = {
+            name: (_peak_memory_mb(step, device) if opts.memory else None) for name, step in steps.items()
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for r in range(opts.repeats):
+            # Alternate the order every repeat so no model always runs right after the same neighbour.
+            order = list(steps) if r % 2 == 0 else list(reversed(steps))
+            for name in order:
+                times[name].append(_timed(steps[name], device))
+        for cand in candidates:
+            t = statistics.median(times[cand.name])
+            flops = 2 * macs[cand.name]
+            rows.append(
+                dict(
+                    name=cand.name,
+                    description=cand.description,
+                    config=cand.config,
+                    channels_last=channels_last[cand.name],
+                    mode=mode,
+                    macs_g=macs[cand.name] / 1e9,
+                    params_m=params[cand.name],
+                    latency_ms=1e3 * t,
+                    latency_all_ms=[1e3 * s for s in times[cand.name]],
+                    latency_min_ms=1e3 * min(times[cand.name]),
+                    images_per_s=opts.batch / t,
+                    gmacs_per_s=macs[cand.name] / t / 1e9,
+                    peak_mem_mb=memory[cand.name],
+                    flops_fraction=(flops / t / (peak * 1e12)) if peak else None,
+                )
+            )
+    for mode in opts.modes:
+        ours = [r for r in rows if r["mode"] == mode and r["name"] == "ours"]
+        for r in rows:
+            if r["mode"] != mode:
+                continue
+            r["ratio_vs_ours"] = r["latency_ms"] / ours[0]["latency_ms"] if ours else None
+            # The ratio within each repeat, then the median: models timed back to back share the
+            # machine's load at that moment, so this is the robust number on a shared machine.
+            r["paired_ratio_vs_ours"] = (
+                statistics.median(t / o for t, o in zip(r["latency_all_ms"], ours[0]["latency_all_ms"]))
+                if ours
+                else None
+            )
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        device=str(device),
+        device_name=device_name(device),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        peak_tflops=peak,
+        options=dataclasses.asdict(opts),
+    )
+    return {"meta": meta, "results": rows, "notes": notes}
+
+
+def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[str] = None) -> dict:
+    """Images/s of one data worker: read + decode + validate + training augmentation, one image at a time.
+
+    Runs in this process with one torch thread, as a DataLoader worker does. With the synthetic layout
+    and an empty ``root`` the dataset is generated first (into a temporary folder when root is '').
+
+    Args:
+        data_cfg: the data config; ``crop_size`` and ``scales`` set the augmentation cost.
+        num_images: images to load (cycling over the split if it is shorter).
+        split: defaults to ``data_cfg.train_split``.
+
+    Returns:
+        ``{"images_per_s", "ms_per_image", "num_images", "layout", "crop_size"}``, or
+        ``{"skipped": reason}`` when the data module is unavailable or the dataset cannot be built.
+    """
+    try:
+        from .data.datasets import build_dataset
+    except ImportError as e:
+        return {"skipped": f"data module unavailable: {e}"}
+    cfg = copy.deepcopy(data_cfg)
+    with contextlib.ExitStack() as stack:
+        if cfg.layout == "synthetic" and not (cfg.root and os.path.isdir(cfg.root)):
+            # Generate into a temporary folder rather than litter the working directory.
+            cfg.root = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "synthetic")
+        try:
+            dataset = build_dataset(cfg, split or cfg.train_split, train=True)
+        except (ValueError, OSError) as e:  # DatasetError is a ValueError: report it next to the model rows
+            return {"skipped": f"cannot build the {cfg.layout} dataset at '{cfg.root}': {e}"}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            torch.manual_seed(0)
+            dataset[0]  # first read pays for imports and file-system caches
+            t0 = time.perf_counter()
+            for i in range(num_images):
+                dataset[i % len(dataset)]
+            elapsed = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(threads)
+    return dict(
+        images_per_s=num_images / elapsed,
+        ms_per_image=1e3 * elapsed / num_images,
+        num_images=num_images,
+        layout=cfg.layout,
+        crop_size=cfg.crop_size,
+    )
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_results(report: dict) -> str:
+    """Plain-text table of a :func:`run_benchmark` report (plus the data-pipeline line if present)."""
+    meta, opts = report["meta"], report["meta"]["options"]
+    lines = [
+        f"{meta['date']}  device {meta['device']} ({meta['device_name']}), {meta['threads']} threads, "
+        f"torch {meta['torch']}",
+        f"input {opts['batch']}x3x{opts['height']}x{opts['width']}, amp {opts['amp']}, channels_last "
+        f"{opts['channels_last']}, compile {opts['compile']}, warmup {opts['warmup']}, repeats {opts['repeats']} "
+        f"(interleaved, median), peak {_fmt(meta['peak_tflops'], '.1f')} TFLOP/s",
+    ]
+    head = (
+        f"{'mode':<5} {'model':<12} {'GMACs':>8} {'Mparams':>7} {'ms':>9} {'img/s':>8} {'GMAC/s':>7} "
+        f"{'min ms':>9} {'mem MiB':>8} {'%peak':>6} {'x ours':>6} {'paired':>6}  description"
+    )
+    lines += [head, "-" * len(head)]
+    for r in report["results"]:
+        frac = None if r["flops_fraction"] is None else 100 * r["flops_fraction"]
+        lines.append(
+            f"{r['mode']:<5} {r['name']:<12} {r['macs_g']:>8.2f} {r['params_m']:>7.1f} {r['latency_ms']:>9.1f} "
+            f"{r['images_per_s']:>8.2f} {r['gmacs_per_s']:>7.1f} {r['latency_min_ms']:>9.1f} "
+            f"{_fmt(r['peak_mem_mb'], '.0f'):>8} {_fmt(frac, '.1f'):>6} {_fmt(r.get('ratio_vs_ours'), '.2f'):>6} "
+            f"{_fmt(r.get('paired_ratio_vs_ours'), '.2f'):>6}  {r['description']}"
+        )
+    data = report.get("data")
+    if data is not None:
+        if "skipped" in data:
+            lines.append(f"data pipeline: skipped ({data['skipped']})")
+        else:
+            lines.append(
+                f"data pipeline ({data['layout']}, crop {data['crop_size']}, 1 worker, 1 thread): "
+                f"{data['images_per_s']:.1f} images/s ({data['ms_per_image']:.1f} ms/image over {data['num_images']})"
+            )
+    lines += [f"note: {n}" for n in report.get("notes", [])]
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""benchmark: the harness runs end to end on a tiny input and reports well-formed numbers.
+
+Only the structure is checked (keys, positive finite numbers, MACs consistent between modes): timings
+depend on the machine and are never asserted.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from deeplabv3plus.benchmark import (
+    BenchOptions,
+    Candidate,
+    benchmark_data,
+    count_step_macs,
+    default_candidates,
+    format_results,
+    peak_tflops_for,
+    run_benchmark,
+)
+from deeplabv3plus.config import DataConfig, ModelConfig
+from deeplabv3plus.macs import count_macs
+from deeplabv3plus.models import build_model
+
+ROW_KEYS = {
+    "name", "description", "config", "channels_last", "mode", "macs_g", "params_m", "latency_ms",
+    "latency_all_ms", "latency_min_ms", "images_per_s", "gmacs_per_s", "peak_mem_mb", "flops_fraction",
+    "ratio_vs_ours", "paired_ratio_vs_ours",
+}  # fmt: skip
+
+# ResNet-50 at 33x33, batch 2 (the training step's BatchNorm needs more than one value per channel).
+TINY = dict(backbone="resnet50", num_classes=5)
+
+
+def _opts(**kwargs) -> BenchOptions:
+    base = dict(batch=2, height=33, width=33, num_classes=5, warmup=0, repeats=1, threads=1)
+    return BenchOptions(**{**base, **kwargs})
+
+
+def test_run_benchmark_end_to_end(tmp_path):
+    candidates, notes = default_candidates(ModelConfig(**TINY), peers=(), both_memory_formats=True)
+    report = run_benchmark(candidates, _opts(), notes)
+
+    assert set(report) == {"meta", "results", "notes"}
+    assert {"date", "device", "device_name", "torch", "threads", "peak_tflops", "options"} <= set(
+        report["meta"]
+    )
+    assert report["meta"]["threads"] == 1
+    rows = report["results"]
+    assert [(r["mode"], r["name"]) for r in rows] == [
+        ("infer", "ours"), ("infer", "ours-nhwc"), ("train", "ours"), ("train", "ours-nhwc"),
+    ]  # fmt: skip
+    for r in rows:
+        assert set(r) == ROW_KEYS
+        for key in (
+            "macs_g",
+            "params_m",
+            "latency_ms",
+            "latency_min_ms",
+            "images_per_s",
+            "gmacs_per_s",
+            "ratio_vs_ours",
+            "paired_ratio_vs_ours",
+        ):
+            assert r[key] > 0 and math.isfinite(r[key]), (r["name"], key)
+        assert len(r["latency_all_ms"]) == 1
+        assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
+        assert r["flops_fraction"] is None  # CPU without --peak-tflops: no peak known
+    assert [r["channels_last"] for r in rows] == [False, True, False, True]
+    assert rows[0]["ratio_vs_ours"] == rows[0]["paired_ratio_vs_ours"] == 1.0
+    # A training step is counted as 3 forwards.
+    assert rows[2]["macs_g"] == pytest.approx(3 * rows[0]["macs_g"])
+
+    table = format_results(report)
+    assert "ours-nhwc" in table and "GMACs" in table
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert json.loads(path.read_text())["results"][0]["name"] == "ours"
+
+
+def test_step_macs_match_count_macs():
+    cfg = dict(TINY, output_stride=8, decoder=False)
+    opts = _opts(batch=1, height=33, width=33)
+    with torch.device("meta"):
+        expected = count_macs(build_model(**cfg).eval(), 33, 33)
+    assert count_step_macs(lambda: build_model(**cfg), opts, train=False) == expected
+
+
+def test_peak_fraction_with_given_peak_and_batch_one_skips_training():
+    cand = Candidate("ours", lambda: build_model(**TINY), "tiny")
+    report = run_benchmark([cand], _opts(batch=1, peak_tflops=1.0, memory=False))
+    (row,) = report["results"]
+    assert row["mode"] == "infer" and row["peak_mem_mb"] is None
+    assert 0 < row["flops_fraction"] < 1  # a CPU core does not reach 1 TFLOP/s
+    assert any("train skipped" in n for n in report["notes"])
+
+
+def test_unusable_peer_is_skipped_with_a_note():
+    def refuses() -> torch.nn.Module:
+        raise RuntimeError("Wrong input shape height=65, width=65.")
+
+    cands = [Candidate("ours", lambda: build_model(**TINY), "tiny"), Candidate("peer", refuses, "x")]
+    report = run_benchmark(cands, _opts(height=65, width=65, modes=("infer",), memory=False))
+    assert [r["name"] for r in report["results"]] == ["ours"]
+    assert any(n.startswith("peer skipped") for n in report["notes"])
+
+
+def test_peak_table_unknown_on_cpu():
+    assert peak_tflops_for(torch.device("cpu"), "bf16") is None
+
+
+def test_data_pipeline_images_per_s(synthetic_voc):
+    cfg = DataConfig(root=str(synthetic_voc), num_classes=6, crop_size=65)
+    result = benchmark_data(cfg, num_images=4)
+    assert result["images_per_s"] > 0 and result["ms_per_image"] > 0
+    assert result["num_images"] == 4 and result["crop_size"] == 65
