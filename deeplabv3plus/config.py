@@ -128,6 +128,9 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
     batch_size: int = 1
+    pad_to: Optional[int] = None
+    """Pad images (bottom/right, mean pixel) to this size before inference and crop back, as
+    the reference evaluation does with eval_crop_size 513; None runs on the image as it is."""
     trimap: bool = False
     trimap_widths: list[int] = field(default_factory=lambda: list(range(0, 41, 2)))
 

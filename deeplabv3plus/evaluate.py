@@ -72,6 +72,7 @@ def evaluate(
     ignore_index: int = IGNORE_INDEX,
     amp_dtype: Optional[torch.dtype] = None,
     max_batch: Optional[int] = None,
+    pad_to: Optional[int] = None,
     trimap_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
     desc: str = "eval",
@@ -92,6 +93,10 @@ def evaluate(
         scales, flip, output_stride, max_batch, amp_dtype: Passed to
             :func:`deeplabv3plus.inference.predict_probs` (single scale at the model's output
             stride by default; the paper's best rows use OS 8, ``PAPER_SCALES`` and flip).
+        pad_to: Pad smaller images at the bottom and right with the mean pixel to this size
+            before inference and crop the prediction back, as the reference evaluation does
+            (eval_crop_size 513): the image-pooling branch then averages over the padded
+            window, which the reference checkpoints were scored with.
         trimap_widths: Also compute the trimap boundary mIoU for these band widths (pixels).
         device: Where images, labels and matrices go; default: the model's parameters' device.
         class_names: Names of the ``C`` classes for the tables and dict keys.
@@ -121,6 +126,12 @@ def evaluate(
             for images, labels in iter_image_groups(batch):
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
+                height, width = images.shape[-2:]
+                if pad_to is not None and (height < pad_to or width < pad_to):
+                    # Zero after normalisation is the mean pixel, the reference's pad value.
+                    images = torch.nn.functional.pad(
+                        images, (0, max(0, pad_to - width), 0, max(0, pad_to - height))
+                    )
                 pred = segment(
                     model,
                     images,
@@ -129,7 +140,7 @@ def evaluate(
                     output_stride=output_stride,
                     max_batch=max_batch,
                     amp_dtype=amp_dtype,
-                )
+                )[..., :height, :width]
                 matrix.update(pred, labels)
                 if trimap is not None:
                     trimap.update(pred, labels)

@@ -270,7 +270,10 @@ def train(
         optimizer, lambda it: poly_lr_factor(it, cfg.train.max_iters, cfg.train.lr_power)
     )
     use_scaler = runtime.amp_dtype == torch.float16
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=use_scaler)
+    if hasattr(torch.amp, "GradScaler"):
+        scaler = torch.amp.GradScaler(runtime.device.type, enabled=use_scaler)
+    else:  # torch < 2.3
+        scaler = torch.cuda.amp.GradScaler(enabled=use_scaler)
     best_miou = None
     if state:
         model.load_state_dict(state["model"])
@@ -320,7 +323,7 @@ def train(
             model, val_loader, cfg.data.num_classes,
             scales=cfg.eval.scales, flip=cfg.eval.flip, output_stride=cfg.eval.output_stride,
             device=runtime.device, class_names=train_set.class_names, ignore_index=cfg.data.ignore_index,
-            amp_dtype=runtime.amp_dtype, progress=runtime.is_main, desc=f"val@{iteration}",
+            amp_dtype=runtime.amp_dtype, pad_to=cfg.eval.pad_to, progress=runtime.is_main, desc=f"val@{iteration}",
         )  # fmt: skip
         log.write(
             {"iteration": iteration, "val_mIoU": results["mIoU"], "val_pixel_acc": results["pixel_acc"]}

@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         class_names=dataset.class_names,
         ignore_index=cfg.data.ignore_index,
         amp_dtype=AMP_DTYPES[args.amp],
+        pad_to=cfg.eval.pad_to,
         trimap_dir=output.with_name(f"{output.stem}_trimap") if cfg.eval.trimap else None,
         progress=not args.no_progress,
     )

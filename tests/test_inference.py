@@ -189,3 +189,20 @@ def test_evaluate_restores_training_mode_and_reports_the_trimap(tmp_path):
     assert set(results["trimap"]) == {0, 1, 3} and results["trimap"][0] is None
     assert 0 <= results["trimap"][3] <= 1
     assert (tmp_path / "trimap.csv").is_file()
+
+
+def test_evaluate_pad_to_pads_with_the_mean_pixel_and_scores_the_original_pixels_only():
+    from deeplabv3plus.evaluate import evaluate
+    from deeplabv3plus.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3, head_channels=8).eval()
+    image, label = torch.randn(1, 3, 41, 53), torch.randint(0, 3, (1, 41, 53))
+    label[:, :4] = 255
+    plain = evaluate(model, [(image, label)], 3, progress=False)
+    padded = evaluate(model, [(image, label)], 3, pad_to=65, progress=False)
+    assert padded["num_pixels"] == plain["num_pixels"] == int((label != 255).sum())
+    # the image-pooling branch (and the receptive field) now sees the padded window
+    assert padded["per_class_iou"] != plain["per_class_iou"] or padded["pixel_acc"] != plain["pixel_acc"]
+    same = evaluate(model, [(image, label)], 3, pad_to=41, progress=False)
+    assert same == plain

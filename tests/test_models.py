@@ -49,6 +49,14 @@ def test_odd_input_sizes_give_logits_of_that_size(models, name, size):
         assert models[name](torch.randn(1, 3, *size)).shape == (1, 5, *size)
 
 
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_basic_block_resnet18_runs_at_every_output_stride(output_stride):
+    model = build_model("resnet18", num_classes=3, head_channels=16, output_stride=output_stride).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 45, 61)).shape == (1, 3, 45, 61)
+    assert model.backbone.feature_channels == {"low_level": 64, "out": 512}
+
+
 @pytest.mark.parametrize("backbone", ["resnet101", "xception65"])
 def test_deeplabv3_baseline_without_decoder_has_the_input_size(backbone):
     model = build_model(backbone, num_classes=3, decoder=False, output_stride=8).eval()
@@ -119,8 +127,8 @@ def test_changing_the_output_stride_equals_building_at_it():
 def test_invalid_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="output_stride"):
         build_model("resnet50", output_stride=12)
-    with pytest.raises(ValueError, match="unknown backbone 'resnet18'"):
-        build_model("resnet18")
+    with pytest.raises(ValueError, match="unknown backbone 'resnet26'"):
+        build_model("resnet26")
     with pytest.raises(ValueError, match="do not apply"):
         build_model("xception65", resnet_variant="beta")
     with pytest.raises(ValueError, match="variant"):
@@ -147,6 +155,7 @@ def test_trunk_parameter_counts_are_the_known_values():
     # torchvision resnet101 minus its fc (44,549,160 - 2,049,000); timm xception65 minus its head.
     assert sum(p.numel() for p in ResNet(101).parameters()) == 42_500_160
     assert sum(p.numel() for p in ResNet(50).parameters()) == 23_508_032
+    assert sum(p.numel() for p in ResNet(18).parameters()) == 11_176_512
     assert sum(p.numel() for p in Xception(65).parameters()) == 37_867_312
 
 

@@ -16,6 +16,9 @@ from deeplabv3plus.config import ConfigError, config_from_dict
 from deeplabv3plus.models import build_model
 from deeplabv3plus.train import build_optimizer, poly_lr_factor, setup_runtime, train
 
+# The tiny runs use 4 images per device on purpose; the warning itself is tested below.
+pytestmark = pytest.mark.filterwarnings("ignore:BatchNorm statistics are trained:UserWarning")
+
 
 def tiny_config(root: Path, out: Path, **train_overrides):
     """A CPU-sized run on the session's synthetic VOC set: ResNet-18, 16-wide head, 49 px crops."""

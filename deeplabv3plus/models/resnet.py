@@ -30,74 +30,18 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 """Bottleneck width of each stage; its output has 4x as many channels."""
 
 
-class BasicBlock(nn.Module):
-    """3x3 (the stride and dilation) -> 3x3, with BN; torchvision's keys (ResNet-18/34)."""
-
-    expansion = 1
-
-    def __init__(self, in_channels: int, width: int, stride: int, projection: bool = False):
-        super().__init__()
-        self.stride = stride
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if in_channels != width or (projection and stride != 1):
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
-            )
-        self._shortcut_stride = stride
-
-    def set_stride_dilation(self, stride: int, dilation: int) -> None:
-        set_conv_geometry(self.conv1, stride, dilation)
-        set_conv_geometry(self.conv2, 1, dilation)
-        if self.downsample is not None:
-            self.downsample[0].stride = (stride, stride)
-        self._shortcut_stride = stride
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch alone (conv2 + BN output), (N, width, H', W')."""
-        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        return _shortcut(self, x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out += self.shortcut(x)  # in place, as torchvision: one block-sized tensor fewer per unit
-        return self.relu(out)
-
-
-def _shortcut(unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if unit.downsample is not None:
-        return unit.downsample(x)
-    if unit._shortcut_stride > 1:
-        return x[:, :, :: unit._shortcut_stride, :: unit._shortcut_stride]
-    return x
-
-
-class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (the stride and dilation) -> 1x1, with BN; torchvision's keys.
+class _ResidualUnit(nn.Module):
+    """What both unit types share: the shortcut, the output stride hooks and the forward.
 
     The shortcut is a strided 1x1 conv + BN (``downsample``) when the channels change. When
     only the stride does, it is a plain subsampling (``x[..., ::s, ::s]``, TF's ``subsample``)
-    unless ``projection`` asks for the 1x1 conv + BN there too.
+    unless ``projection`` asks for the 1x1 conv + BN there too. A subclass builds its convs and
+    ``residual(x)``, and names the conv that carries the stride in ``strided_conv``.
     """
 
-    expansion = 4
-
-    def __init__(self, in_channels: int, width: int, stride: int, projection: bool = False):
-        super().__init__()
-        out_channels = width * self.expansion
+    def _init_shortcut(self, in_channels: int, out_channels: int, stride: int, projection: bool) -> None:
         self.stride = stride
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
+        self._shortcut_stride = stride
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if in_channels != out_channels or (projection and stride != 1):
@@ -105,27 +49,78 @@ class Bottleneck(nn.Module):
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
             )
-        self._shortcut_stride = stride
 
     def set_stride_dilation(self, stride: int, dilation: int) -> None:
-        set_conv_geometry(self.conv2, stride, dilation)
+        for conv in self.dilated_convs():
+            set_conv_geometry(conv, stride if conv is self.strided_conv() else 1, dilation)
         if self.downsample is not None:
             self.downsample[0].stride = (stride, stride)
         self._shortcut_stride = stride
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self._shortcut_stride > 1:
+            return x[:, :, :: self._shortcut_stride, :: self._shortcut_stride]
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        out += self.shortcut(x)  # in place, as torchvision: one block-sized tensor fewer per unit
+        return self.relu(out)
+
+
+class BasicBlock(_ResidualUnit):
+    """3x3 (the stride and dilation) -> 3x3 (the dilation), with BN; torchvision's keys (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int, projection: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self._init_shortcut(in_channels, width, stride, projection)
+
+    def dilated_convs(self) -> list[nn.Conv2d]:
+        return [self.conv1, self.conv2]
+
+    def strided_conv(self) -> nn.Conv2d:
+        return self.conv1
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch alone (conv2 + BN output), (N, width, H', W')."""
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
+
+class Bottleneck(_ResidualUnit):
+    """1x1 -> 3x3 (the stride and dilation) -> 1x1, with BN; torchvision's keys."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int, projection: bool = False):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self._init_shortcut(in_channels, out_channels, stride, projection)
+
+    def dilated_convs(self) -> list[nn.Conv2d]:
+        return [self.conv2]
+
+    def strided_conv(self) -> nn.Conv2d:
+        return self.conv2
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch alone (conv3 + BN output), (N, 4*width, H', W')."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        return _shortcut(self, x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out += self.shortcut(x)  # in place, as torchvision: one block-sized tensor fewer per unit
-        return self.relu(out)
 
 
 class ResNet(Backbone):

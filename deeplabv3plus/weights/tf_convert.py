@@ -117,7 +117,8 @@ def deeplab_checkpoint(
     """A full-model checkpoint ``{"model", "config", "source"}`` that the eval script loads.
 
     The config reproduces the reference model: Xception-65, separable ASPP and decoder, output
-    stride 16, align_corners, and its preprocessing x / 127.5 - 1, which is (x / 255 - 0.5) / 0.5.
+    stride 16, align_corners, its preprocessing x / 127.5 - 1, which is (x / 255 - 0.5) / 0.5, and
+    its evaluation on images padded to 513x513 (``eval.pad_to``).
     """
     from ..config import Config, config_to_dict
 
@@ -132,4 +133,5 @@ def deeplab_checkpoint(
     cfg.data.num_classes = num_classes
     cfg.data.mean = [0.5, 0.5, 0.5]
     cfg.data.std = [0.5, 0.5, 0.5]
+    cfg.eval.pad_to = 513  # the reference scored its checkpoints on images padded to 513x513
     return {"model": state_dict, "config": config_to_dict(cfg), "source": source}
