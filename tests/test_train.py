@@ -210,3 +210,26 @@ def test_init_from_starts_a_new_stage_from_every_weight_of_a_checkpoint(tmp_path
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), key
     assert second.output_stride == 8
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_training_script_on_two_cpu_processes(tmp_path, synthetic_voc):
+    import subprocess
+    import sys
+
+    from deeplabv3plus.config import save_config
+
+    cfg = tiny_config(synthetic_voc, tmp_path / "run", max_iters=2)
+    save_config(cfg, tmp_path / "config.yaml")
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(repo / "scripts" / "train.py"), "--config", str(tmp_path / "config.yaml")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["iteration"] == 2
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["world_size"] == 2
+    assert "mIoU" in done.stdout
