@@ -91,3 +91,17 @@ def test_eval_transform_keeps_the_full_image_and_only_normalises() -> None:
     assert out_image.shape == (3, 37, 53) and out_label.dtype == torch.int64
     assert torch.equal(out_label, label.long())
     torch.testing.assert_close(_denormalise(out_image, cfg), image.float(), atol=1e-3, rtol=0)
+
+
+def test_small_images_are_padded_at_the_bottom_and_right_like_the_reference():
+    cfg = DataConfig(crop_size=64, scales=[1.0], hflip=False, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+    transform = train_transform(cfg)
+    image = torch.full((3, 40, 50), 200, dtype=torch.uint8)
+    label = torch.ones(40, 50, dtype=torch.uint8)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out_image, out_label = transform(image, label)
+        assert torch.equal(out_label[:40, :50], torch.ones(40, 50, dtype=torch.int64))
+        assert (out_label[40:] == 255).all() and (out_label[:, 50:] == 255).all()
+        # the pad is the mean pixel: 128/255 normalised with mean 0.5 is ~0
+        assert out_image[:, 40:].abs().max() < 0.01

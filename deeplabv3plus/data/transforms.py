@@ -59,6 +59,35 @@ class RandomScale(v2.Transform):
     _transform = transform
 
 
+class PadToSize(v2.Transform):
+    """Pad at the bottom and right up to ``size`` x ``size`` (no-op for dimensions already as large).
+
+    The reference pads with ``pad_to_bounding_box(image, 0, 0, ...)``, so a small image stays at
+    the top-left of its crop; padding on every side (``RandomCrop(pad_if_needed=True)``) would
+    add a random translation the paper's recipe does not have.
+
+    Args:
+        size: the crop size to reach.
+        fill: pad value per tv_tensor type (image: the mean pixel; mask: the ignore index).
+    """
+
+    def __init__(self, size: int, fill: dict[type, Any]) -> None:
+        super().__init__()
+        self.size, self.fill = size, fill
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        return dict(padding=[0, 0, max(0, self.size - w), max(0, self.size - h)])
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not any(params["padding"]):
+            return inpt
+        return F.pad(inpt, params["padding"], fill=self.fill[type(inpt)])
+
+    _get_params = make_params
+    _transform = transform
+
+
 class _Pipeline:
     """Wraps raw tensors as tv_tensors, runs a v2 pipeline, returns (image float (3,h,w), label int64 (h,w))."""
 
@@ -99,10 +128,10 @@ def train_transform(cfg: DataConfig) -> _Pipeline:
     steps: list[Any] = []
     if list(cfg.scales) != [1.0]:
         steps.append(RandomScale(cfg.scales))
-    # pad_if_needed pads images smaller than the crop (the image with the mean pixel, the label with the
-    # ignore index so padding is never learned); the crop offset is then random.
-    fill = {tv_tensors.Image: mean_pixel(cfg), tv_tensors.Mask: cfg.ignore_index}
-    steps.append(v2.RandomCrop(cfg.crop_size, pad_if_needed=True, fill=fill))
+    # Images smaller than the crop are padded (the image with the mean pixel, the label with the
+    # ignore index so padding is never learned), then the crop offset is random.
+    fill = {tv_tensors.Image: list(mean_pixel(cfg)), tv_tensors.Mask: cfg.ignore_index}
+    steps += [PadToSize(cfg.crop_size, fill), v2.RandomCrop(cfg.crop_size)]
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     return _Pipeline(steps + _normalise_steps(cfg))
