@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -125,10 +126,16 @@ def atrous_plan(unit_strides: Sequence[int], output_stride: int, stem_stride: in
 
 
 def init_weights(module: nn.Module) -> None:
-    """He (fan-out) init for convs, BN to identity, as torchvision's ResNet does."""
+    """He (fan-out) init for convs, BN to identity, as torchvision's ResNet does.
+
+    The fan-out of a grouped conv is counted per group: PyTorch's ``kaiming_normal_`` would use
+    ``out_channels * k * k`` for a depthwise conv, ``channels`` times too many, which shrinks
+    every Xception block's output ~100x at initialisation (visible in eval mode).
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
