@@ -101,34 +101,13 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
 
 
-def _deeplab(
-    backbone: Backbone,
-    *,
-    num_classes: int,
-    decoder: bool,
-    separable: bool,
-    aspp_rates: Optional[Sequence[int]],
-    aspp_dropout: float,
-    low_level_channels: int,
-    head_channels: int,
-    align_corners: bool,
-    pretrained_backbone: Optional[str],
-) -> DeepLabV3Plus:
-    if pretrained_backbone is not None:
+def _pretrained(backbone: Backbone, source: Optional[str]) -> Backbone:
+    """Load ImageNet weights into ``backbone`` when a source is given (see ``weights.imagenet``)."""
+    if source is not None:
         from ..weights.imagenet import load_pretrained_backbone
 
-        load_pretrained_backbone(backbone, pretrained_backbone)
-    return DeepLabV3Plus(
-        backbone,
-        num_classes,
-        decoder=decoder,
-        separable=separable,
-        aspp_rates=aspp_rates,
-        aspp_dropout=aspp_dropout,
-        low_level_channels=low_level_channels,
-        head_channels=head_channels,
-        align_corners=align_corners,
-    )
+        load_pretrained_backbone(backbone, source)
+    return backbone
 
 
 def deeplabv3plus_resnet(
@@ -155,9 +134,9 @@ def deeplabv3plus_resnet(
     ``pretrained_backbone`` is an ImageNet source for the trunk: a state_dict path, or a name
     accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone`.
     """
-    return _deeplab(
-        ResNet(depth, resnet_variant, output_stride, strided_shortcut),
-        num_classes=num_classes,
+    return DeepLabV3Plus(
+        _pretrained(ResNet(depth, resnet_variant, output_stride, strided_shortcut), pretrained_backbone),
+        num_classes,
         decoder=decoder,
         separable=separable,
         aspp_rates=aspp_rates,
@@ -165,7 +144,6 @@ def deeplabv3plus_resnet(
         low_level_channels=low_level_channels,
         head_channels=head_channels,
         align_corners=align_corners,
-        pretrained_backbone=pretrained_backbone,
     )
 
 
@@ -184,9 +162,9 @@ def deeplabv3plus_xception(
     pretrained_backbone: Optional[str] = None,
 ) -> DeepLabV3Plus:
     """DeepLabv3+ on a modified aligned Xception-``depth`` (41, 65, 71); SC on by default."""
-    return _deeplab(
-        Xception(depth, output_stride),
-        num_classes=num_classes,
+    return DeepLabV3Plus(
+        _pretrained(Xception(depth, output_stride), pretrained_backbone),
+        num_classes,
         decoder=decoder,
         separable=separable,
         aspp_rates=aspp_rates,
@@ -194,7 +172,6 @@ def deeplabv3plus_xception(
         low_level_channels=low_level_channels,
         head_channels=head_channels,
         align_corners=align_corners,
-        pretrained_backbone=pretrained_backbone,
     )
 
 
