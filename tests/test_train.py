@@ -233,3 +233,17 @@ def test_torchrun_runs_the_training_script_on_two_cpu_processes(tmp_path, synthe
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["world_size"] == 2
     assert "mIoU" in done.stdout
+
+
+@pytest.mark.parametrize("amp,channels_last", [("bf16", "off"), ("fp16", "off"), ("off", "on")])
+def test_mixed_precision_and_channels_last_training_steps_run_on_cpu(
+    tmp_path, synthetic_voc, no_val, amp, channels_last
+):
+    cfg = tiny_config(synthetic_voc, tmp_path, max_iters=2, amp=amp, channels_last=channels_last)
+    model, _ = train(cfg)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    checkpoint = load_checkpoint(tmp_path / "last.pth")
+    assert (checkpoint["scaler"] is not None) == (amp == "fp16")
+    if channels_last == "on":
+        weight = model.backbone.conv1.weight  # 7x7: the two layouts differ
+        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
