@@ -247,3 +247,17 @@ def test_mixed_precision_and_channels_last_training_steps_run_on_cpu(
     if channels_last == "on":
         weight = model.backbone.conv1.weight  # 7x7: the two layouts differ
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_the_eager_loss_at_the_first_step(tmp_path, synthetic_voc, no_val):
+    eager = tiny_config(synthetic_voc, tmp_path / "eager", max_iters=1, lr=0.0)
+    compiled = tiny_config(synthetic_voc, tmp_path / "compiled", max_iters=1, lr=0.0, compile=True)
+    eager.model.aspp_dropout = compiled.model.aspp_dropout = 0.0
+    train(eager)
+    train(compiled)
+    loss = [
+        json.loads(p.read_text().splitlines()[0])["loss"]
+        for p in (tmp_path / "eager" / "metrics.jsonl", tmp_path / "compiled" / "metrics.jsonl")
+    ]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-4)
