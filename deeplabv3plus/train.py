@@ -480,7 +480,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             cfg = saved
         train(cfg, resume=resume, stop_after=args.stop_after)
     except (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

@@ -31,6 +31,7 @@ from deeplabv3plus.benchmark import (
     format_results,
     run_benchmark,
 )
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.config import Config, ModelConfig, load_config
 
 
@@ -130,4 +131,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "benchmark.py")

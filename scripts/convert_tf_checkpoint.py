@@ -18,13 +18,12 @@ See docs/pretrained.md.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from deeplabv3plus.checkpoint import save_checkpoint
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.weights.tf_bundle import TFCheckpoint
 from deeplabv3plus.weights.tf_convert import XCEPTION65_VOC_SOURCE, convert, deeplab_checkpoint
 from deeplabv3plus.weights.tf_names import KINDS
@@ -39,19 +38,6 @@ def build_target(kind: str, num_classes: int) -> torch.nn.Module:
     if kind == "resnet101_beta_imagenet":
         return ResNet(101, variant="beta")
     return deeplabv3plus_xception65(num_classes=num_classes, output_stride=16, decoder=True, separable=True)
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never a half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         obj: object = deeplab_checkpoint(state, num_classes=num_classes, source=source)
     else:
         obj = state
-    save_atomic(obj, args.output)
+    save_checkpoint(obj, args.output)
     print(f"converted {len(state)} tensors from {args.checkpoint} ({args.kind}) -> {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "convert_tf_checkpoint.py")

@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.export import check_onnx, export_onnx
 from deeplabv3plus.predict import load_model_from_checkpoint
 
@@ -54,4 +55,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "export_onnx.py")

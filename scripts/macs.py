@@ -18,6 +18,7 @@ import dataclasses
 import json
 from typing import Optional
 
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.macs import PAPER_ROWS, format_macs_table, macs_of_row, macs_table
 
 SHORTCUT_MEANING = {
@@ -79,4 +80,4 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "macs.py")

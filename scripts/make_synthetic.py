@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.data.synthetic import (
     SYNTHETIC_NUM_CLASSES,
     SYNTHETIC_NUM_TRAIN,
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "make_synthetic.py")

@@ -13,6 +13,7 @@ import argparse
 
 import torch
 
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.predict import collect_inputs, load_model_from_checkpoint, predict_files
 
 
@@ -60,4 +61,4 @@ def main(argv=None) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "predict.py")

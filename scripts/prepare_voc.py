@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from deeplabv3plus.cli import run_main
 from deeplabv3plus.data.prepare import prepare_voc
 
 
@@ -41,4 +42,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "prepare_voc.py")
