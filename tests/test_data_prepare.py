@@ -118,11 +118,25 @@ def test_prepare_voc_script_extracts_archives(tmp_path: Path, monkeypatch: pytes
     argv = ["prepare_voc.py", "--voc", str(tmp_path / "VOCtrainval_11-May-2012.tar")]
     argv += ["--sbd", str(tmp_path / "benchmark.tgz"), "--out", str(out), "--allow-count-mismatch"]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(script), run_name="__main__")
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exited.value.code == 0
     lst = out / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "train_aug.txt"
     assert lst.read_text().split() == TRAIN_AUG
     # A second run finds the extracted folders instead of extracting again.
     assert prepare_voc(None, None, out, allow_count_mismatch=True) == out / "VOCdevkit" / "VOC2012"
+
+
+def test_prepare_voc_script_reports_a_missing_archive_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "prepare_voc.py"
+    monkeypatch.setattr(
+        sys, "argv", ["prepare_voc.py", "--voc", str(tmp_path / "no.tar"), "--out", str(tmp_path)]
+    )
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prepare_voc.py: error: ") and "no.tar" in err and "\n" not in err
 
 
 def test_prepare_voc_without_inputs_or_download_is_an_error(tmp_path: Path) -> None:
