@@ -19,7 +19,7 @@ import json
 from typing import Optional
 
 from deeplabv3plus.cli import run_main
-from deeplabv3plus.macs import PAPER_ROWS, format_macs_table, macs_of_row, macs_table
+from deeplabv3plus.macs import PAPER_ROWS, format_macs_table, macs_table
 
 SHORTCUT_MEANING = {
     "projection": "1x1 conv + BN shortcut in the three ResNet units that stride without changing channels "
@@ -49,18 +49,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         f"ResNet-101 beta strided shortcut: {args.strided_shortcut} = {SHORTCUT_MEANING[args.strided_shortcut]}"
     )
     print(f"input {args.size}x{args.size}; Multiply-Adds counted on the meta device (FLOPs / 2)\n")
-    if args.size == 513:
-        results = macs_table(PAPER_ROWS, strided_shortcut=args.strided_shortcut)
-    else:  # macs_table counts at the paper's 513 only
-        cache: dict[tuple, int] = {}
-        results = []
-        for row in PAPER_ROWS:
-            key = (row.backbone, row.eval_os, row.decoder, row.ms, row.flip, row.sc)
-            if key not in cache:
-                cache[key] = macs_of_row(row, size=args.size, strided_shortcut=args.strided_shortcut)
-            results.append(
-                {"row": row, "ours_gmacs": cache[key] / 1e9, "rel_diff": cache[key] / 1e9 / row.gmacs - 1}
-            )
+    results = macs_table(PAPER_ROWS, strided_shortcut=args.strided_shortcut, size=args.size)
     print(format_macs_table(results))
     if args.json:
         rows = [
