@@ -31,7 +31,7 @@ class ModelConfig:
     """Architecture; the fields are the keyword arguments of :func:`deeplabv3plus.build_model`."""
 
     backbone: str = "resnet101"
-    """One of resnet18, resnet50, resnet101, xception41, xception65, xception71."""
+    """One of resnet18, resnet34, resnet50, resnet101, xception41, xception65, xception71."""
     resnet_variant: str = "standard"
     """ResNet only: 'standard' (torchvision layout, 7x7 stem) or 'beta' (the paper's 3x3 stem)."""
     strided_shortcut: str = "subsample"

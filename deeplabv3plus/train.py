@@ -73,6 +73,8 @@ def setup_runtime(cfg: Config) -> Runtime:
         if world_size > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+        # Training crops have one size: let cuDNN pick the fastest algorithms once.
+        torch.backends.cudnn.benchmark = True
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     amp = cfg.train.amp

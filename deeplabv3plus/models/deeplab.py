@@ -180,6 +180,11 @@ def deeplabv3plus_resnet18(**kwargs) -> DeepLabV3Plus:
     return deeplabv3plus_resnet(18, **kwargs)
 
 
+def deeplabv3plus_resnet34(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-34; keyword arguments as :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(34, **kwargs)
+
+
 def deeplabv3plus_resnet50(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ ResNet-50; keyword arguments as :func:`deeplabv3plus_resnet`."""
     return deeplabv3plus_resnet(50, **kwargs)
@@ -207,6 +212,7 @@ def deeplabv3plus_xception71(**kwargs) -> DeepLabV3Plus:
 
 MODEL_BUILDERS: dict[str, Callable[..., DeepLabV3Plus]] = {
     "resnet18": deeplabv3plus_resnet18,
+    "resnet34": deeplabv3plus_resnet34,
     "resnet50": deeplabv3plus_resnet50,
     "resnet101": deeplabv3plus_resnet101,
     "xception41": deeplabv3plus_xception41,
