@@ -261,3 +261,35 @@ def test_compiled_training_matches_the_eager_loss_at_the_first_step(tmp_path, sy
         for p in (tmp_path / "eager" / "metrics.jsonl", tmp_path / "compiled" / "metrics.jsonl")
     ]
     assert loss[1] == pytest.approx(loss[0], rel=1e-4)
+
+
+def test_own_data_in_folders_trains_through_config_alone(tmp_path, synthetic_voc, no_val):
+    """images/ + masks/ + split lists, 3 classes named by the user, void = 99: no code."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        mask = rng.integers(0, 3, (40, 52)).astype(np.uint8)
+        mask[:3] = 99
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+        Image.fromarray((rng.random((40, 52, 3)) * 255).astype(np.uint8)).save(root / "images" / f"im{i}.jpg")
+    (root / "train.txt").write_text("im0\nim1\nim2\nim3\n")
+    (root / "val.txt").write_text("im4\nim5\n")
+    cfg = tiny_config(synthetic_voc, tmp_path / "run", max_iters=2)
+    overrides = {
+        "model": {"num_classes": 3},
+        "data": {"layout": "folders", "root": str(root), "num_classes": 3, "class_names": ["bg", "road", "car"],
+                 "ignore_index": 99, "crop_size": 33},
+    }  # fmt: skip
+    cfg = config_from_dict(overrides, base=cfg)
+    model, _ = train(cfg)
+    assert model.classifier.out_channels == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["config"]["data"]["class_names"] == [
+        "bg",
+        "road",
+        "car",
+    ]
