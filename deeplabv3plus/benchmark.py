@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import DataConfig, ModelConfig
+from .inference import AMP_DTYPES
 from .models import build_model
 
 IGNORE_INDEX = 255
@@ -322,7 +323,7 @@ def _rss_peak_sampler(interval_s: float = 0.001) -> Iterator[dict]:
 def _autocast(device: torch.device, amp: str):
     if amp == "off":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 def make_step(

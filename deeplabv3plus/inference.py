@@ -24,6 +24,9 @@ import torch.nn.functional as F
 PAPER_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 """The evaluation scales of the paper's multi-scale rows (MS)."""
 
+AMP_DTYPES: dict[str, Optional[torch.dtype]] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The autocast dtype of each ``train.amp`` / ``--amp`` setting."""
+
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """Image size at ``scale``, as the reference's ``scale_dimension``: ``int((dim - 1) * scale + 1)``.

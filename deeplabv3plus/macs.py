@@ -15,9 +15,8 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .inference import PAPER_SCALES, scaled_size
 from .models import build_model
-
-PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 @dataclass(frozen=True)
@@ -106,11 +105,6 @@ PAPER_ROWS: list[PaperRow] = _rows(
 )  # fmt: skip
 
 
-def scaled_size(size: int, scale: float) -> int:
-    """The reference's ``scale_dimension``: ``int((size - 1) * scale + 1)`` (513 -> 257 at 0.5)."""
-    return int((size - 1) * scale + 1)
-
-
 def count_macs(model: torch.nn.Module, height: int = 513, width: int = 513, batch: int = 1) -> int:
     """Multiply-Adds of one forward pass of ``model`` (on the meta device, or anywhere).
 
@@ -142,8 +136,8 @@ def macs_of_row(row: PaperRow, size: int = 513, strided_shortcut: str = "project
         model = build_model(
             row.backbone, output_stride=row.eval_os, decoder=row.decoder, separable=row.sc, **kwargs
         ).eval()
-    scales = PAPER_EVAL_SCALES if row.ms else (1.0,)
-    total = sum(count_macs(model, scaled_size(size, s), scaled_size(size, s)) for s in scales)
+    scales = PAPER_SCALES if row.ms else (1.0,)
+    total = sum(count_macs(model, *scaled_size(size, size, s)) for s in scales)
     return total * (2 if row.flip else 1)
 
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
-from deeplabv3plus.data.voc_meta import voc_palette
+from deeplabv3plus.data.voc_meta import save_label_png, voc_palette
 from deeplabv3plus.inference import segment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -71,15 +71,6 @@ def to_input(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> to
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised: ``(x / 255 - mean) / std``."""
     x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)  # copy: writable
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-
-
-def save_label_png(labels: np.ndarray, path: Union[str, Path]) -> None:
-    """Write (H, W) class indices (< 256) as a mode "P" PNG with the VOC palette."""
-    if labels.max(initial=0) > 255:
-        raise ValueError("a palette PNG holds class indices 0..255 only")
-    im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    im.putpalette(voc_palette(256).reshape(-1).tolist())
-    im.save(path)
 
 
 def colour_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:

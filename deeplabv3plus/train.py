@@ -34,6 +34,7 @@ from .config import Config, ConfigError, config_from_dict, config_to_dict, load_
 from .data.datasets import DatasetError, build_dataset, check_config_leakage, eval_collate
 from .data.sampling import SeededDataset, TrainStream
 from .evaluate import evaluate
+from .inference import AMP_DTYPES
 from .models import build_model
 from .weights.imagenet import PretrainedWeightsError
 
@@ -83,7 +84,7 @@ def setup_runtime(cfg: Config) -> Runtime:
             amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             amp = "off"  # CPU autocast is slower than fp32 for convolutions on most CPUs
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    amp_dtype = AMP_DTYPES[amp]
     channels_last = cfg.train.channels_last == "on" or (
         cfg.train.channels_last == "auto" and device.type == "cuda"
     )
@@ -408,7 +409,7 @@ def train(
         results = validate(iteration)
         if runtime.is_main:
             print(results["table"])
-            (out_dir / "val_results.json").write_text(json.dumps(_jsonable(results), indent=2))
+            (out_dir / "val_results.json").write_text(json.dumps(results, indent=2))
     log.close()
     return model, results
 
@@ -439,13 +440,6 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def _jsonable(results: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: ({str(w): v for w, v in val.items()} if isinstance(val, dict) else val)
-        for k, val in results.items()
-    }
 
 
 # --- command line ----------------------------------------------------------------------------

@@ -29,9 +29,8 @@ from torch.utils.data import DataLoader
 from deeplabv3plus.config import Config, ConfigError, config_from_dict, config_to_dict, validate_config
 from deeplabv3plus.data.datasets import DatasetError, build_dataset, eval_collate
 from deeplabv3plus.evaluate import evaluate
+from deeplabv3plus.inference import AMP_DTYPES
 from deeplabv3plus.predict import load_model_from_checkpoint
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class EvalScriptError(Exception):

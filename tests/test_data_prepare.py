@@ -17,9 +17,9 @@ from deeplabv3plus.data.prepare import (
     PrepareError,
     build_train_aug,
     prepare_voc,
-    save_label_png,
     train_aug_names,
 )
+from deeplabv3plus.data.voc_meta import save_label_png
 
 scipy_io = pytest.importorskip("scipy.io")
 

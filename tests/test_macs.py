@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from deeplabv3plus.macs import PAPER_EVAL_SCALES, PAPER_ROWS, count_macs, macs_of_row, macs_table, scaled_size
+from deeplabv3plus.inference import PAPER_SCALES, scaled_size
+from deeplabv3plus.macs import PAPER_ROWS, count_macs, macs_of_row, macs_table
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_paper_rows_are_tables_3_and_5():
 
 
 def test_scaled_sizes_are_the_references():
-    assert [scaled_size(513, s) for s in PAPER_EVAL_SCALES] == [257, 385, 513, 641, 769, 897]
+    assert [scaled_size(513, 513, s)[0] for s in PAPER_SCALES] == [257, 385, 513, 641, 769, 897]
 
 
 def test_count_macs_of_a_conv_is_the_closed_form():

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from .voc_meta import voc_palette
+from .voc_meta import save_label_png
 
 VOC_URLS = (
     "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
@@ -179,13 +178,6 @@ def load_sbd_label(path: Path) -> np.ndarray:
     if seg.ndim != 2 or seg.size == 0 or seg.min() < 0 or seg.max() > 20:
         raise PrepareError(f"SBD label '{path}': expected a 2-D class map with values 0..20")
     return seg.astype(np.uint8)
-
-
-def save_label_png(label: np.ndarray, path: Path) -> None:
-    """Write a (H, W) uint8 class map as a VOC palette ("P") PNG."""
-    png = Image.fromarray(label, mode="P")
-    png.putpalette(voc_palette().flatten().tolist())
-    png.save(path)
 
 
 def _read_list(path: Path) -> list[str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Union
+
 import numpy as np
+from PIL import Image
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -29,3 +33,12 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
             c >>= 3
         palette[i] = (r, g, b)
     return palette
+
+
+def save_label_png(labels: np.ndarray, path: Union[str, Path]) -> None:
+    """Write (H, W) class indices (0..255) as a mode "P" PNG with the VOC palette, as VOC's labels."""
+    if labels.max(initial=0) > 255:
+        raise ValueError(f"'{path}': a palette PNG holds class indices 0..255 only")
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(voc_palette(256).reshape(-1).tolist())
+    im.save(path)
