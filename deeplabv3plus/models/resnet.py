@@ -4,7 +4,8 @@
   Its state_dict keys are torchvision's, so ``resnet101(weights=...)`` loads with
   ``strict=True`` once ``fc.*`` is dropped. Low-level feature: the output of ``layer1``.
 * ``beta``: the reference ``resnet_v1_101_beta`` (SPEC.md section 1): three 3x3 stem convs
-  (64 s2, 64, 128), the stride in the *last* unit of stages 1-3. Low-level feature: the
+  (64 s2, 64, 128), a 3x3 s2 max-pool with TF 'SAME' padding (:class:`SamePadMaxPool2d`), the
+  stride in the *last* unit of stages 1-3. Low-level feature: the
   conv3+BN output of ``layer1``'s second unit, before its residual add and ReLU
   (reference end point ``block1/unit_2/bottleneck_v1/conv3``).
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbone import Backbone
@@ -28,6 +30,22 @@ RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 """Bottleneck width of each stage; its output has 4x as many channels."""
+
+
+class SamePadMaxPool2d(nn.Module):
+    """3x3 stride-2 max-pool with TensorFlow's 'SAME' padding (the reference beta stem's ``pool1``).
+
+    TF pads ``(k - 1) - (H - 1) % s`` in total, the smaller half *before*: a side of even length gets
+    0 before and 1 after, an odd one 1 and 1. PyTorch's ``padding=1`` pads 1 before on every side,
+    which shifts every window by one pixel on even sizes (then ``ceil(H / 2)`` outputs either way).
+    (N, C, H, W) -> (N, C, ceil(H / 2), ceil(W / 2)).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        # -inf: a padded position never wins the max, as in TF (and PyTorch's own padding).
+        x = F.pad(x, (width % 2, 1, height % 2, 1), value=float("-inf"))
+        return F.max_pool2d(x, kernel_size=3, stride=2)
 
 
 class _ResidualUnit(nn.Module):
@@ -169,7 +187,9 @@ class ResNet(Backbone):
             stem_channels = 128
         self.bn1 = nn.BatchNorm2d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        # torchvision pads 1 on both sides; the reference beta pools with TF 'SAME' padding, which
+        # differs on even sizes (e.g. 512x512, where the windows would be shifted by one pixel).
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if variant == "standard" else SamePadMaxPool2d()
         self.stem_stride = 4
 
         block = Bottleneck if depth >= 50 else BasicBlock

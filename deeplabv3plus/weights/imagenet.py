@@ -125,6 +125,11 @@ def load_pretrained_backbone(backbone: nn.Module, source: str) -> None:
         k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)
     }
     own = backbone.state_dict()
+    # BN's num_batches_tracked is a training counter, not a weight: converted TF checkpoints have
+    # none (tf_convert.convert), and nothing at inference reads it. Keep ours where it is absent.
+    for key in set(own) - set(state):
+        if key.endswith(".num_batches_tracked"):
+            state[key] = own[key]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

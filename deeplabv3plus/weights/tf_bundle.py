@@ -66,7 +66,9 @@ class TFCheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# crc32c (Castagnoli). Pure Python, so slow (~10 MB/s): verification is opt-in.
+# crc32c (Castagnoli): the ``crc32c``/``google_crc32c`` packages when installed, else numpy (about
+# 100 MB/s: many lanes of the bytewise algorithm in lockstep, combined afterwards), else pure Python
+# for short inputs.
 
 
 def _make_crc_table() -> list[int]:
@@ -80,6 +82,51 @@ def _make_crc_table() -> list[int]:
 
 
 _CRC_TABLE = _make_crc_table()
+_CRC_TABLE_NP = np.array(_CRC_TABLE, dtype=np.uint32)
+_NUMPY_CRC_MIN_BYTES = 1 << 16
+_CRC_LANES = 1 << 15
+
+
+def _crc_update(crc: int, data: Union[bytes, memoryview]) -> int:
+    """The raw CRC register after ``data`` (no initial or final inversion)."""
+    table = _CRC_TABLE
+    for b in memoryview(data).cast("B"):
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def _crc_update_numpy(crc: int, data: np.ndarray) -> int:
+    """``_crc_update`` over uint8 ``data`` by splitting it into ``lanes`` chunks run side by side.
+
+    The register update is linear over GF(2): the register after chunk ``i`` is ``Z^L(r_{i-1}) ^ c_i``
+    where ``c_i`` is the chunk's own CRC from a zero register and ``Z^L`` is the effect of ``L`` zero
+    bytes. 32 extra lanes fed with zeros from the unit vectors give ``Z^L`` as a table.
+    """
+    lanes = min(_CRC_LANES, len(data) // 256)
+    length = len(data) // lanes
+    chunks = data[: lanes * length].reshape(lanes, length)
+    reg = np.zeros(lanes + 32, dtype=np.uint32)
+    reg[0] = crc
+    reg[lanes:] = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))
+    slab = np.zeros((256, lanes + 32), dtype=np.uint8)  # the zero columns feed the unit-vector lanes
+    for start in range(0, length, 256):
+        width = min(256, length - start)
+        slab[:width, :lanes] = chunks[:, start : start + width].T
+        for row in slab[:width]:
+            reg = _CRC_TABLE_NP[(reg & 0xFF).astype(np.uint8) ^ row] ^ (reg >> 8)
+    basis = reg[lanes:]
+    values = np.arange(256)
+    shift = []  # shift[p][v]: Z^L applied to byte v at byte position p of the register
+    for p in range(4):
+        t = np.zeros(256, dtype=np.uint32)
+        for k in range(8):
+            t[(values >> k) & 1 == 1] ^= basis[8 * p + k]
+        shift.append(t.tolist())
+    s0, s1, s2, s3 = shift
+    out = int(reg[0])
+    for c in reg[1:lanes].tolist():
+        out = s0[out & 0xFF] ^ s1[(out >> 8) & 0xFF] ^ s2[(out >> 16) & 0xFF] ^ s3[out >> 24] ^ c
+    return _crc_update(out, data[lanes * length :].tobytes())
 
 
 def crc32c(data: bytes) -> int:
@@ -87,11 +134,10 @@ def crc32c(data: bytes) -> int:
     fast = _fast_crc32c()
     if fast is not None:
         return fast(data)
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in memoryview(data).cast("B"):
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+    view = memoryview(data).cast("B")
+    if len(view) >= _NUMPY_CRC_MIN_BYTES:
+        return _crc_update_numpy(0xFFFFFFFF, np.frombuffer(view, dtype=np.uint8)) ^ 0xFFFFFFFF
+    return _crc_update(0xFFFFFFFF, view) ^ 0xFFFFFFFF
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -293,8 +339,8 @@ class TFCheckpoint:
     Args:
         path_prefix: The checkpoint prefix, e.g. ``"model.ckpt"`` for ``model.ckpt.index`` plus
             ``model.ckpt.data-00000-of-00001``. A path ending in ``.index`` is accepted too.
-        verify: Check every tensor's masked crc32c when it is read (slow without the ``crc32c``
-            package: about 10 MB/s in pure Python).
+        verify: Check every tensor's masked crc32c when it is read (about 100 MB/s with numpy;
+            faster with the ``crc32c`` package).
 
     Raises:
         TFCheckpointError: The index or a data shard is missing, or the index is not a checkpoint.
