@@ -25,19 +25,13 @@ import torch
 from deeplabv3plus.checkpoint import save_checkpoint
 from deeplabv3plus.cli import run_main
 from deeplabv3plus.weights.tf_bundle import TFCheckpoint
-from deeplabv3plus.weights.tf_convert import XCEPTION65_VOC_SOURCE, convert, deeplab_checkpoint
+from deeplabv3plus.weights.tf_convert import XCEPTION65_VOC_SOURCE, convert, deeplab_checkpoint, target_module
 from deeplabv3plus.weights.tf_names import KINDS
 
 
 def build_target(kind: str, num_classes: int) -> torch.nn.Module:
     """The module the converted weights must fit exactly."""
-    from deeplabv3plus.models import ResNet, Xception, deeplabv3plus_xception65
-
-    if kind == "xception65_imagenet":
-        return Xception(65)
-    if kind == "resnet101_beta_imagenet":
-        return ResNet(101, variant="beta")
-    return deeplabv3plus_xception65(num_classes=num_classes, output_stride=16, decoder=True, separable=True)
+    return target_module(kind, num_classes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ Examples::
     python scripts/eval.py --checkpoint runs/voc/last.pt
     python scripts/eval.py --checkpoint runs/voc/last.pt --output-stride 8 \\
         --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip --trimap data.root=/data/voc
+    python scripts/eval.py --weights xception65_coco_voc_trainaug data.root=/data/voc  # model zoo, as published
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ class EvalScriptError(Exception):
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or a bare state_dict")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="training checkpoint (.pt) or a bare state_dict")
+    source.add_argument(
+        "--weights",
+        help="a reference model-zoo entry, e.g. xception65_coco_voc_trainaug, evaluated as published "
+        "(downloaded and converted on first use; docs/pretrained.md)",
+    )
     p.add_argument(
         "--config",
         help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
@@ -93,6 +100,14 @@ def read_config_overrides(path: str) -> list[str]:
 
 def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, Config]:
     """The checkpoint's model and config, with ``--config`` values and the overrides applied."""
+    if args.weights:
+        from deeplabv3plus.weights import PretrainedWeightsError, load_weights_model
+
+        try:
+            overrides = (read_config_overrides(args.config) if args.config else []) + args.overrides
+            return load_weights_model(args.weights, overrides, device=device)
+        except (PretrainedWeightsError, ConfigError) as e:
+            raise EvalScriptError(str(e)) from None
     if not Path(args.checkpoint).is_file():
         raise EvalScriptError(f"checkpoint '{args.checkpoint}' does not exist")
     file_overrides = read_config_overrides(args.config) if args.config else []
@@ -165,11 +180,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pin_memory=torch.device(device).type == "cuda",
     )
     print(
-        f"evaluating {args.checkpoint} on {len(dataset)} '{split}' images: OS {output_stride}, "
+        f"evaluating {args.checkpoint or args.weights} on {len(dataset)} '{split}' images: OS {output_stride}, "
         f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}"
     )
     output = Path(args.output) if args.output else default_output_path(
-        args.checkpoint, output_stride, cfg.eval.scales, cfg.eval.flip, split
+        args.checkpoint or args.weights, output_stride, cfg.eval.scales, cfg.eval.flip, split
     )  # fmt: skip
     start = time.perf_counter()
     results = evaluate(
@@ -197,7 +212,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
 
     payload = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "weights": args.weights,
         "split": split,
         "output_stride": output_stride,
         "scales": list(cfg.eval.scales),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable, Optional
+from enum import Enum
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,12 @@ from .decoder import Decoder
 from .layers import init_weights
 from .resnet import ResNet
 from .xception import Xception
+
+if TYPE_CHECKING:
+    from ..weights.zoo import PretrainedWeights
+
+WeightsLike = Union[str, "PretrainedWeights", Enum]
+"""An entry of the reference model zoo: its name, enum member or :class:`PretrainedWeights`."""
 
 
 class DeepLabV3Plus(nn.Module):
@@ -101,6 +108,38 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
 
 
+def _resolve_weights(
+    weights: Optional[WeightsLike],
+    backbone: str,
+    num_classes: Optional[int],
+    output_stride: Optional[int],
+    given: dict,
+) -> tuple[int, int, Optional[dict[str, torch.Tensor]]]:
+    """(num_classes, output_stride, state_dict) to build with; with ``weights`` checked against the
+    entry and its converted state_dict fetched (downloaded on first use) before anything is built."""
+    if weights is None:
+        return (
+            (21 if num_classes is None else num_classes),
+            (16 if output_stride is None else output_stride),
+            None,
+        )
+    from ..weights.download import load_state_dict
+    from ..weights.zoo import resolve_builder_args
+
+    entry, num_classes, output_stride = resolve_builder_args(
+        weights, backbone, num_classes=num_classes, output_stride=output_stride, given=given
+    )
+    return num_classes, output_stride, load_state_dict(entry)
+
+
+def _load_weights(model: DeepLabV3Plus, state: Optional[dict[str, torch.Tensor]]) -> DeepLabV3Plus:
+    """Load an entry's converted weights (strictly); a model with weights comes back in eval mode."""
+    if state is None:
+        return model
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def _pretrained(backbone: Backbone, source: Optional[str]) -> Backbone:
     """Load ImageNet weights into ``backbone`` when a source is given (see ``weights.imagenet``)."""
     if source is not None:
@@ -113,8 +152,9 @@ def _pretrained(backbone: Backbone, source: Optional[str]) -> Backbone:
 def deeplabv3plus_resnet(
     depth: int = 101,
     *,
-    num_classes: int = 21,
-    output_stride: int = 16,
+    weights: Optional[WeightsLike] = None,
+    num_classes: Optional[int] = None,
+    output_stride: Optional[int] = None,
     resnet_variant: str = "standard",
     strided_shortcut: str = "subsample",
     decoder: bool = True,
@@ -132,9 +172,17 @@ def deeplabv3plus_resnet(
     ``"beta"`` is the paper's reference ResNet (3x3 stem, stride in the last unit);
     ``strided_shortcut`` picks its shortcut in strided units (see :class:`ResNet`).
     ``pretrained_backbone`` is an ImageNet source for the trunk: a state_dict path, or a name
-    accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone`.
+    accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone` (``"tf:resnet_v1_101_beta"``
+    for the reference's beta ResNet). ``weights`` and the defaults of ``num_classes`` (21) and
+    ``output_stride`` (16) work as in :func:`deeplabv3plus_xception` (the reference zoo has no
+    trained ResNet DeepLab, so no entry fits yet).
     """
-    return DeepLabV3Plus(
+    given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
+                 head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
+    num_classes, output_stride, state = _resolve_weights(
+        weights, f"resnet{depth}", num_classes, output_stride, given
+    )
+    model = DeepLabV3Plus(
         _pretrained(ResNet(depth, resnet_variant, output_stride, strided_shortcut), pretrained_backbone),
         num_classes,
         decoder=decoder,
@@ -145,13 +193,15 @@ def deeplabv3plus_resnet(
         head_channels=head_channels,
         align_corners=align_corners,
     )
+    return _load_weights(model, state)
 
 
 def deeplabv3plus_xception(
     depth: int = 65,
     *,
-    num_classes: int = 21,
-    output_stride: int = 16,
+    weights: Optional[WeightsLike] = None,
+    num_classes: Optional[int] = None,
+    output_stride: Optional[int] = None,
     decoder: bool = True,
     separable: bool = True,
     aspp_rates: Optional[Sequence[int]] = None,
@@ -161,8 +211,28 @@ def deeplabv3plus_xception(
     align_corners: bool = True,
     pretrained_backbone: Optional[str] = None,
 ) -> DeepLabV3Plus:
-    """DeepLabv3+ on a modified aligned Xception-``depth`` (41, 65, 71); SC on by default."""
-    return DeepLabV3Plus(
+    """DeepLabv3+ on a modified aligned Xception-``depth`` (41, 65, 71); SC on by default.
+
+    Args:
+        weights: a trained model of the reference zoo, by name (``"xception65_coco_voc_trainaug"``)
+            or as a :class:`~deeplabv3plus.weights.DeepLabV3PlusXception65Weights` member (see
+            :mod:`deeplabv3plus.weights.zoo`). Downloaded and converted on first use, then cached;
+            the model comes back in eval mode. The entry fixes the architecture: ``num_classes`` and
+            the head arguments may be left out, and must agree with it when given (else
+            :class:`~deeplabv3plus.weights.PretrainedWeightsError`). ``output_stride`` is free: the
+            same weights run at 8, 16 or 32 (ASPP rates scale with it).
+        num_classes: output classes; default 21, or the entry's with ``weights``.
+        output_stride: 8, 16 or 32; default 16, or the stride of the entry's published evaluation.
+        pretrained_backbone: an ImageNet source for the trunk: a state_dict path, ``timm:...`` or
+            ``"tf:xception_65"`` (the reference checkpoint; ``tf:xception_41``, ``tf:xception_71``).
+        others: as :class:`DeepLabV3Plus`.
+    """
+    given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
+                 head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
+    num_classes, output_stride, state = _resolve_weights(
+        weights, f"xception{depth}", num_classes, output_stride, given
+    )
+    model = DeepLabV3Plus(
         _pretrained(Xception(depth, output_stride), pretrained_backbone),
         num_classes,
         decoder=decoder,
@@ -173,6 +243,7 @@ def deeplabv3plus_xception(
         head_channels=head_channels,
         align_corners=align_corners,
     )
+    return _load_weights(model, state)
 
 
 def deeplabv3plus_resnet18(**kwargs) -> DeepLabV3Plus:

@@ -189,7 +189,9 @@ class ResNet(Backbone):
         self.relu = nn.ReLU(inplace=True)
         # torchvision pads 1 on both sides; the reference beta pools with TF 'SAME' padding, which
         # differs on even sizes (e.g. 512x512, where the windows would be shifted by one pixel).
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if variant == "standard" else SamePadMaxPool2d()
+        self.maxpool = (
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if variant == "standard" else SamePadMaxPool2d()
+        )
         self.stem_stride = 4
 
         block = Bottleneck if depth >= 50 else BasicBlock

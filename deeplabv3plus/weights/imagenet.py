@@ -10,7 +10,11 @@ A source is one of:
   e.g. the output of ``scripts/convert_tf_checkpoint.py`` for the reference checkpoints;
 * ``"torchvision:IMAGENET1K_V1"`` / ``"torchvision:IMAGENET1K_V2"`` (any standard ResNet), downloaded
   and cached by torchvision itself;
-* ``"timm:xception65.tf_in1k"`` (any timm aligned Xception tag), through timm (extra ``timm``).
+* ``"timm:xception65.tf_in1k"`` (any timm aligned Xception tag), through timm (extra ``timm``);
+* ``"tf:xception_65"``, ``"tf:resnet_v1_101_beta"`` (and ``tf:xception_41``, ``tf:xception_71``,
+  ``tf:resnet_v1_50_beta``): the reference ImageNet checkpoints, downloaded from the model zoo,
+  converted and cached on first use (:mod:`.zoo`, :mod:`.download`). The ResNets are the ``beta``
+  variant and, like the Xceptions, expect inputs in [-1, 1] (``data.mean = data.std = 0.5``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,19 @@ def _timm_state_dict(tag: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def _tf_state_dict(tag: str) -> dict[str, torch.Tensor]:
+    from .download import load_state_dict
+    from .zoo import get_weights, list_weights
+
+    entry = get_weights(tag)
+    if not entry.is_backbone:
+        raise PretrainedWeightsError(
+            f"'tf:{tag}' is a trained segmentation model: pass weights='{tag}' to the builder; "
+            f"ImageNet backbones: {', '.join('tf:' + n for n in list_weights(backbones=True))}"
+        )
+    return load_state_dict(entry)
+
+
 def resolve_source(backbone: nn.Module, source: str) -> dict[str, torch.Tensor]:
     """The state_dict a source names (see the module docstring)."""
     kind, _, tag = source.partition(":")
@@ -111,6 +128,8 @@ def resolve_source(backbone: nn.Module, source: str) -> dict[str, torch.Tensor]:
         return _torchvision_state_dict(backbone, tag)
     if kind == "timm" and tag:
         return _timm_state_dict(tag)
+    if kind == "tf" and tag:
+        return _tf_state_dict(tag)
     return read_state_dict(source)
 
 

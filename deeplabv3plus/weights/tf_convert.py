@@ -8,7 +8,7 @@ from typing import Any, Protocol, Union
 import numpy as np
 import torch
 
-from .tf_names import KINDS, TFParam, is_ignored, name_map
+from .tf_names import IMAGENET_KINDS, KINDS, TFParam, is_ignored, name_map
 
 __all__ = [
     "XCEPTION65_VOC_SOURCE",
@@ -16,6 +16,9 @@ __all__ = [
     "check_complete",
     "convert",
     "deeplab_checkpoint",
+    "from_torch_layout",
+    "target_module",
+    "to_tf_variables",
     "to_torch_layout",
 ]
 
@@ -54,6 +57,19 @@ def to_torch_layout(array: np.ndarray, layout: str) -> np.ndarray:
     if layout == "depthwise":
         h, w, c, m = array.shape
         return array.transpose(2, 3, 0, 1).reshape(c * m, 1, h, w)
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def from_torch_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of :func:`to_torch_layout`: (out, in, H, W) -> HWIO, (C, 1, H, W) -> (H, W, C, 1)."""
+    if layout == "vector":
+        return array
+    if array.ndim != 4:
+        raise ValueError(f"expected a 4-d {layout} kernel, got shape {array.shape}")
+    if layout == "conv":
+        return array.transpose(2, 3, 1, 0)
+    if layout == "depthwise":
+        return array.transpose(2, 3, 0, 1)
     raise ValueError(f"unknown layout {layout!r}")
 
 
@@ -101,6 +117,42 @@ def convert(ckpt: _Checkpoint, kind: str) -> dict[str, torch.Tensor]:
     for p in name_map(kind):
         state[p.key] = _tensor(ckpt[p.tf_name], p)
     return state
+
+
+def to_tf_variables(state_dict: Mapping[str, torch.Tensor], kind: str) -> dict[str, np.ndarray]:
+    """Our state_dict under the reference TF variable names and layouts: the inverse of :func:`convert`.
+
+    With :func:`~deeplabv3plus.weights.tf_writer.write_tf_checkpoint` this writes a checkpoint that
+    the reference code (and :func:`convert`) reads. ``num_batches_tracked`` has no TF counterpart.
+
+    Raises:
+        KeyError: ``state_dict`` lacks a key the map of ``kind`` needs.
+    """
+    out = {}
+    for p in name_map(kind):
+        if p.key not in state_dict:
+            raise KeyError(f"state_dict has no {p.key!r}, needed for {p.tf_name!r} (kind {kind!r})")
+        array = state_dict[p.key].detach().cpu().float().numpy()
+        out[p.tf_name] = np.ascontiguousarray(from_torch_layout(array, p.layout))
+    return out
+
+
+def target_module(kind: str, num_classes: int = 21) -> torch.nn.Module:
+    """A freshly built module of ours that the conversion of ``kind`` must fit exactly (strict load).
+
+    ``*_imagenet`` kinds: the backbone alone (:class:`Xception` / beta :class:`ResNet` at OS 16);
+    ``xception65_deeplab``: the reference DeepLabv3+ (Xception-65, SC, decoder) with ``num_classes``.
+    """
+    from ..models import ResNet, Xception, deeplabv3plus_xception65
+
+    if kind == "xception65_deeplab":
+        return deeplabv3plus_xception65(
+            num_classes=num_classes, output_stride=16, decoder=True, separable=True
+        )
+    if kind not in IMAGENET_KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
+    family, depth = IMAGENET_KINDS[kind]
+    return Xception(depth) if family == "xception" else ResNet(depth, variant="beta")
 
 
 def _tensor(array: np.ndarray, param: TFParam) -> torch.Tensor:

@@ -99,7 +99,9 @@ def _tensor_bytes(name: str, value: np.ndarray, dtype: Optional[str]) -> tuple[i
     if tf_name is None:
         raise ValueError(f"{name}: numpy dtype {value.dtype} has no TensorFlow checkpoint dtype")
     if dtype is not None and dtype != tf_name:
-        raise ValueError(f"{name}: dtype {dtype!r} given for a {value.dtype} array (expected bfloat16 or string)")
+        raise ValueError(
+            f"{name}: dtype {dtype!r} given for a {value.dtype} array (expected bfloat16 or string)"
+        )
     raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
     return _DTYPE_CODES[tf_name], raw, masked_crc32c(raw)
 
@@ -132,8 +134,10 @@ class _BlockBuilder:
         return len(self.buffer) + 4 * len(self.restarts) + 4
 
     def finish(self) -> bytes:
-        return bytes(self.buffer) + b"".join(struct.pack("<I", r) for r in self.restarts) + struct.pack(
-            "<I", len(self.restarts)
+        return (
+            bytes(self.buffer)
+            + b"".join(struct.pack("<I", r) for r in self.restarts)
+            + struct.pack("<I", len(self.restarts))
         )
 
     def empty(self) -> bool:
@@ -251,4 +255,3 @@ def write_tf_checkpoint(
     _write_atomic(data_path, chunks)
     _write_atomic(index_path, [_sstable(items)])
     return index_path, data_path
-

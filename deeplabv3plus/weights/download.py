@@ -1,0 +1,201 @@
+"""Download, convert and cache the reference model-zoo checkpoints, once.
+
+``load_state_dict(entry)`` gives the converted PyTorch state_dict of a
+:class:`~deeplabv3plus.weights.zoo.PretrainedWeights` entry. Files live under torch.hub's cache
+(``torch.hub.get_dir()``, i.e. ``$TORCH_HOME/hub``, by default ``~/.cache/torch/hub``)::
+
+    deeplabv3plus/archives/<tarball>     the model-zoo download, as it is
+    deeplabv3plus/converted/<name>.pth   {"model": state_dict, "source": {...}}: what later uses load
+
+First use prints the download size and downloads with a progress bar
+(``torch.hub.download_url_to_file``: a temporary file renamed once complete, and checked against the
+entry's sha256 when one is recorded), reads only the checkpoint members (``*.index`` and
+``*.data-*``) out of the tarball, converts them (:func:`~deeplabv3plus.weights.tf_convert.convert`),
+loads the result strictly into a freshly built model to check every shape, and only then writes
+the converted file, atomically. A later use loads that file without network. Nothing an interrupted
+download or conversion leaves behind is trusted: a tarball counts only through a complete conversion
+(or its recorded sha256), and the converted file only appears whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import IO, Optional
+
+import torch
+
+from ..checkpoint import save_checkpoint
+from .imagenet import PretrainedWeightsError
+from .zoo import PretrainedWeights
+
+__all__ = ["archive_path", "cache_dir", "converted_path", "load_state_dict"]
+
+CACHE_FORMAT = 1
+"""Bumped when the converted files change meaning; an older file is converted again."""
+
+_CKPT_MEMBER = re.compile(r".*\.(index|data-\d{5}-of-\d{5})")
+
+
+def cache_dir() -> Path:
+    """``torch.hub.get_dir()/deeplabv3plus``."""
+    return Path(torch.hub.get_dir()) / "deeplabv3plus"
+
+
+def archive_path(entry: PretrainedWeights) -> Path:
+    """Where the entry's tarball is (or must be put, offline)."""
+    return cache_dir() / "archives" / entry.url.rsplit("/", 1)[-1]
+
+
+def converted_path(entry: PretrainedWeights) -> Path:
+    """Where the entry's converted state_dict is cached."""
+    return cache_dir() / "converted" / f"{entry.name}.pth"
+
+
+def _source(entry: PretrainedWeights) -> dict:
+    return {"name": entry.name, "url": entry.url, "kind": entry.kind, "format": CACHE_FORMAT}
+
+
+def _read_cache(entry: PretrainedWeights) -> Optional[dict[str, torch.Tensor]]:
+    path = converted_path(entry)
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PretrainedWeightsError(
+            f"cannot read the converted weights '{path}' ({e}); delete it to convert again"
+        ) from None
+    source = saved.get("source", {}) if isinstance(saved, dict) else {}
+    expected = _source(entry)
+    if not isinstance(saved.get("model"), dict) or any(source.get(k) != v for k, v in expected.items()):
+        return None  # another entry's file, or an older format: convert again
+    return saved["model"]
+
+
+def _download(entry: PretrainedWeights, archive: Path, progress: bool) -> None:
+    size = f"{entry.download_mb} MB" if entry.download_mb else "size unknown"
+    print(f"downloading {entry.name} ({size}) from {entry.url} to {archive}", file=sys.stderr)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(entry.url, str(archive), hash_prefix=entry.sha256, progress=progress)
+    except Exception as e:
+        if "invalid hash value" in str(e):  # download_url_to_file checks before it renames
+            raise PretrainedWeightsError(
+                f"the download of {entry.url} does not have the recorded sha256 {entry.sha256}; nothing was kept"
+            ) from None
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        raise PretrainedWeightsError(
+            f"cannot download {entry.url} ({reason}); offline, put that file at '{archive}'"
+        ) from None
+
+
+class _HashingReader:
+    """A read-only file wrapper that hashes what passes through (the tarball's sha256 in one pass)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.sha256.update(data)
+        return data
+
+    def finish(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self.sha256.hexdigest()
+
+
+def _extract_checkpoint(entry: PretrainedWeights, archive: Path, into: Path) -> tuple[Path, str]:
+    """Copy the tarball's checkpoint members into ``into``; returns (TF prefix, tarball sha256)."""
+    found: dict[str, Path] = {}
+    try:
+        with open(archive, "rb") as raw:
+            reader = _HashingReader(raw)
+            with tarfile.open(fileobj=reader, mode="r|*") as tar:  # one streaming pass
+                for member in tar:
+                    name = member.name.removeprefix("./")
+                    if not member.isfile() or not _CKPT_MEMBER.fullmatch(name) or ".." in name.split("/"):
+                        continue  # frozen_inference_graph.pb and anything else is not read out
+                    target = into / name.replace("/", "__")  # flat: no path from the tarball is trusted
+                    with tar.extractfile(member) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    found[name] = target
+            digest = reader.finish()
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise PretrainedWeightsError(
+            f"'{archive}' is not a complete tar.gz ({type(e).__name__}: {e}); delete it to download again"
+        ) from None
+    if entry.sha256 is not None and digest != entry.sha256:
+        raise PretrainedWeightsError(
+            f"'{archive}' has sha256 {digest}, expected {entry.sha256} for {entry.url}; delete it to download again"
+        )
+    indexes = sorted(n.removesuffix(".index") for n in found if n.endswith(".index"))
+    if entry.checkpoint in indexes:
+        prefix = entry.checkpoint
+    elif len(indexes) == 1:
+        prefix = indexes[0]
+    else:
+        raise PretrainedWeightsError(
+            f"'{archive}' holds no checkpoint '{entry.checkpoint}' (checkpoint prefixes found: {indexes or 'none'})"
+        )
+    return into / prefix.replace("/", "__"), digest
+
+
+def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]:
+    from .tf_bundle import TFCheckpoint
+    from .tf_convert import convert, target_module
+
+    print(f"converting {archive} ({entry.kind}) -> {converted_path(entry)}", file=sys.stderr)
+    work = cache_dir() / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{entry.name}.", dir=work) as tmp:
+        prefix, digest = _extract_checkpoint(entry, archive, Path(tmp))
+        try:
+            state = convert(TFCheckpoint(prefix), entry.kind)
+            # Every tensor in place and of the right shape, or no cache file.
+            target_module(entry.kind, entry.num_classes or 0).load_state_dict(state, strict=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PretrainedWeightsError(
+                f"cannot convert '{archive}' as {entry.name} ({entry.kind}): {first}; "
+                "if the file is damaged, delete it to download again"
+            ) from None
+    source = dict(_source(entry), archive_sha256=digest, tensors=len(state))
+    save_checkpoint({"model": state, "source": source}, converted_path(entry))
+    print(f"wrote {converted_path(entry)} ({len(state)} tensors; tarball sha256 {digest})", file=sys.stderr)
+    return state
+
+
+def load_state_dict(entry: PretrainedWeights, *, progress: bool = True) -> dict[str, torch.Tensor]:
+    """The entry's converted state_dict: from the cache, else downloaded (if need be) and converted.
+
+    Returns:
+        Float32 tensors under our keys: the full ``DeepLabV3Plus`` for a segmentation entry, the
+        backbone's own keys for an ImageNet one (no ``num_batches_tracked``).
+
+    Raises:
+        PretrainedWeightsError: offline (one line naming the URL and where to put the file), a
+            damaged tarball, or a checkpoint that does not fit the entry.
+    """
+    state = _read_cache(entry)
+    if state is not None:
+        return state
+    archive = archive_path(entry)
+    if archive.is_file():
+        return _convert(entry, archive)
+    _download(entry, archive, progress)
+    try:
+        return _convert(entry, archive)
+    except PretrainedWeightsError as e:
+        archive.unlink(missing_ok=True)  # ours, and damaged (e.g. a connection closed early)
+        raise PretrainedWeightsError(
+            f"{e} (the download was deleted: run again to download it anew)"
+        ) from None

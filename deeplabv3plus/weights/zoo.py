@@ -1,0 +1,517 @@
+"""The reference model zoo by name: trained DeepLabv3+ models and ImageNet backbones, with metadata.
+
+In the manner of torchvision's multi-weight API, every downloadable checkpoint is a
+:class:`PretrainedWeights` entry (source URL, what it was trained on, classes, the output stride and
+evaluation settings it was published with, the preprocessing it expects, the reported figures and
+their source, the licence), reachable by name or as an enum member::
+
+    from deeplabv3plus import deeplabv3plus_xception65
+    from deeplabv3plus.weights import DeepLabV3PlusXception65Weights
+
+    weights = DeepLabV3PlusXception65Weights.XCEPTION65_COCO_VOC_TRAINAUG  # or its name as a string
+    model = deeplabv3plus_xception65(weights=weights)  # eval mode, 21 classes, OS 16
+    preprocess = weights.transforms()
+    labels = model(preprocess(pil_image)).argmax(1)  # (1, H, W) VOC class indices
+
+The ImageNet backbones (:class:`TFBackboneWeights`) are ``pretrained_backbone="tf:<name>"`` sources,
+e.g. ``model.pretrained_backbone: tf:xception_65`` in a config.
+
+First use downloads the model-zoo tarball into torch.hub's cache and converts it once
+(:mod:`.download`); docs/pretrained.md lists the entries and what could not be confirmed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from ..data.ade20k_meta import ade20k_class_names
+from ..data.cityscapes_meta import CITYSCAPES_CLASSES
+from ..data.voc_meta import VOC_CLASSES
+from .imagenet import PretrainedWeightsError
+
+__all__ = [
+    "DeepLabV3PlusXception65Weights",
+    "EvalSettings",
+    "HeadSpec",
+    "Preprocess",
+    "PretrainedWeights",
+    "Result",
+    "TFBackboneWeights",
+    "WEIGHTS",
+    "get_weights",
+    "list_weights",
+    "load_weights_model",
+]
+
+_ZOO = "tensorflow/models research/deeplab/g3doc/model_zoo.md"
+_HOST = "http://download.tensorflow.org/models/"
+_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the model zoo's [0.5:0.25:1.75]
+_LICENCE = "Apache-2.0 (tensorflow/models; the model zoo states no other terms for its checkpoints)"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a published figure was (or an entry is by default) evaluated.
+
+    Attributes:
+        output_stride: the stride the model runs at (8 or 16).
+        scales: image scales whose softmax probabilities are averaged.
+        flip: also average the left-right flipped image.
+        pad_to: pad every image (bottom/right, with the mean pixel) to at least this square size,
+            as the reference's ``eval_crop_size`` 513 does for VOC (config ``eval.pad_to``).
+        crop_size: the reference's ``eval_crop_size`` (H, W) when it is not square (Cityscapes
+            1025x2049: whole 1024x2048 frames padded by one pixel); recorded, not applied by ``eval.pad_to``.
+    """
+
+    output_stride: int
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    pad_to: Optional[int] = None
+    crop_size: Optional[tuple[int, int]] = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A figure the reference reports for an entry: ``value`` (percent) of ``metric`` on ``split``."""
+
+    metric: str
+    value: float
+    split: str
+    eval: EvalSettings
+    source: str = _ZOO
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The DeepLab architecture around the backbone (the builders' keyword arguments it fixes)."""
+
+    decoder: bool = True
+    separable: bool = True
+    aspp_rates: tuple[int, int, int] = (6, 12, 18)
+    low_level_channels: int = 48
+    head_channels: int = 256
+    align_corners: bool = True
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """One checkpoint of the reference model zoo and everything needed to use it.
+
+    Attributes:
+        name: what ``weights=`` (or ``pretrained_backbone="tf:<name>"`` for backbones) accepts.
+        url: the model-zoo tarball.
+        checkpoint: the TF checkpoint prefix inside the tarball (``DIR/model.ckpt``); when absent,
+            the tarball's only ``*.index`` member is used.
+        kind: the converter's name map (:data:`~deeplabv3plus.weights.tf_names.KINDS`).
+        backbone: our backbone (a key of ``MODEL_BUILDERS``); ResNets are the ``beta`` variant.
+        dataset: what it was trained on last; ``trained_on`` gives the whole sequence.
+        num_classes: logits of the segmentation model (None for an ImageNet backbone: the
+            classifier is dropped).
+        class_names: one per logit.
+        ignore_index: the label value the reference ignores in training and evaluation.
+        label_convention: how dataset labels become classes (e.g. ADE20K's "other" = class 0).
+        train_output_stride: the stride it was trained at (the config's ``model.output_stride``).
+        eval: the setting that the builders, ``--weights`` and :meth:`config` apply by default.
+        data_layout: the ``data.layout`` of its evaluation dataset.
+        results: the reported figures, the default setting's first.
+        head: the DeepLab head it has (None for a backbone).
+        mean, std: per-channel normalisation of images in [0, 1]: 0.5 and 0.5 give the reference's
+            ``x / 127.5 - 1``, range [-1, 1].
+        licence: terms of the checkpoint.
+        download_mb: the tarball's size as the model zoo lists it.
+        sha256: of the tarball, when recorded (then checked); None: trusted after a complete
+            conversion.
+        notes: what is known but not confirmed.
+    """
+
+    name: str
+    url: str
+    checkpoint: str
+    kind: str
+    backbone: str
+    dataset: str
+    trained_on: str
+    num_classes: Optional[int]
+    class_names: tuple[str, ...]
+    ignore_index: Optional[int]
+    label_convention: str
+    train_output_stride: int
+    eval: EvalSettings
+    data_layout: Optional[str]
+    results: tuple[Result, ...]
+    head: Optional[HeadSpec]
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    licence: str = _LICENCE
+    download_mb: Optional[int] = None
+    sha256: Optional[str] = None
+    notes: str = ""
+
+    @property
+    def is_backbone(self) -> bool:
+        """An ImageNet backbone (``pretrained_backbone="tf:<name>"``), not a segmentation model."""
+        return self.head is None
+
+    def transforms(self) -> Preprocess:
+        """The preprocessing it expects: ``model(entry.transforms()(pil_image))`` is right."""
+        return Preprocess(self.mean, self.std)
+
+    def config(self):
+        """A :class:`~deeplabv3plus.config.Config` that rebuilds and evaluates the model as published.
+
+        ``model.*`` is the architecture at the training output stride, ``data.*`` the classes,
+        ignore index, preprocessing and ``data.layout`` (``data.root`` is left for the user),
+        ``eval.*`` the default evaluation setting.
+        """
+        from ..config import Config
+
+        if self.is_backbone:
+            raise PretrainedWeightsError(f"'{self.name}' is an ImageNet backbone, not a segmentation model")
+        cfg = Config()
+        cfg.model.backbone = self.backbone
+        cfg.model.num_classes = self.num_classes
+        cfg.model.output_stride = self.train_output_stride
+        cfg.model.decoder = self.head.decoder
+        cfg.model.separable = self.head.separable
+        cfg.model.aspp_rates = list(self.head.aspp_rates)
+        cfg.model.low_level_channels = self.head.low_level_channels
+        cfg.model.head_channels = self.head.head_channels
+        cfg.model.align_corners = self.head.align_corners
+        cfg.model.pretrained_backbone = None
+        cfg.data.layout = self.data_layout or cfg.data.layout
+        cfg.data.root = "data"
+        cfg.data.num_classes = self.num_classes
+        cfg.data.class_names = list(self.class_names)
+        cfg.data.ignore_index = self.ignore_index
+        cfg.data.mean = list(self.mean)
+        cfg.data.std = list(self.std)
+        cfg.eval.output_stride = self.eval.output_stride
+        cfg.eval.scales = list(self.eval.scales)
+        cfg.eval.flip = self.eval.flip
+        cfg.eval.pad_to = self.eval.pad_to
+        return cfg
+
+
+class Preprocess:
+    """Image -> normalised model input: ``(x / 255 - mean) / std`` per channel.
+
+    Accepts a PIL image (any mode; converted to RGB), an (H, W, 3) uint8 numpy array, or a uint8
+    tensor (3, H, W) / (N, 3, H, W) (a float tensor is taken to be in [0, 1] already). Returns a
+    float32 tensor (1, 3, H, W) (or (N, 3, H, W)), any H and W: the models take any size. The
+    reference additionally pads to 513x513 for its VOC evaluation; that is ``eval.pad_to``, not this.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        x = self._to_tensor(image)
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"expected an RGB image (3, H, W) or batch (N, 3, H, W), got shape {tuple(x.shape)}"
+            )
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @staticmethod
+    def _to_tensor(image: Any) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            if image.dtype == torch.uint8:
+                return image.float().div(255)
+            if image.is_floating_point():
+                return image.float()
+            raise ValueError(f"expected a uint8 or float image tensor, got {image.dtype}")
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(
+                    f"expected an (H, W, 3) uint8 array, got {image.dtype} of shape {image.shape}"
+                )
+            return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is a dependency
+            Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            return Preprocess._to_tensor(np.array(image.convert("RGB")))
+        raise TypeError(
+            f"expected a PIL image, an (H, W, 3) uint8 array or a tensor, got {type(image).__name__}"
+        )
+
+    def __repr__(self) -> str:
+        return f"Preprocess(mean={self.mean}, std={self.std})"
+
+
+def _voc(name: str, archive: str, folder: str, trained_on: str, train_os: int, results: tuple[Result, ...],
+         notes: str = "") -> PretrainedWeights:  # fmt: skip
+    return PretrainedWeights(
+        name=name,
+        url=_HOST + archive,
+        checkpoint=f"{folder}/model.ckpt",
+        kind="xception65_deeplab",
+        backbone="xception65",
+        dataset="PASCAL VOC 2012",
+        trained_on=trained_on,
+        num_classes=21,
+        class_names=VOC_CLASSES,
+        ignore_index=255,
+        label_convention="VOC palette indices 0-20, 255 = void (ignored)",
+        train_output_stride=train_os,
+        eval=results[0].eval,
+        data_layout="voc",
+        results=results,
+        head=HeadSpec(),
+        download_mb=439,
+        notes=notes,
+    )
+
+
+_VOC_OS16 = EvalSettings(16, (1.0,), False, pad_to=513)
+_VOC_OS8_MS = EvalSettings(8, _MS_SCALES, True, pad_to=513)
+
+
+class _WeightsEnum(Enum):
+    """An enum of :class:`PretrainedWeights`; a member reads as its entry (``member.url``), as torchvision's."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # Enum internals, pickling, copy: never delegate those
+            raise AttributeError(name)
+        return getattr(self.value, name)
+
+    def __str__(self) -> str:
+        return self.value.name
+
+
+class DeepLabV3PlusXception65Weights(_WeightsEnum):
+    """The reference DeepLabv3+ Xception-65 models (separable ASPP + decoder) of the model zoo."""
+
+    XCEPTION65_COCO_VOC_TRAINAUG = _voc(
+        "xception65_coco_voc_trainaug",
+        "deeplabv3_pascal_train_aug_2018_01_04.tar.gz",
+        "deeplabv3_pascal_train_aug",
+        "ImageNet -> MS-COCO -> PASCAL VOC 2012 train_aug",
+        16,
+        (
+            Result("mIoU", 82.20, "val", _VOC_OS16),
+            Result("mIoU", 83.58, "val", _VOC_OS8_MS),
+        ),
+    )
+    XCEPTION65_COCO_VOC_TRAINVAL = _voc(
+        "xception65_coco_voc_trainval",
+        "deeplabv3_pascal_trainval_2018_01_04.tar.gz",
+        "deeplabv3_pascal_trainval",
+        "ImageNet -> MS-COCO -> PASCAL VOC 2012 train_aug -> trainval",
+        8,
+        (Result("mIoU", 87.80, "test", _VOC_OS8_MS),),
+        notes="trained on VOC val too: its val mIoU means nothing; training output stride 8 is the "
+        "paper's test-set recipe (the model zoo does not state it)",
+    )
+    XCEPTION65_CITYSCAPES_TRAINFINE = PretrainedWeights(
+        name="xception65_cityscapes_trainfine",
+        url=_HOST + "deeplabv3_cityscapes_train_2018_02_06.tar.gz",
+        checkpoint="deeplabv3_cityscapes_train/model.ckpt",
+        kind="xception65_deeplab",
+        backbone="xception65",
+        dataset="Cityscapes",
+        trained_on="ImageNet -> Cityscapes train_fine",
+        num_classes=19,
+        class_names=CITYSCAPES_CLASSES,
+        ignore_index=255,
+        label_convention="the 19 train IDs of cityscapesScripts; every other label ID -> 255 (ignored)",
+        train_output_stride=16,
+        eval=EvalSettings(16, (1.0,), False, crop_size=(1025, 2049)),
+        data_layout="cityscapes",
+        results=(
+            Result("mIoU", 78.79, "val", EvalSettings(16, (1.0,), False, crop_size=(1025, 2049))),
+            Result("mIoU", 80.42, "val", EvalSettings(8, (0.75, 1.0, 1.25), True, crop_size=(1025, 2049))),
+        ),
+        head=HeadSpec(),
+        download_mb=439,
+        notes="eval crop 1025x2049 from cityscapes.md (whole frames); eval.pad_to is square, so whole "
+        "1024x2048 frames run unpadded here",
+    )
+    XCEPTION65_ADE20K_TRAIN = PretrainedWeights(
+        name="xception65_ade20k_train",
+        url=_HOST + "deeplabv3_xception_ade20k_train_2018_05_29.tar.gz",
+        checkpoint="deeplabv3_xception_ade20k_train/model.ckpt",
+        kind="xception65_deeplab",
+        backbone="xception65",
+        dataset="ADE20K",
+        trained_on="ImageNet -> ADE20K train (SceneParsing, 20,210 images)",
+        num_classes=151,
+        class_names=tuple(ade20k_class_names("reference")),
+        ignore_index=0,
+        label_convention="reference: 151 classes, PNG values as they are, 0 ('other') ignored",
+        train_output_stride=16,
+        eval=EvalSettings(8, _MS_SCALES, True),
+        data_layout="ade20k",
+        results=(
+            Result("mIoU", 45.65, "val", EvalSettings(8, _MS_SCALES, True)),
+            Result("pixel accuracy", 82.52, "val", EvalSettings(8, _MS_SCALES, True)),
+        ),
+        head=HeadSpec(),
+        download_mb=439,
+        notes="the eval image size is not published (ade20k.md trains with min/max_resize_value 513); "
+        "training output stride 16 from ade20k.md's example command",
+    )
+
+
+def _backbone(name: str, archive: str, folder: str, kind: str, backbone: str, mb: int) -> PretrainedWeights:
+    return PretrainedWeights(
+        name=name,
+        url=_HOST + archive,
+        checkpoint=f"{folder}/model.ckpt",
+        kind=kind,
+        backbone=backbone,
+        dataset="ImageNet",
+        trained_on="ImageNet-1k",
+        num_classes=None,
+        class_names=(),
+        ignore_index=None,
+        label_convention="",
+        train_output_stride=32,
+        eval=EvalSettings(16),
+        data_layout=None,
+        results=(),
+        head=None,
+        download_mb=mb,
+        notes="the folder inside the tarball is not confirmed: the only *.index member is used",
+    )
+
+
+class TFBackboneWeights(_WeightsEnum):
+    """The reference ImageNet backbones: ``pretrained_backbone="tf:<name>"`` (ResNets: ``resnet_variant="beta"``)."""
+
+    XCEPTION_41 = _backbone("xception_41", "xception_41_2018_05_09.tar.gz", "xception_41", "xception41_imagenet",
+                            "xception41", 288)  # fmt: skip
+    XCEPTION_65 = _backbone("xception_65", "deeplabv3_xception_2018_01_04.tar.gz", "xception", "xception65_imagenet",
+                            "xception65", 447)  # fmt: skip
+    XCEPTION_71 = _backbone("xception_71", "xception_71_2018_05_09.tar.gz", "xception_71", "xception71_imagenet",
+                            "xception71", 474)  # fmt: skip
+    RESNET_V1_50_BETA = _backbone("resnet_v1_50_beta", "resnet_v1_50_2018_05_04.tar.gz", "resnet_v1_50",
+                                  "resnet50_beta_imagenet", "resnet50", 274)  # fmt: skip
+    RESNET_V1_101_BETA = _backbone("resnet_v1_101_beta", "resnet_v1_101_2018_05_04.tar.gz", "resnet_v1_101",
+                                   "resnet101_beta_imagenet", "resnet101", 477)  # fmt: skip
+
+
+WEIGHTS: dict[str, PretrainedWeights] = {
+    m.value.name: m.value for enum in (DeepLabV3PlusXception65Weights, TFBackboneWeights) for m in enum
+}
+"""Every entry by name."""
+
+WeightsLike = Union[str, PretrainedWeights, _WeightsEnum]
+
+
+def list_weights(backbones: Optional[bool] = None) -> list[str]:
+    """Entry names: all, only the segmentation models (``backbones=False``) or only the backbones."""
+    return [n for n, w in WEIGHTS.items() if backbones is None or w.is_backbone == backbones]
+
+
+def get_weights(weights: WeightsLike) -> PretrainedWeights:
+    """The entry a name, an enum member or an entry (returned as it is) stands for.
+
+    Raises:
+        PretrainedWeightsError: an unknown name (the message lists the valid ones).
+    """
+    if isinstance(weights, _WeightsEnum):
+        return weights.value
+    if isinstance(weights, PretrainedWeights):
+        return weights
+    if isinstance(weights, str):
+        name = weights.removeprefix("tf:")
+        if name in WEIGHTS:
+            return WEIGHTS[name]
+        raise PretrainedWeightsError(f"unknown weights {weights!r}; expected one of {', '.join(WEIGHTS)}")
+    raise TypeError(
+        f"weights: expected a name, a PretrainedWeights or an enum member, got {type(weights).__name__}"
+    )
+
+
+def resolve_builder_args(
+    weights: WeightsLike,
+    backbone: str,
+    *,
+    num_classes: Optional[int],
+    output_stride: Optional[int],
+    given: dict[str, Any],
+) -> tuple[PretrainedWeights, int, int]:
+    """Check a builder's arguments against an entry; returns (entry, num_classes, output_stride).
+
+    The entry fixes the architecture: ``num_classes`` (None takes the entry's) and every argument in
+    ``given`` (decoder, separable, aspp_rates, ...) must agree with it. ``output_stride`` is free: the
+    same weights run at 8, 16 or 32 (the reference evaluates its OS-16 models at OS 8); None takes
+    the entry's default evaluation stride.
+
+    Raises:
+        PretrainedWeightsError: a backbone entry, another backbone, or a contradicting argument.
+    """
+    entry = get_weights(weights)
+    if entry.is_backbone:
+        raise PretrainedWeightsError(
+            f"weights '{entry.name}' are an ImageNet backbone: pass pretrained_backbone='tf:{entry.name}' instead"
+        )
+    if entry.backbone != backbone:
+        raise PretrainedWeightsError(
+            f"weights '{entry.name}' are for a {entry.backbone} model, not {backbone}"
+        )
+    if num_classes is not None and num_classes != entry.num_classes:
+        raise PretrainedWeightsError(
+            f"num_classes={num_classes} contradicts weights '{entry.name}' ({entry.num_classes} classes); "
+            "leave num_classes out"
+        )
+    spec = dataclasses.asdict(entry.head)
+    for key, value in given.items():
+        if key == "pretrained_backbone":
+            if value is not None:
+                raise PretrainedWeightsError(
+                    f"pretrained_backbone={value!r} with weights '{entry.name}': the weights hold the backbone too"
+                )
+            continue
+        expected = spec[key]
+        if key == "aspp_rates":
+            value = expected if value is None else tuple(value)
+        if value != expected:
+            raise PretrainedWeightsError(
+                f"{key}={value!r} contradicts weights '{entry.name}' ({key}={expected!r})"
+            )
+    return entry, entry.num_classes, output_stride if output_stride is not None else entry.eval.output_stride
+
+
+def load_weights_model(
+    weights: WeightsLike,
+    overrides: Optional[Sequence[str]] = None,
+    device: Union[str, torch.device] = "cpu",
+):
+    """The model of an entry and the config it was published with (as ``load_model_from_checkpoint``).
+
+    Args:
+        weights: an entry name (``"xception65_coco_voc_trainaug"``), member or entry.
+        overrides: dotted ``a.b=c`` config overrides on top of :meth:`PretrainedWeights.config`
+            (e.g. ``data.root=/data/voc``, ``eval.output_stride=8``).
+        device: where the model goes.
+
+    Returns:
+        ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its
+        :class:`~deeplabv3plus.config.Config`.
+    """
+    from ..config import config_from_dict, parse_override, validate_config
+    from ..models import build_model
+
+    entry = get_weights(weights)
+    cfg = entry.config()
+    for text in overrides or []:
+        cfg = config_from_dict(parse_override(text), base=cfg)
+    validate_config(cfg)
+    kwargs = dataclasses.asdict(cfg.model)
+    model = build_model(**kwargs, weights=entry)
+    return model.to(device, memory_format=torch.channels_last).eval(), cfg
