@@ -11,7 +11,7 @@ First use prints the download size and downloads with a progress bar
 (``torch.hub.download_url_to_file``: a temporary file renamed once complete, and checked against the
 entry's sha256 when one is recorded), reads only the checkpoint members (``*.index`` and
 ``*.data-*``) out of the tarball, converts them (:func:`~deeplabv3plus.weights.tf_convert.convert`),
-loads the result strictly into a freshly built model to check every shape, and only then writes
+checks every key and shape against the model the entry builds, and only then writes
 the converted file, atomically. A later use loads that file without network. Nothing an interrupted
 download or conversion leaves behind is trusted: a tarball counts only through a complete conversion
 (or its recorded sha256), and the converted file only appears whole.
@@ -149,6 +149,25 @@ def _extract_checkpoint(entry: PretrainedWeights, archive: Path, into: Path) -> 
     return into / prefix.replace("/", "__"), digest
 
 
+def _check_fits(state: dict[str, torch.Tensor], target_module, entry: PretrainedWeights) -> None:
+    """Every tensor of the model the entry builds is there with its shape, or no cache file."""
+    with torch.device("meta"):  # shapes only: nothing allocated or initialised
+        own = {k: v.shape for k, v in target_module(entry.kind, entry.num_classes or 1).state_dict().items()}
+    own = {k: s for k, s in own.items() if not k.endswith("num_batches_tracked")}
+    wrong = sorted(k for k in own if k in state and state[k].shape != own[k])
+    if set(own) != set(state) or wrong:
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        detail = (
+            f"{wrong[0]}: {tuple(state[wrong[0]].shape)} where {tuple(own[wrong[0]])} is expected"
+            if wrong
+            else ""
+        )
+        raise ValueError(
+            f"does not fit the model: {len(missing)} missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, "
+            f"{len(wrong)} of the wrong shape {detail}"
+        )
+
+
 def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]:
     from .tf_bundle import TFCheckpoint
     from .tf_convert import convert, target_module
@@ -160,8 +179,7 @@ def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]
         prefix, digest = _extract_checkpoint(entry, archive, Path(tmp))
         try:
             state = convert(TFCheckpoint(prefix), entry.kind)
-            # Every tensor in place and of the right shape, or no cache file.
-            target_module(entry.kind, entry.num_classes or 0).load_state_dict(state, strict=True)
+            _check_fits(state, target_module, entry)
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PretrainedWeightsError(

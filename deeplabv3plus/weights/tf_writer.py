@@ -81,6 +81,8 @@ _HEADER = _field_varint(1, 1) + _field_bytes(3, _field_varint(1, 1))
 def _tensor_bytes(name: str, value: np.ndarray, dtype: Optional[str]) -> tuple[int, bytes, int]:
     """(TF dtype code, little-endian bytes, masked crc32c for the entry) of one tensor."""
     if dtype == "bfloat16":
+        if value.dtype.kind != "f":
+            raise ValueError(f"{name}: dtype 'bfloat16' given for a {value.dtype} array (expected floats)")
         bits = np.ascontiguousarray(value, dtype="<f4").view("<u4").astype(np.uint64)
         # Round to nearest even, as TF's float -> bfloat16 conversion (bfloat16 = top half of a float32).
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
