@@ -66,9 +66,9 @@ class TFCheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# crc32c (Castagnoli): the ``crc32c``/``google_crc32c`` packages when installed, else numpy (about
-# 100 MB/s: many lanes of the bytewise algorithm in lockstep, combined afterwards), else pure Python
-# for short inputs.
+# crc32c (Castagnoli): the ``crc32c``/``google_crc32c`` packages when installed, else numpy (many
+# lanes of the bytewise algorithm in lockstep, combined afterwards: 160 MB in about 1 s on a 2-core
+# CPU), and pure Python for short inputs.
 
 
 def _make_crc_table() -> list[int]:
@@ -339,8 +339,8 @@ class TFCheckpoint:
     Args:
         path_prefix: The checkpoint prefix, e.g. ``"model.ckpt"`` for ``model.ckpt.index`` plus
             ``model.ckpt.data-00000-of-00001``. A path ending in ``.index`` is accepted too.
-        verify: Check every tensor's masked crc32c when it is read (about 100 MB/s with numpy;
-            faster with the ``crc32c`` package).
+        verify: Check every tensor's masked crc32c when it is read (vectorised with numpy; faster
+            with the ``crc32c`` package).
 
     Raises:
         TFCheckpointError: The index or a data shard is missing, or the index is not a checkpoint.
