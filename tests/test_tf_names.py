@@ -175,7 +175,9 @@ def test_maps_without_a_reference_list_cover_our_backbone_exactly(kind):
         target = target_module(kind)
     params = name_map(kind)
     assert {p.key for p in params} == set(our_keys(target.state_dict()))
-    scope = {"xception41_imagenet": "xception_41", "xception71_imagenet": "xception_71"}.get(kind, "resnet_v1_50")
+    scope = {"xception41_imagenet": "xception_41", "xception71_imagenet": "xception_71"}.get(
+        kind, "resnet_v1_50"
+    )
     assert all(p.tf_name.startswith(scope + "/") for p in params)
 
 
