@@ -448,3 +448,21 @@ def test_hubconf_exposes_the_builders_with_their_arguments():
     spec.loader.exec_module(hubconf)
     assert {"deeplabv3plus_xception65", "deeplabv3plus_resnet101"} <= set(hubconf.__all__)
     assert {"torch", "torchvision"} <= set(hubconf.dependencies)
+
+
+def test_a_cached_file_of_another_source_is_not_trusted(hub_dir, monkeypatch):
+    from deeplabv3plus.checkpoint import save_checkpoint
+
+    entry = get_weights("xception65_cityscapes_trainfine")
+    stale = {
+        "model": {"classifier.bias": torch.zeros(19)},
+        "source": {"name": entry.name, "url": "elsewhere"},
+    }
+    save_checkpoint(stale, zoo_download.converted_path(entry))
+
+    def offline(url, dst, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(PretrainedWeightsError, match="offline, put that file at"):
+        zoo_download.load_state_dict(entry)

@@ -71,9 +71,10 @@ def _read_cache(entry: PretrainedWeights) -> Optional[dict[str, torch.Tensor]]:
         raise PretrainedWeightsError(
             f"cannot read the converted weights '{path}' ({e}); delete it to convert again"
         ) from None
-    source = saved.get("source", {}) if isinstance(saved, dict) else {}
-    expected = _source(entry)
-    if not isinstance(saved.get("model"), dict) or any(source.get(k) != v for k, v in expected.items()):
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        return None  # not a file of ours: convert again (the new one replaces it)
+    source = saved.get("source") if isinstance(saved.get("source"), dict) else {}
+    if any(source.get(k) != v for k, v in _source(entry).items()):
         return None  # another entry's file, or an older format: convert again
     return saved["model"]
 
