@@ -76,6 +76,9 @@ def evaluate(
     trimap_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
     desc: str = "eval",
+    mode: str = "whole",
+    crop_size: Optional[Union[int, Sequence[int]]] = None,
+    stride: Optional[Union[int, Sequence[int]]] = None,
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
 
@@ -104,6 +107,9 @@ def evaluate(
         trimap_dir: Write ``trimap.csv`` (and ``trimap.png`` with matplotlib) here (rank 0).
         progress: Show a tqdm progress bar (rank 0 only).
         desc: The progress bar's label.
+        mode, crop_size, stride: "whole" (default) or "slide" inference with windows of
+            ``crop_size`` every ``stride`` pixels (``eval.mode``, ``eval.crop_size``,
+            ``eval.stride``), see :func:`deeplabv3plus.inference.predict_probs`.
 
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
@@ -140,6 +146,9 @@ def evaluate(
                     output_stride=output_stride,
                     max_batch=max_batch,
                     amp_dtype=amp_dtype,
+                    mode=mode,
+                    crop_size=crop_size,
+                    stride=stride,
                 )[..., :height, :width]
                 matrix.update(pred, labels)
                 if trimap is not None:
