@@ -137,11 +137,16 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
     batch_size: int = 1
-    pad_to: Optional[int] = None
-    """Pad images (bottom/right, mean pixel) to this size before inference and crop back, as
-    the reference evaluation does with eval_crop_size 513; None runs on the image as it is."""
+    pad_to: Optional[Union[int, list[int]]] = None
+    """Pad images (bottom/right, mean pixel) to this size, one int or [height, width], before
+    inference and crop back, as the reference evaluation does with eval_crop_size 513 (VOC) or
+    [1025, 2049] (Cityscapes); None runs on the image as it is."""
     trimap: bool = False
     trimap_widths: list[int] = field(default_factory=lambda: list(range(0, 41, 2)))
+    trimap_band: Optional[str] = None
+    """What the trimap bands surround: 'void' (the void pixels, VOC's band around every object)
+    or 'boundary' (every change of label value); None: 'boundary' for the cityscapes and ade20k
+    layouts (their labels have no void band), 'void' for the others."""
     mode: str = "whole"
     """'whole' (each image in one forward pass, as the reference) or 'slide' (windows of
     crop_size, stride apart, their logits averaged: less memory on large images)."""
@@ -298,11 +303,22 @@ def window_pair(value: Union[int, list[int]], where: str) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
+def trimap_band(cfg: Config) -> str:
+    """``eval.trimap_band``, or its default for ``data.layout``."""
+    if cfg.eval.trimap_band is not None:
+        return cfg.eval.trimap_band
+    return "boundary" if cfg.data.layout in ("cityscapes", "ade20k") else "void"
+
+
 def _validate_eval_window(ev: EvalConfig) -> None:
+    if ev.trimap_band not in (None, "void", "boundary"):
+        raise ConfigError(f"eval.trimap_band: expected void, boundary or null, got {ev.trimap_band!r}")
     if ev.mode not in ("whole", "slide"):
         raise ConfigError(f"eval.mode: expected whole or slide, got {ev.mode!r}")
     if ev.mode == "slide" and ev.crop_size is None:
         raise ConfigError("eval.mode=slide needs eval.crop_size (the window, e.g. [769, 769])")
+    if ev.pad_to is not None:
+        window_pair(ev.pad_to, "eval.pad_to")
     if ev.crop_size is not None:
         crop = window_pair(ev.crop_size, "eval.crop_size")
         if ev.stride is not None:

@@ -27,7 +27,14 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from deeplabv3plus.config import Config, ConfigError, config_from_dict, config_to_dict, validate_config
+from deeplabv3plus.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    trimap_band,
+    validate_config,
+)
 from deeplabv3plus.data.datasets import DatasetError, build_dataset, eval_collate
 from deeplabv3plus.evaluate import evaluate
 from deeplabv3plus.inference import AMP_DTYPES
@@ -197,13 +204,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mode=cfg.eval.mode,
         crop_size=cfg.eval.crop_size,
         stride=cfg.eval.stride,
+        trimap_band=trimap_band(cfg),
         trimap_dir=output.with_name(f"{output.stem}_trimap") if cfg.eval.trimap else None,
         progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
     print(results["table"])
     if "trimap_table" in results:
-        print("\ntrimap (mIoU within a band of this width around the object boundaries)")
+        around = "the void pixels" if trimap_band(cfg) == "void" else "every class boundary"
+        print(f"\ntrimap (mIoU within a band of this width around {around})")
         print(results["trimap_table"])
     print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
           if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
@@ -215,6 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scales": list(cfg.eval.scales),
         "flip": cfg.eval.flip,
         "mode": cfg.eval.mode,
+        **({"trimap_band": trimap_band(cfg)} if cfg.eval.trimap else {}),
         "amp": args.amp,
         "seconds": seconds,
         **{k: v for k, v in results.items() if k not in ("table", "trimap_table")},

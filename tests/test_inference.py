@@ -291,3 +291,17 @@ def test_slide_rejects_a_missing_window_and_a_stride_beyond_it():
         predict_probs(model, image, mode="slide", crop_size=4, stride=5)
     with pytest.raises(ValueError, match="mode"):
         predict_probs(model, image, mode="tiles")
+
+
+def test_evaluate_pad_to_takes_height_and_width_as_the_reference_eval_crop():
+    from deeplabv3plus.evaluate import evaluate
+
+    model = StridedModel().eval()
+    image, label = torch.randn(1, 3, 12, 20), torch.randint(0, 4, (1, 12, 20))
+    pair = evaluate(model, [(image, label)], 4, pad_to=(13, 21), progress=False)
+    by_hand = segment(model, F.pad(image, (0, 1, 0, 1)))[..., :12, :20]
+    from deeplabv3plus.metrics import ConfusionMatrix
+
+    expected = ConfusionMatrix(4)
+    expected.update(by_hand, label)
+    assert pair["per_class_iou"] == expected.to_dict()["per_class_iou"]
