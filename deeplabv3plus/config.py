@@ -58,13 +58,20 @@ class DataConfig:
 
     layout: str = "synthetic"
     """'voc' (VOCdevkit/VOC2012 layout, optionally with SBD), 'voc_aug' (SegmentationClassAug +
-    train_aug.txt), 'folders' (images/ + masks/ + split lists), 'synthetic' (generated VOC layout)."""
+    train_aug.txt), 'folders' (images/ + masks/ + split lists), 'synthetic' (generated VOC layout),
+    'cityscapes' (leftImg8bit/ + gtFine/), 'ade20k' (ADEChallengeData2016/ of SceneParsing)."""
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
     num_classes: int = 21
     class_names: Optional[list[str]] = None
     ignore_index: int = 255
+    label_convention: Optional[str] = None
+    """How label PNG values become classes. 'cityscapes': 'auto' (default: per image the
+    *_gtFine_labelTrainIds.png if present, else *_gtFine_labelIds.png mapped to the 19 train IDs),
+    'train_ids' or 'label_ids' (only that file). 'ade20k': 'reference' (default: 151 classes, 0 =
+    "other" = ignore_index 0, as the reference's ADE20K model) or 'reduce_zero' (150 classes,
+    0 -> 255, 1..150 -> 0..149). Must be null for the other layouts."""
     crop_size: int = 513
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
     hflip: bool = True
@@ -78,7 +85,9 @@ class DataConfig:
     """'folders' layout: label folder under root (PNG, one class index per pixel)."""
     image_ext: str = ".jpg"
     synthetic_size: int = 0
-    """'synthetic' layout: number of images to generate if root is empty (0 keeps the generator default)."""
+    """'synthetic' layout: number of images to generate if root is empty (0 keeps the generator default).
+    'cityscapes' / 'ade20k': if > 0 and root holds no dataset, generate a synthetic one of this many
+    images in that layout (the smoke configs); 0 never generates."""
     allow_val_in_train: bool = False
     """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
     paper's trainval model for the test server."""
@@ -128,11 +137,23 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
     batch_size: int = 1
-    pad_to: Optional[int] = None
-    """Pad images (bottom/right, mean pixel) to this size before inference and crop back, as
-    the reference evaluation does with eval_crop_size 513; None runs on the image as it is."""
+    pad_to: Optional[Union[int, list[int]]] = None
+    """Pad images (bottom/right, mean pixel) to this size, one int or [height, width], before
+    inference and crop back, as the reference evaluation does with eval_crop_size 513 (VOC) or
+    [1025, 2049] (Cityscapes); None runs on the image as it is."""
     trimap: bool = False
     trimap_widths: list[int] = field(default_factory=lambda: list(range(0, 41, 2)))
+    trimap_band: Optional[str] = None
+    """What the trimap bands surround: 'void' (the void pixels, VOC's band around every object)
+    or 'boundary' (every change of label value); None: 'boundary' for the cityscapes and ade20k
+    layouts (their labels have no void band), 'void' for the others."""
+    mode: str = "whole"
+    """'whole' (each image in one forward pass, as the reference) or 'slide' (windows of
+    crop_size, stride apart, their logits averaged: less memory on large images)."""
+    crop_size: Optional[Union[int, list[int]]] = None
+    """'slide': the window, [height, width] or one side for a square (e.g. [769, 769])."""
+    stride: Optional[Union[int, list[int]]] = None
+    """'slide': the window step, [height, width] or one value; None: 2/3 of crop_size."""
 
 
 @dataclass
@@ -257,6 +278,56 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.amp: expected auto, off, bf16 or fp16, got {cfg.train.amp!r}")
     if cfg.train.channels_last not in ("auto", "on", "off"):
         raise ConfigError(f"train.channels_last: expected auto, on or off, got {cfg.train.channels_last!r}")
+    conventions = LABEL_CONVENTIONS.get(cfg.data.layout, ())
+    if cfg.data.label_convention is not None and cfg.data.label_convention not in conventions:
+        raise ConfigError(
+            f"data.label_convention: {cfg.data.label_convention!r} does not apply to layout "
+            f"{cfg.data.layout!r}; expected "
+            + (f"one of {', '.join(conventions)} or null" if conventions else "null")
+        )
+    _validate_eval_window(cfg.eval)
+
+
+LABEL_CONVENTIONS: dict[str, tuple[str, ...]] = {
+    "cityscapes": ("auto", "train_ids", "label_ids"),
+    "ade20k": ("reference", "reduce_zero"),
+}
+"""The values of ``data.label_convention`` per layout (the first is the default)."""
+
+
+def window_pair(value: Union[int, list[int]], where: str) -> tuple[int, int]:
+    """``eval.crop_size`` / ``eval.stride`` as (height, width): one int is a square."""
+    pair = [value, value] if isinstance(value, int) else list(value)
+    if len(pair) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in pair):
+        raise ConfigError(f"{where}: expected a positive int or [height, width], got {value!r}")
+    return pair[0], pair[1]
+
+
+def trimap_band(cfg: Config) -> str:
+    """``eval.trimap_band``, or its default for ``data.layout``."""
+    if cfg.eval.trimap_band is not None:
+        return cfg.eval.trimap_band
+    return "boundary" if cfg.data.layout in ("cityscapes", "ade20k") else "void"
+
+
+def _validate_eval_window(ev: EvalConfig) -> None:
+    if ev.trimap_band not in (None, "void", "boundary"):
+        raise ConfigError(f"eval.trimap_band: expected void, boundary or null, got {ev.trimap_band!r}")
+    if ev.mode not in ("whole", "slide"):
+        raise ConfigError(f"eval.mode: expected whole or slide, got {ev.mode!r}")
+    if ev.mode == "slide" and ev.crop_size is None:
+        raise ConfigError("eval.mode=slide needs eval.crop_size (the window, e.g. [769, 769])")
+    if ev.pad_to is not None:
+        window_pair(ev.pad_to, "eval.pad_to")
+    if ev.crop_size is not None:
+        crop = window_pair(ev.crop_size, "eval.crop_size")
+        if ev.stride is not None:
+            stride = window_pair(ev.stride, "eval.stride")
+            if stride[0] > crop[0] or stride[1] > crop[1]:
+                raise ConfigError(
+                    f"eval.stride {list(stride)} is larger than eval.crop_size {list(crop)}: "
+                    "pixels between windows would get no prediction"
+                )
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -72,10 +72,14 @@ def evaluate(
     ignore_index: int = IGNORE_INDEX,
     amp_dtype: Optional[torch.dtype] = None,
     max_batch: Optional[int] = None,
-    pad_to: Optional[int] = None,
+    pad_to: Optional[Union[int, Sequence[int]]] = None,
     trimap_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
     desc: str = "eval",
+    mode: str = "whole",
+    crop_size: Optional[Union[int, Sequence[int]]] = None,
+    stride: Optional[Union[int, Sequence[int]]] = None,
+    trimap_band: str = "void",
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
 
@@ -94,16 +98,23 @@ def evaluate(
             :func:`deeplabv3plus.inference.predict_probs` (single scale at the model's output
             stride by default; the paper's best rows use OS 8, ``PAPER_SCALES`` and flip).
         pad_to: Pad smaller images at the bottom and right with the mean pixel to this size
-            before inference and crop the prediction back, as the reference evaluation does
-            (eval_crop_size 513): the image-pooling branch then averages over the padded
-            window, which the reference checkpoints were scored with.
+            (one int, or (height, width)) before inference and crop the prediction back, as the
+            reference evaluation does (eval_crop_size 513; 1025x2049 on Cityscapes): the
+            image-pooling branch then averages over the padded window, which the reference
+            checkpoints were scored with.
         trimap_widths: Also compute the trimap boundary mIoU for these band widths (pixels).
+        trimap_band: What the bands surround: "void" (VOC's void band) or "boundary" (every
+            change of label value, for labels without a void band), see
+            :class:`deeplabv3plus.metrics.TrimapMeter`.
         device: Where images, labels and matrices go; default: the model's parameters' device.
         class_names: Names of the ``C`` classes for the tables and dict keys.
         ignore_index: The void label value.
         trimap_dir: Write ``trimap.csv`` (and ``trimap.png`` with matplotlib) here (rank 0).
         progress: Show a tqdm progress bar (rank 0 only).
         desc: The progress bar's label.
+        mode, crop_size, stride: "whole" (default) or "slide" inference with windows of
+            ``crop_size`` every ``stride`` pixels (``eval.mode``, ``eval.crop_size``,
+            ``eval.stride``), see :func:`deeplabv3plus.inference.predict_probs`.
 
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
@@ -116,7 +127,9 @@ def evaluate(
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     matrix = ConfusionMatrix(num_classes, ignore_index, device)
-    trimap = TrimapMeter(num_classes, trimap_widths, ignore_index, device) if trimap_widths else None
+    trimap = (
+        TrimapMeter(num_classes, trimap_widths, ignore_index, device, trimap_band) if trimap_widths else None
+    )
     was_training = model.training
     model.eval()
     num_images = 0
@@ -127,10 +140,11 @@ def evaluate(
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
                 height, width = images.shape[-2:]
-                if pad_to is not None and (height < pad_to or width < pad_to):
+                pad_h, pad_w = (pad_to, pad_to) if isinstance(pad_to, int) else (pad_to or (0, 0))
+                if height < pad_h or width < pad_w:
                     # Zero after normalisation is the mean pixel, the reference's pad value.
                     images = torch.nn.functional.pad(
-                        images, (0, max(0, pad_to - width), 0, max(0, pad_to - height))
+                        images, (0, max(0, pad_w - width), 0, max(0, pad_h - height))
                     )
                 pred = segment(
                     model,
@@ -140,6 +154,9 @@ def evaluate(
                     output_stride=output_stride,
                     max_batch=max_batch,
                     amp_dtype=amp_dtype,
+                    mode=mode,
+                    crop_size=crop_size,
+                    stride=stride,
                 )[..., :height, :width]
                 matrix.update(pred, labels)
                 if trimap is not None:

@@ -9,13 +9,29 @@ input size bilinearly with align_corners=True, softmaxed, and the probabilities 
 Unlike a per-view loop, the flipped copies ride in the same batch as the images (one forward
 pass per scale of 2N images), which keeps the GPU busy; ``max_batch`` bounds the images per
 pass when memory is short. Works for any input size (the model must accept any size).
+
+``mode="slide"`` runs each (scaled, flipped) image as windows of ``crop_size`` instead of in one
+pass, for images too large to run whole (Cityscapes' 1024x2048 frames at output stride 8):
+
+* windows start every ``stride`` pixels and the last one in each direction is aligned to the
+  image edge, so every window is full-size; along a side of the (scaled) image that is no longer
+  than the crop there is one window, the whole side. A crop covering the image is therefore
+  exactly ``whole``, at every scale; to pad small images to the crop as the reference pads to
+  its eval crop, use ``pad_to`` of :func:`deeplabv3plus.evaluate.evaluate` (it applies before);
+* the **logits** of overlapping windows are averaged (then resized and softmaxed like the
+  ``whole`` logits, so scales and flips combine as before). A window's pixels within half the
+  overlap of one of its sides that lies inside the image are left out of the average: they
+  lack the context beyond the window, and the neighbouring window, which has it, covers them.
+  So on a model whose receptive field reaches at most half the overlap, ``slide`` equals
+  ``whole``; DeepLab's image-pooling branch sees one window, not the image, so it differs there
+  (peers such as mmsegmentation average every window pixel with equal weight).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -63,6 +79,96 @@ def use_output_stride(model: nn.Module, output_stride: Optional[int]) -> Iterato
         inner.output_stride = previous
 
 
+Window = Union[int, Sequence[int]]
+"""A window size or step: one int (square) or (height, width)."""
+
+
+def _pair(value: Window, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"{name}: expected a positive int or (height, width), got {value!r}")
+    return pair
+
+
+def slide_window_pairs(
+    crop_size: Window, stride: Optional[Window] = None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(crop (h, w), stride (h, w))``; the default stride is 2/3 of the crop (769 -> 513)."""
+    crop = _pair(crop_size, "crop_size")
+    step = _pair(stride, "stride") if stride is not None else tuple(max(1, round(2 * c / 3)) for c in crop)
+    if step[0] > crop[0] or step[1] > crop[1]:
+        raise ValueError(
+            f"stride {step} is larger than crop_size {crop}: pixels between windows get no prediction"
+        )
+    return crop, step
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Offsets of the windows along one side: every ``stride``, the last aligned to the edge.
+
+    A side no longer than ``crop`` gets one window at 0 (the whole side).
+    """
+    if size <= crop:
+        return [0]
+    count = -(-(size - crop) // stride) + 1
+    return [min(i * stride, size - crop) for i in range(count)]
+
+
+def slide_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    crop_size: Window,
+    stride: Optional[Window] = None,
+    max_batch: Optional[int] = None,
+    autocast: Optional[contextlib.AbstractContextManager] = None,
+) -> torch.Tensor:
+    """Logits of a batch computed window by window (see the module docstring for the rule).
+
+    Args:
+        model: Maps (B, 3, h, w) to (B, C, h, w) logits.
+        x: (B, 3, H, W) float, normalised.
+        crop_size: The window, (height, width) or one int.
+        stride: The step between windows; None: 2/3 of ``crop_size``.
+        max_batch: At most this many images per forward pass (each pass holds one window of
+            up to ``max_batch`` images); None: all ``B`` at once.
+        autocast: Context the forward passes run in (e.g. ``torch.autocast``).
+
+    Returns:
+        (B, C, H, W) float32 logits.
+    """
+    (ch, cw), (sh, sw) = slide_window_pairs(crop_size, stride)
+    b, _, height, width = x.shape
+    ch, cw = min(ch, height), min(cw, width)  # a side within the crop is one window
+    step = b if max_batch is None else max(1, int(max_batch))
+    # Half the overlap: the widest margin every pixel is still trusted by some window.
+    mh, mw = (ch - sh) // 2, (cw - sw) // 2
+    total: Optional[torch.Tensor] = None
+    count = torch.zeros(1, 1, height, width, dtype=torch.float32, device=x.device)
+    for y in window_starts(height, ch, sh):
+        top, bottom = (mh if y > 0 else 0), (mh if y + ch < height else 0)
+        for x0 in window_starts(width, cw, sw):
+            left, right = (mw if x0 > 0 else 0), (mw if x0 + cw < width else 0)
+            window = x[:, :, y : y + ch, x0 : x0 + cw]
+            for start in range(0, b, step):
+                with autocast if autocast is not None else contextlib.nullcontext():
+                    logits = model(window[start : start + step])
+                if logits.shape[-2:] != (ch, cw):
+                    raise ValueError(
+                        f"the model returned logits of size {tuple(logits.shape[-2:])} for a window of "
+                        f"{(ch, cw)}; slide needs logits at the input size"
+                    )
+                if total is None:
+                    total = torch.zeros(
+                        b, logits.shape[1], height, width, dtype=torch.float32, device=x.device
+                    )
+                total[start : start + step, :, y + top : y + ch - bottom, x0 + left : x0 + cw - right] += (
+                    logits[:, :, top : ch - bottom, left : cw - right].float()
+                )
+            count[:, :, y + top : y + ch - bottom, x0 + left : x0 + cw - right] += 1
+    assert total is not None and bool((count > 0).all())
+    return total / count
+
+
 def predict_probs(
     model: nn.Module,
     image: torch.Tensor,
@@ -72,6 +178,10 @@ def predict_probs(
     max_batch: Optional[int] = None,
     amp_dtype: Optional[torch.dtype] = None,
     align_corners: bool = True,
+    *,
+    mode: str = "whole",
+    crop_size: Optional[Window] = None,
+    stride: Optional[Window] = None,
 ) -> torch.Tensor:
     """Class probabilities averaged over scales and (optionally) left-right flips.
 
@@ -88,6 +198,10 @@ def predict_probs(
         amp_dtype: Run the model under ``torch.autocast`` with this dtype (e.g.
             ``torch.bfloat16``); the resizing, softmax and averaging stay in float32.
         align_corners: Of the image and logit resizes; True as the reference.
+        mode: "whole" (each scaled view in one pass) or "slide" (each scaled view as windows,
+            :func:`slide_logits`; ``max_batch`` then bounds the images per window pass).
+        crop_size: "slide": the window, (height, width) or one int, in pixels of the scaled image.
+        stride: "slide": the step between windows; None: 2/3 of ``crop_size``.
 
     Returns:
         (N, C, H, W) float32 probabilities (each pixel sums to 1), on ``image``'s device.
@@ -96,6 +210,12 @@ def predict_probs(
         raise ValueError(f"expected an (N, 3, H, W) image batch, got shape {tuple(image.shape)}")
     if not scales:
         raise ValueError("scales must not be empty")
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"mode: expected 'whole' or 'slide', got {mode!r}")
+    if mode == "slide":
+        if crop_size is None:
+            raise ValueError("mode='slide' needs crop_size (the window)")
+        slide_window_pairs(crop_size, stride)  # fail before any forward pass
     n, _, h, w = image.shape
     views = 2 * n if flip else n
     step = views if max_batch is None else max(1, int(max_batch))
@@ -114,8 +234,13 @@ def predict_probs(
             if flip:
                 x = torch.cat([x, x.flip(-1)])
             for start in range(0, views, step):
-                with autocast:
-                    logits = model(x[start : start + step])
+                if mode == "slide":
+                    logits = slide_logits(
+                        model, x[start : start + step], crop_size, stride, autocast=autocast
+                    )
+                else:
+                    with autocast:
+                        logits = model(x[start : start + step])
                 logits = logits.float()
                 if logits.shape[-2:] != (h, w):
                     logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=align_corners)
@@ -140,16 +265,30 @@ def segment(
     output_stride: Optional[int] = None,
     max_batch: Optional[int] = None,
     amp_dtype: Optional[torch.dtype] = None,
+    *,
+    mode: str = "whole",
+    crop_size: Optional[Window] = None,
+    stride: Optional[Window] = None,
 ) -> torch.Tensor:
     """Per-pixel class labels: the argmax of :func:`predict_probs`.
 
     Args:
-        model, image, scales, flip, output_stride, max_batch, amp_dtype: As :func:`predict_probs`.
+        model, image, scales, flip, output_stride, max_batch, amp_dtype, mode, crop_size, stride:
+            As :func:`predict_probs`.
 
     Returns:
         (N, H, W) int64 class indices.
     """
     probs = predict_probs(
-        model, image, scales, flip, output_stride=output_stride, max_batch=max_batch, amp_dtype=amp_dtype
+        model,
+        image,
+        scales,
+        flip,
+        output_stride=output_stride,
+        max_batch=max_batch,
+        amp_dtype=amp_dtype,
+        mode=mode,
+        crop_size=crop_size,
+        stride=stride,
     )
     return probs.argmax(dim=1)

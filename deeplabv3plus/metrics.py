@@ -223,6 +223,39 @@ def void_distance(label: torch.Tensor, max_distance: int, ignore_index: int = IG
     return dist_map.reshape(label.shape)
 
 
+def boundary_distance(label: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """Chessboard distance of every pixel to the nearest pixel of another label value, saturated.
+
+    The band of Cityscapes and ADE20K, whose labels have no void band around objects: a pixel
+    at distance 1 has an 8-neighbour of another class (or void), as every pixel next to a
+    boundary. Computed like :func:`void_distance` with 3x3 max-pools, here of the label values
+    and of their negatives (the window's max and min both equal the pixel's own value as long
+    as the window holds no other label). The image border is not a boundary.
+
+    Args:
+        label: (H, W) or (N, H, W) integer label map.
+        max_distance: Largest distance resolved; farther pixels get ``max_distance + 1``.
+
+    Returns:
+        int64 tensor of ``label``'s shape, every value >= 1.
+    """
+    if max_distance < 0:
+        raise ValueError(f"max_distance must be >= 0, got {max_distance}")
+    x = label.to(torch.float32).reshape(-1, 1, *label.shape[-2:])  # exact for any label value < 2**24
+    high, low = x, x
+    dist_map = torch.ones_like(x, dtype=torch.int64)
+    for _ in range(max_distance):
+        high = F.max_pool2d(high, kernel_size=3, stride=1, padding=1)
+        low = -F.max_pool2d(-low, kernel_size=3, stride=1, padding=1)
+        dist_map += ((high == x) & (low == x)).to(torch.int64)
+    return dist_map.reshape(label.shape)
+
+
+TRIMAP_BANDS = ("void", "boundary")
+"""What the trimap band surrounds: the void pixels (VOC's 255 band around every object) or every
+change of label value (datasets without a void band: Cityscapes, ADE20K)."""
+
+
 def trimap_mask(label: torch.Tensor, width: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """The evaluated pixels of the trimap band of ``width`` pixels around the void pixels.
 
@@ -256,6 +289,9 @@ class TrimapMeter:
         widths: Band widths in pixels (DeepLab-v2 plotted 0..40; the default is every 2 px).
         ignore_index: The void label value.
         device: Device of the matrices (that of the predictions).
+        band: "void": bands around the void pixels (:func:`void_distance`, VOC); "boundary":
+            around every change of label value (:func:`boundary_distance`, Cityscapes, ADE20K).
+            Void pixels are never scored.
     """
 
     def __init__(
@@ -264,7 +300,11 @@ class TrimapMeter:
         widths: Iterable[int] = range(0, 41, 2),
         ignore_index: int = IGNORE_INDEX,
         device: Union[str, torch.device] = "cpu",
+        band: str = "void",
     ):
+        if band not in TRIMAP_BANDS:
+            raise ValueError(f"trimap band: expected one of {', '.join(TRIMAP_BANDS)}, got {band!r}")
+        self.band = band
         self.widths = sorted({int(w) for w in widths})
         if not self.widths or self.widths[0] < 0:
             raise ValueError(f"widths must be non-empty and >= 0, got {self.widths}")
@@ -274,7 +314,10 @@ class TrimapMeter:
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add one image or a batch: ``pred`` and ``target`` (N, H, W) or (H, W) integer."""
-        d = void_distance(target, self.widths[-1], self.ignore_index)
+        if self.band == "boundary":
+            d = boundary_distance(target, self.widths[-1])
+        else:
+            d = void_distance(target, self.widths[-1], self.ignore_index)
         for w, meter in self.meters.items():
             if w == 0:
                 continue  # the band holds no scored pixel (see trimap_mask)

@@ -1,10 +1,10 @@
-"""Segment image files: label PNGs in the VOC palette and colour overlays.
+"""Segment image files: palette label PNGs and colour overlays.
 
 For every input image ``<stem>.<ext>`` two files are written to the output folder:
 
 * ``<stem>.png``: mode "P" PNG whose pixel values are the predicted class indices, with the
-  VOC colour palette (the format of VOC's ``SegmentationClass``; ``np.array(Image.open(p))``
-  gives the indices back);
+  colour palette of the checkpoint's dataset (:func:`dataset_palette`: VOC's, as its
+  ``SegmentationClass``, Cityscapes' or ADE20K's; ``np.array(Image.open(p))`` gives the indices back);
 * ``<stem>_overlay.jpg`` (or ``.png``): the palette colours alpha-blended over the image.
 
 :func:`predict_files` is the core (any model honouring the logits contract);
@@ -25,6 +25,8 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
+from deeplabv3plus.data.ade20k_meta import ade20k_palette
+from deeplabv3plus.data.cityscapes_meta import cityscapes_palette
 from deeplabv3plus.data.voc_meta import save_label_png, voc_palette
 from deeplabv3plus.inference import segment
 
@@ -73,18 +75,34 @@ def to_input(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> to
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
-def colour_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the VOC colour of each pixel's class over the image.
+def dataset_palette(layout: str, label_convention: Optional[str] = None) -> np.ndarray:
+    """The (256, 3) uint8 class colours of a ``data.layout``: Cityscapes', ADE20K's, else VOC's.
+
+    ADE20K's depend on ``data.label_convention`` (class 0 is "other", black, in the reference one).
+    """
+    if layout == "cityscapes":
+        return cityscapes_palette(256)
+    if layout == "ade20k":
+        return ade20k_palette(label_convention or "reference", 256)
+    return voc_palette(256)
+
+
+def colour_overlay(
+    rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5, palette: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Blend the colour of each pixel's class over the image.
 
     Args:
         rgb: (H, W, 3) uint8 image.
         labels: (H, W) integer class indices.
         alpha: Weight of the class colour, in [0, 1].
+        palette: (256, 3) uint8 class colours; None: VOC's.
 
     Returns:
         (H, W, 3) uint8 ``(1 - alpha) * rgb + alpha * palette[labels]``.
     """
-    colours = voc_palette(256)[labels.astype(np.int64) % 256].astype(np.float32)
+    palette = voc_palette(256) if palette is None else palette
+    colours = palette[labels.astype(np.int64) % 256].astype(np.float32)
     blend = (1 - alpha) * rgb.astype(np.float32) + alpha * colours
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
@@ -105,6 +123,10 @@ def predict_files(
     alpha: float = 0.5,
     overlay_ext: str = ".jpg",
     progress: bool = True,
+    palette: Optional[np.ndarray] = None,
+    mode: str = "whole",
+    crop_size: Optional[Union[int, Sequence[int]]] = None,
+    stride: Optional[Union[int, Sequence[int]]] = None,
 ) -> list[tuple[Path, Path]]:
     """Segment image files; write a palette label PNG and a colour overlay for each.
 
@@ -123,6 +145,8 @@ def predict_files(
         alpha: Weight of the class colours in the overlay.
         overlay_ext: ".jpg" or ".png".
         progress: Show a tqdm progress bar.
+        palette: (256, 3) uint8 colours of the PNGs and overlays (:func:`dataset_palette`); None: VOC's.
+        mode, crop_size, stride: "whole" or "slide" inference, as :func:`deeplabv3plus.inference.predict_probs`.
 
     Returns:
         ``(label_png, overlay)`` paths, one pair per input in order.
@@ -139,12 +163,15 @@ def predict_files(
 
     def run(batch: list[tuple[Path, np.ndarray]]) -> None:
         x = torch.stack([to_input(rgb, mean, std) for _, rgb in batch]).to(device)
-        labels = segment(model, x, scales=scales, flip=flip, output_stride=output_stride, amp_dtype=amp_dtype)
+        labels = segment(
+            model, x, scales=scales, flip=flip, output_stride=output_stride, amp_dtype=amp_dtype,
+            mode=mode, crop_size=crop_size, stride=stride,
+        )  # fmt: skip
         for (path, rgb), lab in zip(batch, labels.cpu().numpy()):
             label_path = out_dir / f"{path.stem}.png"
             overlay_path = out_dir / f"{path.stem}_overlay{overlay_ext}"
-            save_label_png(lab, label_path)
-            Image.fromarray(colour_overlay(rgb, lab, alpha)).save(overlay_path)
+            save_label_png(lab, label_path, palette)
+            Image.fromarray(colour_overlay(rgb, lab, alpha, palette)).save(overlay_path)
             outputs.append((label_path, overlay_path))
 
     batch: list[tuple[Path, np.ndarray]] = []

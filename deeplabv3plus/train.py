@@ -327,6 +327,7 @@ def train(
             scales=cfg.eval.scales, flip=cfg.eval.flip, output_stride=cfg.eval.output_stride,
             device=runtime.device, class_names=train_set.class_names, ignore_index=cfg.data.ignore_index,
             amp_dtype=runtime.amp_dtype, pad_to=cfg.eval.pad_to, progress=runtime.is_main, desc=f"val@{iteration}",
+            mode=cfg.eval.mode, crop_size=cfg.eval.crop_size, stride=cfg.eval.stride,
         )  # fmt: skip
         log.write(
             {"iteration": iteration, "val_mIoU": results["mIoU"], "val_pixel_acc": results["pixel_acc"]}

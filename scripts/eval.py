@@ -2,9 +2,10 @@
 
 The config is the checkpoint's, then the values of ``--config`` (if given) on top, then the dotted
 ``a.b=c`` overrides, then the flags below, which set ``eval.*``. Overrides may go anywhere except
-right after a list option (``--scales``, ``--trimap-widths``), which would take them as values. Results are printed and written
-to a JSON file, by default next to the checkpoint: ``<ckpt stem>_eval_os{OS}[_ms][_flip].json``
-(plus ``_<split>`` for a split other than val).
+right after a list option (``--scales``, ``--trimap-widths``, ``--crop-size``, ``--stride``), which
+would take them as values. Results are printed and written to a JSON file, by default next to the
+checkpoint: ``<ckpt stem>_eval_os{OS}[_ms][_flip].json``
+(plus ``_slide`` for sliding-window inference and ``_<split>`` for a split other than val).
 
 Examples::
 
@@ -27,7 +28,14 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from deeplabv3plus.config import Config, ConfigError, config_from_dict, config_to_dict, validate_config
+from deeplabv3plus.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    trimap_band,
+    validate_config,
+)
 from deeplabv3plus.data.datasets import DatasetError, build_dataset, eval_collate
 from deeplabv3plus.evaluate import evaluate
 from deeplabv3plus.inference import AMP_DTYPES
@@ -64,6 +72,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--trimap-widths", type=int, nargs="+", help="trimap band widths in pixels (eval.trimap_widths)"
     )
+    p.add_argument("--mode", choices=("whole", "slide"), help="whole images or sliding windows (eval.mode)")
+    p.add_argument("--crop-size", type=int, nargs="+", help="slide window: H W, or one side (eval.crop_size)")
+    p.add_argument("--stride", type=int, nargs="+", help="slide step: H W, or one value (eval.stride)")
     p.add_argument("--batch-size", type=int, help="images per batch (eval.batch_size)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
     p.add_argument(
@@ -141,6 +152,9 @@ def apply_eval_flags(cfg: Config, args: argparse.Namespace) -> None:
         "trimap": args.trimap,
         "trimap_widths": args.trimap_widths,
         "batch_size": args.batch_size,
+        "mode": args.mode,
+        "crop_size": args.crop_size[0] if args.crop_size and len(args.crop_size) == 1 else args.crop_size,
+        "stride": args.stride[0] if args.stride and len(args.stride) == 1 else args.stride,
     }
     values = {k: v for k, v in flags.items() if v is not None}
     cfg.eval = config_from_dict({"eval": values}, base=cfg).eval
@@ -148,12 +162,13 @@ def apply_eval_flags(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def default_output_path(
-    checkpoint: str, output_stride: int, scales: list[float], flip: bool, split: str
+    checkpoint: str, output_stride: int, scales: list[float], flip: bool, split: str, mode: str = "whole"
 ) -> Path:
-    """``<ckpt dir>/<ckpt stem>_eval_os{OS}[_ms][_flip][_<split>].json``."""
+    """``<ckpt dir>/<ckpt stem>_eval_os{OS}[_ms][_flip][_slide][_<split>].json``."""
     name = f"{Path(checkpoint).stem}_eval_os{output_stride}"
     name += "_ms" if list(scales) != [1.0] else ""
     name += "_flip" if flip else ""
+    name += "_slide" if mode == "slide" else ""
     name += f"_{split}" if split != "val" else ""
     return Path(checkpoint).parent / f"{name}.json"
 
@@ -182,9 +197,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"evaluating {args.checkpoint or args.weights} on {len(dataset)} '{split}' images: OS {output_stride}, "
         f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}"
+        + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
     )
     output = Path(args.output) if args.output else default_output_path(
-        args.checkpoint or args.weights, output_stride, cfg.eval.scales, cfg.eval.flip, split
+        args.checkpoint or args.weights, output_stride, cfg.eval.scales, cfg.eval.flip, split, cfg.eval.mode
     )  # fmt: skip
     start = time.perf_counter()
     results = evaluate(
@@ -200,13 +216,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ignore_index=cfg.data.ignore_index,
         amp_dtype=AMP_DTYPES[args.amp],
         pad_to=cfg.eval.pad_to,
+        mode=cfg.eval.mode,
+        crop_size=cfg.eval.crop_size,
+        stride=cfg.eval.stride,
+        trimap_band=trimap_band(cfg),
         trimap_dir=output.with_name(f"{output.stem}_trimap") if cfg.eval.trimap else None,
         progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
     print(results["table"])
     if "trimap_table" in results:
-        print("\ntrimap (mIoU within a band of this width around the object boundaries)")
+        around = "the void pixels" if trimap_band(cfg) == "void" else "every class boundary"
+        print(f"\ntrimap (mIoU within a band of this width around {around})")
         print(results["trimap_table"])
     print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
           if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
@@ -218,6 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "output_stride": output_stride,
         "scales": list(cfg.eval.scales),
         "flip": cfg.eval.flip,
+        "mode": cfg.eval.mode,
+        **({"trimap_band": trimap_band(cfg)} if cfg.eval.trimap else {}),
         "amp": args.amp,
         "seconds": seconds,
         **{k: v for k, v in results.items() if k not in ("table", "trimap_table")},

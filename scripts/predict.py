@@ -15,7 +15,8 @@ import argparse
 import torch
 
 from deeplabv3plus.cli import run_main
-from deeplabv3plus.predict import collect_inputs, load_model_from_checkpoint, predict_files
+from deeplabv3plus.config import config_from_dict, validate_config
+from deeplabv3plus.predict import collect_inputs, dataset_palette, load_model_from_checkpoint, predict_files
 from deeplabv3plus.weights import load_weights_model
 
 
@@ -39,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--flip", action=argparse.BooleanOptionalAction, help="also average the left-right flipped image"
     )
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at this output stride")
+    p.add_argument("--mode", choices=("whole", "slide"), help="whole images or sliding windows (eval.mode)")
+    p.add_argument("--crop-size", type=int, nargs="+", help="slide window: H W, or one side (eval.crop_size)")
+    p.add_argument("--stride", type=int, nargs="+", help="slide step: H W, or one value (eval.stride)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
     p.add_argument("--overlay-ext", default=".jpg", choices=(".jpg", ".png"))
     return p.parse_args(argv)
@@ -57,6 +61,11 @@ def main(argv=None) -> list:
     else:
         model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device=device)
         scales, flip, output_stride = [1.0], False, None
+    # The flags set eval.mode / crop_size / stride (else the config's), checked like the config.
+    flags = {"mode": args.mode, "crop_size": args.crop_size, "stride": args.stride}
+    flags = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in flags.items() if v is not None}
+    cfg = config_from_dict({"eval": flags}, base=cfg)
+    validate_config(cfg)
     outputs = predict_files(
         model,
         paths,
@@ -70,6 +79,10 @@ def main(argv=None) -> list:
         output_stride=args.output_stride or output_stride,
         alpha=args.alpha,
         overlay_ext=args.overlay_ext,
+        palette=dataset_palette(cfg.data.layout, cfg.data.label_convention),
+        mode=cfg.eval.mode,
+        crop_size=cfg.eval.crop_size,
+        stride=cfg.eval.stride,
     )
     print(f"wrote {len(outputs)} label PNGs and overlays to {args.output}")
     return outputs

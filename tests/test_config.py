@@ -80,3 +80,23 @@ def test_a_saved_config_reads_back_equal(tmp_path):
 def test_missing_file_is_an_error_naming_it():
     with pytest.raises(ConfigError, match="config file 'nope.yaml' does not exist"):
         load_config("nope.yaml")
+
+
+def test_slide_window_keys_take_one_side_or_height_and_width():
+    cfg = load_config(None, ["eval.mode=slide", "eval.crop_size=[1025, 2049]", "eval.stride=513"])
+    assert (cfg.eval.crop_size, cfg.eval.stride) == ([1025, 2049], 513)
+    assert load_config(None, ["eval.pad_to=[1025, 2049]"]).eval.pad_to == [1025, 2049]
+    with pytest.raises(ConfigError, match=r"eval.mode=slide needs eval.crop_size"):
+        load_config(None, ["eval.mode=slide"])
+    with pytest.raises(ConfigError, match=r"eval.mode: expected whole or slide, got 'tiles'"):
+        load_config(None, ["eval.mode=tiles"])
+    with pytest.raises(
+        ConfigError, match=r"eval.crop_size: expected a positive int or \[height, width\], got \[1, 2, 3\]"
+    ):
+        load_config(None, ["eval.crop_size=[1, 2, 3]"])
+    with pytest.raises(
+        ConfigError, match=r"eval.stride \[600, 600\] is larger than eval.crop_size \[513, 513\]"
+    ):
+        load_config(None, ["eval.crop_size=513", "eval.stride=600"])
+    with pytest.raises(ConfigError, match=r"eval.trimap_band: expected void, boundary or null"):
+        load_config(None, ["eval.trimap_band=edges"])

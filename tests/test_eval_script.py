@@ -136,3 +136,27 @@ def test_errors_are_one_line_and_exit_code_2(checkpoint: Path, extra: list, mess
     assert eval_script.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("eval.py: error:") and len(err.splitlines()) == 1
+
+
+def test_eval_slide_on_cityscapes_reports_boundary_trimap_and_names_the_file(tmp_path: Path, capsys):
+    from deeplabv3plus.data.cityscapes import make_synthetic_cityscapes
+    from deeplabv3plus.data.cityscapes_meta import CITYSCAPES_CLASSES
+
+    root = make_synthetic_cityscapes(tmp_path / "cs", num_images=3, size=(32, 64))
+    cfg = Config()
+    cfg.model.backbone, cfg.model.head_channels, cfg.model.num_classes = "resnet18", 8, 19
+    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = "cityscapes", str(root), 19, 0
+    torch.manual_seed(0)
+    model = build_model(**dataclasses.asdict(cfg.model)).eval()
+    ckpt = tmp_path / "cs.pt"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, ckpt)
+    argv = ["--checkpoint", str(ckpt), "--mode", "slide", "--crop-size", "32", "33", "--stride", "16"]
+    assert eval_script.main(argv + ["--trimap", "--trimap-widths", "2", "--no-progress"]) == 0
+    out = tmp_path / "cs_eval_os16_slide.json"
+    result = json.loads(out.read_text())
+    assert result["mode"] == "slide" and result["trimap_band"] == "boundary"
+    assert result["config"]["eval"]["crop_size"] == [32, 33] and result["config"]["eval"]["stride"] == 16
+    assert list(result["per_class_iou"]) == list(CITYSCAPES_CLASSES)
+    assert "around every class boundary" in capsys.readouterr().out
+    assert eval_script.main(argv[:4] + ["eval.crop_size=null", "--no-progress"]) == 2
+    assert "eval.mode=slide needs eval.crop_size" in capsys.readouterr().err

@@ -206,3 +206,102 @@ def test_evaluate_pad_to_pads_with_the_mean_pixel_and_scores_the_original_pixels
     assert padded["per_class_iou"] != plain["per_class_iou"] or padded["pixel_acc"] != plain["pixel_acc"]
     same = evaluate(model, [(image, label)], 3, pad_to=41, progress=False)
     assert same == plain
+
+
+# Sliding-window inference.
+
+
+class LocalConvModel(nn.Module):
+    """Two 3x3 convs, stride 1, no pooling: each logit sees a 5x5 neighbourhood (radius 2)."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 3, padding=1)
+        )
+        self.output_stride = 16
+        self.input_sizes = []
+
+    def forward(self, x):
+        self.input_sizes.append(tuple(x.shape[-2:]))
+        return self.net(x)
+
+
+def test_window_starts_step_by_stride_and_align_the_last_window_to_the_edge():
+    from deeplabv3plus.inference import window_starts
+
+    assert window_starts(10, 4, 3) == [0, 3, 6]
+    assert window_starts(11, 4, 3) == [0, 3, 6, 7]
+    assert window_starts(4, 4, 2) == [0] and window_starts(3, 4, 2) == [0]
+
+
+def test_slide_with_one_window_covering_the_image_equals_whole():
+    model = StridedModel().eval()
+    image = torch.randn(2, 3, 21, 30)
+    whole = predict_probs(model, image, scales=(0.75, 1.0), flip=True)
+    slide = predict_probs(model, image, scales=(0.75, 1.0), flip=True, mode="slide", crop_size=(21, 30))
+    torch.testing.assert_close(slide, whole, rtol=0, atol=1e-6)
+
+
+def test_slide_on_a_model_whose_receptive_field_fits_in_the_overlap_equals_whole():
+    model = LocalConvModel().eval()
+    image = torch.randn(1, 3, 37, 50)  # odd sizes: windows at 0, 6, 12, 18, 21 and 0, 6, ..., 30, 34
+    whole = predict_probs(model, image, flip=True)
+    model.input_sizes.clear()
+    # overlap 16 - 6 = 10: each trusted pixel is >= 5 px from an inner window edge (receptive radius 2)
+    slide = predict_probs(model, image, flip=True, mode="slide", crop_size=16, stride=6)
+    assert set(model.input_sizes) == {(16, 16)}  # every window full-size
+    torch.testing.assert_close(slide, whole, rtol=0, atol=1e-5)
+
+
+def test_slide_windows_fit_at_every_scale_and_image_size():
+    model = LocalConvModel().eval()
+    for h, w in [(9, 13), (16, 16), (31, 17), (40, 7)]:
+        image = torch.randn(1, 3, h, w)
+        model.input_sizes.clear()
+        probs = predict_probs(
+            model, image, scales=(0.5, 1.0, 1.25), mode="slide", crop_size=(12, 14), stride=5
+        )
+        assert probs.shape == (1, 3, h, w)
+        # full windows, or the whole side where the scaled image is within the crop
+        for scale in (0.5, 1.0, 1.25):
+            sh, sw = scaled_size(h, w, scale)
+            assert (min(12, sh), min(14, sw)) in model.input_sizes
+        assert all(ih <= 12 and iw <= 14 for ih, iw in model.input_sizes)
+        torch.testing.assert_close(probs.sum(1), torch.ones(1, h, w))
+
+
+def test_slide_composes_with_pad_to_like_whole():
+    from deeplabv3plus.evaluate import evaluate
+
+    model = StridedModel().eval()
+    image, label = torch.randn(1, 3, 13, 17), torch.randint(0, 4, (1, 13, 17))
+    whole = evaluate(model, [(image, label)], 4, pad_to=25, progress=False)
+    slide = evaluate(model, [(image, label)], 4, pad_to=25, mode="slide", crop_size=25, progress=False)
+    assert slide == whole
+
+
+def test_slide_rejects_a_missing_window_and_a_stride_beyond_it():
+    model = LocalConvModel()
+    image = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="needs crop_size"):
+        predict_probs(model, image, mode="slide")
+    with pytest.raises(ValueError, match="larger than crop_size"):
+        predict_probs(model, image, mode="slide", crop_size=4, stride=5)
+    with pytest.raises(ValueError, match="mode"):
+        predict_probs(model, image, mode="tiles")
+
+
+def test_evaluate_pad_to_takes_height_and_width_as_the_reference_eval_crop():
+    from deeplabv3plus.evaluate import evaluate
+
+    model = StridedModel().eval()
+    image, label = torch.randn(1, 3, 12, 20), torch.randint(0, 4, (1, 12, 20))
+    pair = evaluate(model, [(image, label)], 4, pad_to=(13, 21), progress=False)
+    by_hand = segment(model, F.pad(image, (0, 1, 0, 1)))[..., :12, :20]
+    from deeplabv3plus.metrics import ConfusionMatrix
+
+    expected = ConfusionMatrix(4)
+    expected.update(by_hand, label)
+    assert pair["per_class_iou"] == expected.to_dict()["per_class_iou"]

@@ -106,3 +106,38 @@ def test_script_runs_a_training_checkpoint(tmp_path):
     expected = segment(model, to_input(rgb, cfg.data.mean, cfg.data.std)[None], flip=True)[0].numpy()
     assert np.array_equal(np.asarray(Image.open(outputs[0][0])), expected)
     assert outputs[0][1].suffix == ".png"
+
+
+@pytest.mark.parametrize("layout", ["cityscapes", "ade20k"])
+def test_predictions_use_the_palette_of_the_checkpoints_dataset_and_the_slide_flags(tmp_path, layout):
+    from deeplabv3plus import build_model
+    from deeplabv3plus.config import Config, config_to_dict
+    from deeplabv3plus.data.ade20k_meta import ADE20K_PALETTE
+    from deeplabv3plus.data.cityscapes_meta import CITYSCAPES_PALETTE
+    from deeplabv3plus.predict import dataset_palette
+
+    cfg = Config()
+    num_classes = 19 if layout == "cityscapes" else 151
+    cfg.model.backbone, cfg.model.head_channels = "resnet18", 8
+    cfg.model.num_classes = cfg.data.num_classes = num_classes
+    cfg.data.layout = layout
+    model = build_model(**dataclasses.asdict(cfg.model)).eval()
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "ckpt.pt")
+    paths = _write_images(tmp_path / "in", [(33, 57)])
+    outputs = _load_script("predict").main(
+        ["--checkpoint", str(tmp_path / "ckpt.pt"), str(paths[0]), "--output", str(tmp_path / "out"),
+         "--device", "cpu", "--mode", "slide", "--crop-size", "33", "41", "--stride", "16", "--overlay-ext", ".png"]
+    )  # fmt: skip
+    rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
+    x = to_input(rgb, cfg.data.mean, cfg.data.std)[None]
+    expected = segment(model, x, mode="slide", crop_size=(33, 41), stride=16)[0].numpy()
+    palette = dataset_palette(layout)
+    colours = CITYSCAPES_PALETTE if layout == "cityscapes" else ((0, 0, 0), *ADE20K_PALETTE)  # "other" black
+    assert np.array_equal(palette[: len(colours)], np.array(colours, dtype=np.uint8))
+    with Image.open(outputs[0][0]) as im:
+        assert np.array_equal(np.asarray(im), expected)  # indices read back
+        assert np.array_equal(
+            np.asarray(im.getpalette()[: 3 * len(colours)]), palette[: len(colours)].reshape(-1)
+        )
+    overlay = np.asarray(Image.open(outputs[0][1])).astype(np.float64)
+    assert np.abs(overlay - (0.5 * rgb + 0.5 * palette[expected])).max() <= 0.5

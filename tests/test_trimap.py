@@ -92,3 +92,45 @@ def test_results_table_and_csv(tmp_path, capsys):
         assert (tmp_path / "trimap.png").is_file()
     save_trimap_csv({1: None}, tmp_path / "none.csv")
     assert (tmp_path / "none.csv").read_text().splitlines()[1] == "1,"
+
+
+# Labels without a void band (Cityscapes, ADE20K): bands around every change of label value.
+
+
+def test_boundary_distance_is_the_chessboard_distance_to_another_label():
+    from deeplabv3plus.metrics import boundary_distance
+
+    label = torch.zeros(7, 9, dtype=torch.long)
+    label[:, 5:] = 3  # a class boundary between columns 4 and 5
+    label[0, 0] = 255  # void counts as another label
+    label[6, 8] = 1
+    # brute force: min over the pixels q of another label of max(|dy|, |dx|)
+    ys, xs = torch.meshgrid(torch.arange(7), torch.arange(9), indexing="ij")
+    cheb = torch.maximum(
+        (ys.reshape(-1, 1) - ys.reshape(1, -1)).abs(), (xs.reshape(-1, 1) - xs.reshape(1, -1)).abs()
+    )
+    other = label.reshape(-1, 1) != label.reshape(1, -1)
+    expected = torch.where(other, cheb, 99).min(1).values.reshape(7, 9)
+    assert torch.equal(boundary_distance(label, max_distance=10), expected)
+    assert torch.equal(boundary_distance(label, 2), expected.clamp(max=3))
+    assert torch.equal(boundary_distance(torch.full((4, 4), 7), 2), torch.full((4, 4), 3))  # no border band
+
+
+def test_boundary_band_meter_scores_pixels_near_class_boundaries_but_never_void():
+    label = torch.ones(6, 10, dtype=torch.long)
+    label[:, 5:] = 2
+    label[:, 9] = 255
+    pred = label.clamp(max=2)
+    pred[:, 2] = 2  # wrong 3 columns from the boundary
+    meter = TrimapMeter(num_classes=3, widths=[0, 1, 3], band="boundary")
+    meter.update(pred, label)
+    assert math.isnan(meter.compute()[0])
+    assert meter.compute()[1] == 1.0
+    # width 1: columns 4, 5 (the class boundary) and 8 (next to void): 18 pixels
+    assert meter.meters[1].compute()["num_pixels"] == 18
+    # width 3: columns 2..7 and 6..8 -> 2..8 (void column 9 never scored)
+    assert meter.meters[3].compute()["num_pixels"] == 6 * 7
+    assert meter.compute()[3] < 1.0
+    void_meter = TrimapMeter(num_classes=3, widths=[1], band="void")
+    void_meter.update(pred, label)
+    assert void_meter.meters[1].compute()["num_pixels"] == 6  # only column 8

@@ -466,3 +466,14 @@ def test_a_cached_file_of_another_source_is_not_trusted(hub_dir, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(PretrainedWeightsError, match="offline, put that file at"):
         zoo_download.load_state_dict(entry)
+
+
+def test_cityscapes_and_ade20k_entries_configure_their_dataset_readers():
+    from deeplabv3plus.config import validate_config
+
+    cityscapes = get_weights("xception65_cityscapes_trainfine").config()
+    assert cityscapes.data.layout == "cityscapes" and cityscapes.eval.pad_to == [1025, 2049]
+    ade = get_weights("xception65_ade20k_train").config()
+    assert (ade.data.layout, ade.data.label_convention, ade.data.ignore_index) == ("ade20k", "reference", 0)
+    for cfg in (cityscapes, ade):
+        validate_config(cfg)  # the readers accept what the entries ask for

@@ -1,4 +1,4 @@
-"""Segmentation datasets for the four layouts of ``data.layout``, with loud, file-naming errors.
+"""Segmentation datasets for the layouts of ``data.layout``, with loud, file-naming errors.
 
 ``build_dataset(cfg, split, train)`` is the one entry point of the train and eval loops. Layouts:
 
@@ -11,6 +11,10 @@
 - ``folders``: ``root/<image_dir>/<stem><image_ext>``, ``root/<mask_dir>/<stem>.png``, lists
   ``root/<split>.txt`` (one stem per line); the user's own ``num_classes``/``class_names``/``ignore_index``.
 - ``synthetic``: generated into ``root`` by :func:`make_synthetic_voc` if absent, then read as ``voc``.
+- ``cityscapes``: ``leftImg8bit/<split>/<city>/`` + ``gtFine/<split>/<city>/``, splits by folder
+  (:mod:`deeplabv3plus.data.cityscapes`).
+- ``ade20k``: SceneParsing ``ADEChallengeData2016/images|annotations/<training|validation>/``
+  (:mod:`deeplabv3plus.data.ade20k`).
 
 Labels are read with PIL as raw class indices (palette indices of "P" PNGs, values of "L" PNGs), never
 converted to RGB. Every sample is validated when loaded: a label value outside ``0..C-1`` and
@@ -33,6 +37,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..config import DataConfig
+from .ade20k_meta import ade20k_class_names
+from .cityscapes_meta import CITYSCAPES_CLASSES
 from .synthetic import (
     SYNTHETIC_NUM_TRAIN,
     SYNTHETIC_NUM_VAL,
@@ -54,13 +60,43 @@ class DatasetError(ValueError):
     """
 
 
+@dataclass(frozen=True, eq=False)
+class LabelMap:
+    """How the raw values of a layout's label PNGs become class indices (e.g. Cityscapes label IDs).
+
+    The raw values are checked first, against the convention the files are written in, so an
+    error reports the value as the file holds it; then they go through ``lut``. A plain
+    picklable object: the mapping runs in DataLoader workers like the rest of :meth:`load`.
+
+    Args:
+        name: The raw convention, for messages (e.g. "Cityscapes label IDs").
+        num_raw: Raw values ``0..num_raw-1`` are valid; any other value is an error.
+        lut: (256,) uint8 table from raw value to class index (or the ignore index).
+    """
+
+    name: str
+    num_raw: int
+    lut: np.ndarray
+
+    def apply(self, label: torch.Tensor, path: Path) -> torch.Tensor:
+        """Check the raw (H, W) uint8 ``label`` read from ``path`` and map it: (H, W) uint8."""
+        counts = torch.bincount(label.flatten().long(), minlength=256)
+        bad = (torch.nonzero(counts[self.num_raw :]).flatten() + self.num_raw).tolist()
+        if bad:
+            raise DatasetError(
+                f"label '{path}' has values {bad} outside the {self.name} 0..{self.num_raw - 1}"
+            )
+        return torch.from_numpy(self.lut)[label.long()]
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One image/label pair of a split."""
+    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes."""
 
     name: str
     image: Path
     label: Path
+    label_map: Optional[LabelMap] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,6 +209,8 @@ class SegmentationDataset(Dataset):
         sample = self.samples[index]
         image = read_image(sample.image)
         label = read_label(sample.label)
+        if sample.label_map is not None:
+            label = sample.label_map.apply(label, sample.label)
         if tuple(image.shape[1:]) != tuple(label.shape):
             raise DatasetError(
                 f"image '{sample.image}' is {image.shape[2]}x{image.shape[1]} but label '{sample.label}' "
@@ -322,11 +360,25 @@ def _synthetic_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]
     return _voc_like_samples(Path(cfg.root), split, aug_first=False)
 
 
+def _cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    from .cityscapes import cityscapes_samples  # its module imports this one
+
+    return cityscapes_samples(cfg, split)
+
+
+def _ade20k_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
+    from .ade20k import ade20k_samples  # its module imports this one
+
+    return ade20k_samples(cfg, split)
+
+
 _LAYOUTS: dict[str, Callable[[DataConfig, str], tuple[list[Sample], Path]]] = {
     "voc": _voc_samples,
     "voc_aug": _voc_aug_samples,
     "folders": _folder_samples,
     "synthetic": _synthetic_samples,
+    "cityscapes": _cityscapes_samples,
+    "ade20k": _ade20k_samples,
 }
 
 
@@ -445,6 +497,10 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDatas
     class_names = cfg.class_names
     if class_names is None and cfg.layout == "synthetic":
         class_names = synthetic_class_names(cfg.num_classes)
+    elif class_names is None and cfg.layout == "cityscapes":
+        class_names = list(CITYSCAPES_CLASSES)
+    elif class_names is None and cfg.layout == "ade20k":
+        class_names = ade20k_class_names(cfg.label_convention or "reference")
     return SegmentationDataset(
         samples,
         num_classes=cfg.num_classes,

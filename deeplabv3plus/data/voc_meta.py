@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -35,10 +35,16 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
     return palette
 
 
-def save_label_png(labels: np.ndarray, path: Union[str, Path]) -> None:
-    """Write (H, W) class indices (0..255) as a mode "P" PNG with the VOC palette, as VOC's labels."""
+def save_label_png(labels: np.ndarray, path: Union[str, Path], palette: Optional[np.ndarray] = None) -> None:
+    """Write (H, W) class indices (0..255) as a mode "P" PNG, by default with the VOC palette as VOC's labels.
+
+    Args:
+        labels: (H, W) integer class indices; the PNG's pixel values are these indices.
+        path: Output file.
+        palette: (256, 3) uint8 colours of the indices; None: :func:`voc_palette`.
+    """
     if labels.max(initial=0) > 255:
         raise ValueError(f"'{path}': a palette PNG holds class indices 0..255 only")
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    im.putpalette(voc_palette(256).reshape(-1).tolist())
+    im.putpalette((voc_palette(256) if palette is None else palette).reshape(-1).tolist())
     im.save(path)

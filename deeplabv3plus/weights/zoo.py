@@ -67,7 +67,8 @@ class EvalSettings:
         pad_to: pad every image (bottom/right, with the mean pixel) to at least this square size,
             as the reference's ``eval_crop_size`` 513 does for VOC (config ``eval.pad_to``).
         crop_size: the reference's ``eval_crop_size`` (H, W) when it is not square (Cityscapes
-            1025x2049: whole 1024x2048 frames padded by one pixel); recorded, not applied by ``eval.pad_to``.
+            1025x2049: whole 1024x2048 frames padded by one pixel); :meth:`PretrainedWeights.config`
+            turns it into ``eval.pad_to: [1025, 2049]``.
     """
 
     output_stride: int
@@ -195,7 +196,11 @@ class PretrainedWeights:
         cfg.eval.output_stride = self.eval.output_stride
         cfg.eval.scales = list(self.eval.scales)
         cfg.eval.flip = self.eval.flip
-        cfg.eval.pad_to = self.eval.pad_to
+        # The reference's eval_crop_size: 513 (square) for VOC, 1025x2049 for whole Cityscapes frames.
+        crop = self.eval.pad_to if self.eval.pad_to is not None else self.eval.crop_size
+        cfg.eval.pad_to = list(crop) if isinstance(crop, tuple) else crop
+        if self.data_layout == "ade20k":
+            cfg.data.label_convention = "reference"  # 151 classes, 0 ('other') ignored
         return cfg
 
 
@@ -337,8 +342,7 @@ class DeepLabV3PlusXception65Weights(_WeightsEnum):
         ),
         head=HeadSpec(),
         download_mb=439,
-        notes="eval crop 1025x2049 from cityscapes.md (whole frames); eval.pad_to is square, so whole "
-        "1024x2048 frames run unpadded here",
+        notes="eval crop 1025x2049 from cityscapes.md (whole frames, padded by one pixel: eval.pad_to)",
     )
     XCEPTION65_ADE20K_TRAIN = PretrainedWeights(
         name="xception65_ade20k_train",
