@@ -1,64 +1,9 @@
-"""Segment images with a trained checkpoint: palette label PNGs + colour overlays.
+"""Segment images: ``python scripts/predict.py --checkpoint runs/x/best.pth photo.jpg --output out/``.
 
-Examples::
-
-    python scripts/predict.py --checkpoint runs/voc/last.pt photo.jpg --output out/
-    python scripts/predict.py --checkpoint runs/voc/last.pt "images/*.jpg" imgs2/ --output out/ \\
-        --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip --output-stride 8
+A thin face over ``deeplabv3plus predict`` (the installed command; logic in :mod:`deeplabv3plus.cli`).
 """
 
-from __future__ import annotations
-
-import argparse
-
-import torch
-
-from deeplabv3plus.cli import run_main
-from deeplabv3plus.predict import collect_inputs, load_model_from_checkpoint, predict_files
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
-    p.add_argument("--config", help="YAML config replacing the checkpoint's (needed for a bare state_dict)")
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
-    p.add_argument(
-        "--scales", type=float, nargs="+", default=[1.0], help="inference scales (paper MS: 0.5..1.75)"
-    )
-    p.add_argument("--flip", action="store_true", help="also average the left-right flipped image")
-    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at this output stride")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
-    p.add_argument("--overlay-ext", default=".jpg", choices=(".jpg", ".png"))
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> list:
-    args = parse_args(argv)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    paths = collect_inputs(args.inputs)
-    model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device=device)
-    outputs = predict_files(
-        model,
-        paths,
-        args.output,
-        cfg.data.mean,
-        cfg.data.std,
-        batch_size=args.batch_size,
-        device=device,
-        scales=args.scales,
-        flip=args.flip,
-        output_stride=args.output_stride,
-        alpha=args.alpha,
-        overlay_ext=args.overlay_ext,
-    )
-    print(f"wrote {len(outputs)} label PNGs and overlays to {args.output}")
-    return outputs
-
+from deeplabv3plus.cli import run_script
 
 if __name__ == "__main__":
-    run_main(main, "predict.py")
+    run_script("predict", "predict.py")
