@@ -76,15 +76,15 @@ def read_torch_file(path: Union[str, Path], what: str = "checkpoint") -> Any:
                 "(torch.load weights_only=True)"
             ) from None
         raise CheckpointError(f"cannot read {what} '{path}': not a PyTorch file ({_first_line(e)})") from None
-    except (KeyError, EOFError, UnicodeDecodeError) as e:
-        raise CheckpointError(
-            f"cannot read {what} '{path}': not a PyTorch file ({type(e).__name__}: {_first_line(e)})"
-        ) from None
     except RuntimeError as e:
         if "zip archive" in str(e):
             reason = str(e).split(". ")[0]
             raise CheckpointError(f"cannot read {what} '{path}': truncated or corrupt ({reason})") from None
         raise CheckpointError(f"cannot read {what} '{path}': {_first_line(e)}") from None
+    except Exception as e:  # the unpickler choking on another format: KeyError, IndexError, EOFError, ...
+        raise CheckpointError(
+            f"cannot read {what} '{path}': not a PyTorch file ({type(e).__name__}: {_first_line(e)})"
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -124,7 +124,8 @@ def check_state_dict_fits(
         expected: What the model is, e.g. "resnet50, 21 classes" (for the message).
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in weights]
+    # BatchNorm fills a missing num_batches_tracked itself (files converted from other frameworks lack it).
+    missing = [k for k in own if k not in weights and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in weights if k not in own]
     wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
     if not (missing or unexpected or wrong):
