@@ -884,7 +884,23 @@ def parse_command_args(command: str, argv: Optional[Sequence[str]] = None, prog:
 def _report(prog: str, e: BaseException) -> None:
     message = error_message(e)
     rank = _env_rank()
-    print(f"{prog}: error: {f'rank {rank}: ' if rank else ''}{message}", file=sys.stderr)
+    line = f"{prog}: error: {f'rank {rank}: ' if rank else ''}{message}"
+    print(line, file=sys.stderr)
+    _write_torchelastic_error_file(line)
+
+
+def _write_torchelastic_error_file(line: str) -> None:
+    """Under torchrun, hand the message to its failure summary (its "Root Cause" then shows this
+    line instead of "To enable traceback see ..."); the format of torch's ``ErrorHandler``."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    info = {"py_callstack": line, "timestamp": str(int(time.time()))}
+    try:
+        with open(path, "w") as f:
+            json.dump({"message": {"message": line, "extraInfo": info}}, f)
+    except OSError:
+        pass
 
 
 def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
@@ -907,7 +923,10 @@ def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Option
             print(f"{prog}: {e}", file=sys.stderr)
         return 128 + e.signum
     except PeerFailure:
-        return 2  # another rank printed the error
+        # Another rank reports the error; exit a moment after it, so that torchrun's summary names
+        # that rank (and its message) as the first failure, not this quiet one.
+        time.sleep(3)
+        return 2
     except Exception as e:
         if not is_user_error(e):
             raise

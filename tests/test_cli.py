@@ -193,3 +193,19 @@ def test_the_wheel_installs_a_working_deeplabv3plus_command(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr == "deeplabv3plus eval: error: checkpoint 'missing.pth' does not exist\n"
+
+
+def test_the_own_data_example_config_trains_on_a_folder_dataset(tmp_path, no_val):
+    from test_bad_inputs import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "mydata")
+    overrides = [f"data.root={root}", "model.pretrained_backbone=null", "train.allow_scratch_backbone=true",
+                 "data.crop_size=33", "data.workers=0", "train.max_iters=1", "train.batch_size=2",
+                 "train.device=cpu", "model.head_channels=16", f"train.output_dir={tmp_path / 'run'}"]  # fmt: skip
+    model, _ = train(load_config(REPO / "configs" / "own_data_example.yaml", overrides))
+    assert model.classifier.out_channels == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["config"]["data"]["class_names"] == [
+        "background",
+        "road",
+        "car",
+    ]
