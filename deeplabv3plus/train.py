@@ -267,7 +267,7 @@ class CheckpointWriteError(CheckpointError):
 
 
 class StopSignals:
-    """SIGTERM / SIGINT become a request to stop after the current step (a second one aborts).
+    """SIGTERM / SIGINT become a request to stop after the current step (a second SIGINT aborts).
 
     Installed only in the main thread; the previous handlers are restored on exit. DataLoader
     workers forked while it is installed inherit the handler, so a Ctrl-C (sent to the whole
@@ -287,9 +287,11 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # asked twice: stop now, without a checkpoint
-            self.__exit__()
-            raise KeyboardInterrupt
+        if self.signum is not None:
+            if signum == signal.SIGINT:  # Ctrl-C twice: stop now, without a checkpoint
+                self.__exit__()
+                raise KeyboardInterrupt
+            return  # SLURM and torchrun may both forward one SIGTERM: already stopping
         self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
