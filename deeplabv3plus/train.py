@@ -599,8 +599,8 @@ def train(
                     checkpoint(iteration, "last.pth")
     except (TrainingInterrupted, PeerFailure):
         raise
-    except Exception as e:
-        if stop.signum is not None and runtime.distributed:
+    except RuntimeError as e:
+        if stop.signum is not None and runtime.distributed and not isinstance(e, CheckpointError):
             # Stopping (torchrun signals every rank when one fails): a peer is gone mid-collective.
             raise PeerFailure("stopped while another rank failed") from e
         raise

@@ -209,3 +209,47 @@ def test_the_own_data_example_config_trains_on_a_folder_dataset(tmp_path, no_val
         "road",
         "car",
     ]
+
+
+def _ddp_stop_worker(rank: int, port: int, cfg_dict: dict, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    import deeplabv3plus.train as train_module
+
+    agree, calls = train_module._agreed_signal, []
+
+    def signal_rank1_at_its_third_step(local, runtime, group):
+        calls.append(local)
+        if rank == 1 and len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # only this rank is signalled
+        return agree(local, runtime, group)
+
+    train_module._agreed_signal = signal_rank1_at_its_third_step
+    try:
+        train_module.train(config_from_dict(cfg_dict))
+        outcome = "finished"
+    except train_module.TrainingInterrupted as e:
+        outcome = f"{signal.Signals(e.signum).name} {e.iteration}"
+    Path(out, f"rank{rank}.txt").write_text(outcome)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path, synthetic_voc):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from deeplabv3plus.config import config_to_dict
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = config_from_dict(_tiny(synthetic_voc, tmp_path / "run", 8))
+    cfg.train.batch_size = 4
+    mp.spawn(_ddp_stop_worker, args=(port, config_to_dict(cfg), str(tmp_path)), nprocs=2, join=True)
+    outcomes = {(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
+    stopped_at = load_checkpoint(tmp_path / "run" / "last.pth")["iteration"]
+    assert outcomes == {f"SIGTERM {stopped_at}"} and 3 <= stopped_at < 8

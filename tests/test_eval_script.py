@@ -77,6 +77,8 @@ def test_eval_os8_multiscale_flip_trimap(checkpoint: Path, tmp_path: Path, capsy
     assert res["config"]["eval"]["batch_size"] == 2 and res["config"]["eval"]["output_stride"] == 8
     assert res["config"]["model"]["output_stride"] == 16  # the model keeps its training stride
     assert (tmp_path / "res_trimap" / "trimap.csv").is_file()
+    assert f"wrote {out}\n" in printed and f"wrote {tmp_path / 'res_trimap' / 'trimap.csv'}" in printed
+    assert "n/a: the band holds no labelled pixel" in printed  # width 0 is the void itself
 
 
 def test_eval_default_output_next_to_checkpoint(checkpoint: Path):
