@@ -227,20 +227,33 @@ def _ddp_stop_worker(rank: int, port: int, cfg_dict: dict, out: str) -> None:
         return agree(local, runtime, group)
 
     train_module._agreed_signal = signal_rank1_at_its_third_step
+    build, times = train_module.build_model, []
+
+    def timed_build(**kwargs):
+        times.append(time.time())
+        model = build(**kwargs)
+        times.append(time.time())
+        return model
+
+    train_module.build_model = timed_build
     try:
         train_module.train(config_from_dict(cfg_dict))
         outcome = "finished"
     except train_module.TrainingInterrupted as e:
         outcome = f"{signal.Signals(e.signum).name} {e.iteration}"
     Path(out, f"rank{rank}.txt").write_text(outcome)
+    Path(out, f"build{rank}.txt").write_text(" ".join(map(str, times)))
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path, synthetic_voc):
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration_and_rank_0_fetches_first(
+    tmp_path, synthetic_voc
+):
     import socket
 
     import torch.multiprocessing as mp
+    import torchvision
 
     from deeplabv3plus.config import config_to_dict
 
@@ -249,7 +262,13 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path, s
         port = s.getsockname()[1]
     cfg = config_from_dict(_tiny(synthetic_voc, tmp_path / "run", 8))
     cfg.train.batch_size = 4
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "imagenet.pth")
+    cfg.model.pretrained_backbone = str(tmp_path / "imagenet.pth")  # fetched by rank 0 first
     mp.spawn(_ddp_stop_worker, args=(port, config_to_dict(cfg), str(tmp_path)), nprocs=2, join=True)
     outcomes = {(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
     stopped_at = load_checkpoint(tmp_path / "run" / "last.pth")["iteration"]
     assert outcomes == {f"SIGTERM {stopped_at}"} and 3 <= stopped_at < 8
+    (start0, end0), (start1, end1) = (
+        map(float, (tmp_path / f"build{r}.txt").read_text().split()) for r in (0, 1)
+    )
+    assert end0 <= start1  # the other ranks build (and read the weights) once rank 0 has them
