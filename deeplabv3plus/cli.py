@@ -1,24 +1,1048 @@
-"""What the ``scripts/`` share: user errors end in one line on stderr, not a traceback."""
+"""The command line: one ``deeplabv3plus`` command with a subcommand per job.
+
+``deeplabv3plus <command> [options]`` (installed by pip, see ``[project.scripts]``),
+``python -m deeplabv3plus <command>`` and ``python scripts/<command>.py`` run the same code:
+each command is a pair of functions here, ``add_<command>_arguments(parser)`` and
+``run_<command>(args)``, listed in :data:`COMMANDS`.
+
+User errors (a bad config, file, key or value) end in one line on stderr,
+``<prog>: error: <message naming the culprit>``, and exit code 2; errors raised inside DataLoader
+workers are reported with their original message. Anything else is a bug and keeps its traceback.
+A training run stopped by SIGTERM/SIGINT exits with 128 + the signal number after writing
+``last.pth``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import os
+import shlex
 import sys
-from typing import Callable, NoReturn
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional, Union
+
+import torch
 
 from .checkpoint import CheckpointError
+from .config import Config, config_from_dict, config_to_dict, load_config, trimap_band, validate_config
 from .data.prepare import PrepareError
 from .weights.imagenet import PretrainedWeightsError
 
-USER_ERRORS = (OSError, ValueError, CheckpointError, PretrainedWeightsError, PrepareError)
-"""Bad input: a missing or unreadable file, a wrong key or value (ConfigError, DatasetError,
-TFCheckpointError are ValueErrors). Their messages name the file, key or value."""
+USER_ERRORS = (OSError, ValueError, CheckpointError, PretrainedWeightsError, PrepareError, FloatingPointError)
+"""Bad input: a missing or unreadable file, a wrong key or value (ConfigError, DatasetError and
+TFCheckpointError are ValueErrors), a diverging loss. Their messages name the file, key or value.
+A missing optional extra (an ImportError whose message says what to ``pip install``) counts too."""
+
+
+class CommandError(Exception):
+    """A user error found by the command line itself (one line on stderr, exit code 2)."""
+
+
+EvalScriptError = CommandError  # the name scripts/eval.py used
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is bad input (reported in one line) rather than a bug (traceback)."""
+    if isinstance(e, ImportError):
+        return "pip install" in str(e)
+    return isinstance(e, (CommandError, *USER_ERRORS))
+
+
+def error_message(e: BaseException) -> str:
+    """The one-line message of a user error.
+
+    A DataLoader re-raises a worker's exception as ``type(e)("Caught X in DataLoader worker
+    process N.\\nOriginal Traceback ...\\nmodule.X: message")``; the original message is recovered.
+    """
+    text = str(e).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        name = f"{type(e).__name__}: "
+        text = last.split(name, 1)[1] if name in last else last
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
+        text = f"{text} ('{e.filename}')"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines) if lines else type(e).__name__
+
+
+def _env_rank() -> int:
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line: ``prog: error: message (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+TRAIN_DESCRIPTION = """Train DeepLabv3+ from a YAML config, overridden by dotted key=value pairs.
+
+Examples::
+
+    deeplabv3plus train --config configs/quickstart.yaml
+    deeplabv3plus train --config configs/quickstart.yaml train.max_iters=100 train.lr=1e-3
+    torchrun --nproc_per_node=8 -m deeplabv3plus train --config configs/voc_resnet101_os16.yaml
+
+SIGTERM or SIGINT (pre-emption, Ctrl-C) finishes the current step, writes last.pth and exits with
+128 + the signal number; continue with --resume <output_dir>/last.pth (or --resume auto).
+"""
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/quickstart.yaml")
+    p.add_argument(
+        "--resume", help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth"
+    )
+    p.add_argument("--stop-after", type=int, help="stop at this iteration with a checkpoint (resume later)")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. train.max_iters=100 data.root=data/voc"
+    )
+
+
+def run_train(args: argparse.Namespace) -> Any:
+    """Load the config (or the resumed run's), then :func:`deeplabv3plus.train.train`."""
+    import torch.distributed as dist
+
+    from .checkpoint import load_checkpoint
+    from .train import PeerFailure, train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        resume = args.resume
+        if resume == "auto":
+            last = Path(cfg.train.output_dir) / "last.pth"
+            resume = str(last) if last.is_file() else None
+        if resume:
+            # The run's own config wins over the file, so that a resumed run is the same run.
+            saved = config_from_dict(load_checkpoint(resume)["config"])
+            if saved != cfg and _env_rank() == 0:
+                print(f"--resume: using the config stored in {resume}, not {args.config}", file=sys.stderr)
+            cfg = saved
+    except Exception as e:
+        if _env_rank() > 0 and is_user_error(e):
+            raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same files
+        raise
+    try:
+        return train(cfg, resume=resume, stop_after=args.stop_after)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --- eval ----------------------------------------------------------------------------------------
+
+EVAL_DESCRIPTION = """Evaluate a checkpoint on a split: per-class IoU, mIoU and (optionally) the trimap curve.
+
+The config is the checkpoint's, then the values of --config (if given) on top, then the dotted
+a.b=c overrides, then the flags below, which set eval.*. Overrides may go anywhere except right
+after a list option (--scales, --trimap-widths, --crop-size, --stride), which would take them as values. Results are
+printed and written to a JSON file, by default next to the checkpoint, named after the settings:
+<ckpt stem>_eval_os{OS}[_ms|_s<scales>][_flip][_slide][_pad<N>][_<amp>][_trimap][_<split>].json
+(the trimap CSV/PNG go into the folder of that name without .json).
+
+Examples::
+
+    deeplabv3plus eval --checkpoint runs/voc/best.pth
+    deeplabv3plus eval --checkpoint runs/voc/best.pth --output-stride 8 \\
+        --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip --trimap data.root=/data/voc
+"""
+
+
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    """--checkpoint FILE or --weights NAME (a reference model-zoo entry), exactly one."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="training checkpoint (.pth) or a bare state_dict")
+    source.add_argument(
+        "--weights",
+        help="a reference model-zoo entry, e.g. xception65_coco_voc_trainaug, run with its published "
+        "evaluation settings (downloaded and converted on first use; docs/pretrained.md)",
+    )
+
+
+def _add_window_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("whole", "slide"), help="whole images or sliding windows (eval.mode)")
+    p.add_argument("--crop-size", type=int, nargs="+", help="slide window: H W, or one side (eval.crop_size)")
+    p.add_argument("--stride", type=int, nargs="+", help="slide step: H W, or one value (eval.stride)")
+
+
+def _window_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``eval.mode`` / ``crop_size`` / ``stride`` from the flags that were given (one value: square)."""
+    flags = {"mode": args.mode, "crop_size": args.crop_size, "stride": args.stride}
+    return {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in flags.items() if v is not None}
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+    p.add_argument(
+        "--config",
+        help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/voc data.workers=2"
+    )
+    p.add_argument("--split", help="split list to evaluate (default: data.val_split)")
+    p.add_argument(
+        "--scales", type=float, nargs="+", help="inference scales (paper MS: 0.5 0.75 1.0 1.25 1.5 1.75)"
+    )
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="average with the left-right flip")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at this output stride")
+    _add_window_arguments(p)
+    p.add_argument("--trimap", action=argparse.BooleanOptionalAction, help="also the trimap boundary mIoU")
+    p.add_argument(
+        "--trimap-widths", type=int, nargs="+", help="trimap band widths in pixels (eval.trimap_widths)"
+    )
+    p.add_argument("--batch-size", type=int, help="images per batch (eval.batch_size)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument(
+        "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast dtype (default off)"
+    )
+    p.add_argument(
+        "--output", help="JSON result file (default: next to the checkpoint, named after the settings)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_eval_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The eval command's arguments (overrides may come before, between or after the options)."""
+    return build_parser("eval").parse_intermixed_args(argv)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available")
+    return name
+
+
+def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, Config]:
+    """The model of ``--checkpoint`` (its stored config) or of ``--weights`` (the entry's published
+    config), with the ``--config`` file's values and then the overrides on top."""
+    overrides = getattr(args, "overrides", None)
+    if getattr(args, "weights", None):
+        from .weights import load_weights_model
+
+        return load_weights_model(args.weights, overrides, device=device, config=args.config)
+    from .predict import load_model_from_checkpoint
+
+    return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device)
+
+
+def apply_eval_flags(cfg: Config, args: argparse.Namespace) -> None:
+    """The command-line flags override ``cfg.eval`` (None leaves a field as the config has it)."""
+    flags = {
+        "scales": args.scales,
+        "flip": args.flip,
+        "output_stride": args.output_stride,
+        "trimap": args.trimap,
+        "trimap_widths": args.trimap_widths,
+        "batch_size": args.batch_size,
+    }
+    values = {k: v for k, v in flags.items() if v is not None} | _window_flags(args)
+    cfg.eval = config_from_dict({"eval": values}, base=cfg).eval
+    validate_config(cfg)
+
+
+def _scales_tag(scales: Sequence[float]) -> str:
+    from .inference import PAPER_SCALES
+
+    scales = [float(s) for s in scales]
+    if scales == [1.0]:
+        return ""
+    if scales == [float(s) for s in PAPER_SCALES]:
+        return "_ms"
+    return "_s" + "-".join(f"{s:g}" for s in scales)
+
+
+def default_output_path(
+    checkpoint: str,
+    output_stride: int,
+    scales: Sequence[float],
+    flip: bool,
+    split: str,
+    *,
+    trimap: bool = False,
+    pad_to: Optional[Union[int, Sequence[int]]] = None,
+    amp: str = "off",
+    mode: str = "whole",
+) -> Path:
+    """Where results go by default: next to the checkpoint, one name per setting, so that runs
+    with other settings never overwrite each other:
+    ``<ckpt stem>_eval_os{OS}[_ms|_s<scales>][_flip][_slide][_pad<N>][_<amp>][_trimap][_<split>].json``
+    (``_ms`` is the paper's scales 0.5..1.75; other sets are spelled out, e.g. ``_s0.5-1``; a
+    non-square pad is ``_pad<H>x<W>``). ``checkpoint`` may be a model-zoo name: then the file goes
+    into the current directory."""
+    name = f"{Path(checkpoint).stem}_eval_os{output_stride}"
+    name += _scales_tag(scales)
+    name += "_flip" if flip else ""
+    name += "_slide" if mode == "slide" else ""
+    if pad_to:
+        name += f"_pad{pad_to}" if isinstance(pad_to, int) else "_pad" + "x".join(str(v) for v in pad_to)
+    name += f"_{amp}" if amp and amp != "off" else ""
+    name += "_trimap" if trimap else ""
+    name += f"_{split}" if split != "val" else ""
+    return Path(checkpoint).parent / f"{name}.json"
+
+
+def run_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, evaluate, print and write the results; returns the JSON-ready dict."""
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import build_dataset, eval_collate
+    from .evaluate import evaluate
+    from .inference import AMP_DTYPES
+
+    device = _device(args.device)
+    model, cfg = load_model(args, device)
+    apply_eval_flags(cfg, args)
+    split = args.split or cfg.data.val_split
+    output_stride = cfg.eval.output_stride or cfg.model.output_stride
+    dataset = build_dataset(cfg.data, split, train=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.workers,
+        collate_fn=eval_collate,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    source = args.checkpoint or args.weights
+    print(
+        f"evaluating {source} on {len(dataset)} '{split}' images: OS {output_stride}, "
+        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}"
+        + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
+    )
+    output = Path(args.output) if args.output else default_output_path(
+        source, output_stride, cfg.eval.scales, cfg.eval.flip, split,
+        trimap=cfg.eval.trimap, pad_to=cfg.eval.pad_to, amp=args.amp, mode=cfg.eval.mode,
+    )  # fmt: skip
+    # The CSV/PNG folder: the JSON's name without .json (whose default name already ends in _trimap).
+    trimap_dir = (
+        output.with_name(output.stem.removesuffix("_trimap") + "_trimap") if cfg.eval.trimap else None
+    )
+    start = time.perf_counter()
+    results = evaluate(
+        model,
+        loader,
+        cfg.data.num_classes,
+        scales=cfg.eval.scales,
+        flip=cfg.eval.flip,
+        output_stride=output_stride,
+        trimap_widths=cfg.eval.trimap_widths if cfg.eval.trimap else None,
+        device=device,
+        class_names=dataset.class_names,
+        ignore_index=cfg.data.ignore_index,
+        amp_dtype=AMP_DTYPES[args.amp],
+        pad_to=cfg.eval.pad_to,
+        mode=cfg.eval.mode,
+        crop_size=cfg.eval.crop_size,
+        stride=cfg.eval.stride,
+        trimap_band=trimap_band(cfg),
+        trimap_dir=trimap_dir,
+        progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - start
+    print(results["table"])
+    if "trimap_table" in results:
+        around = (
+            f"a void ({cfg.data.ignore_index}) pixel" if trimap_band(cfg) == "void" else "a class boundary"
+        )
+        print(f"\ntrimap: mIoU over the labelled pixels within this many pixels of {around}")
+        print(results["trimap_table"])
+        if any(v is None for v in results["trimap"].values()):
+            print("n/a: the band holds no labelled pixel (width 0 is the void itself)")
+    print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
+          if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
+
+    payload = {
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "weights": args.weights,
+        "split": split,
+        "output_stride": output_stride,
+        "scales": list(cfg.eval.scales),
+        "flip": cfg.eval.flip,
+        "mode": cfg.eval.mode,
+        **({"trimap_band": trimap_band(cfg)} if cfg.eval.trimap else {}),
+        "amp": args.amp,
+        "seconds": seconds,
+        **{k: v for k, v in results.items() if k not in ("table", "trimap_table")},
+        "config": config_to_dict(cfg),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {output}")
+    if trimap_dir is not None:
+        for path in sorted(trimap_dir.glob("trimap.*")):
+            print(f"wrote {path}")
+    return payload
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+PREDICT_DESCRIPTION = """Segment images with a trained checkpoint: palette label PNGs + colour overlays.
+
+Examples::
+
+    deeplabv3plus predict --checkpoint runs/voc/best.pth photo.jpg --output out/
+    deeplabv3plus predict --checkpoint runs/voc/best.pth "images/*.jpg" imgs2/ --output out/ \\
+        --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip --output-stride 8
+"""
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+    p.add_argument(
+        "--config",
+        help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
+    )
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    p.add_argument(
+        "--scales", type=float, nargs="+", help="inference scales (paper MS: 0.5..1.75; default 1.0)"
+    )
+    p.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, help="also average the left-right flipped image"
+    )
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at this output stride")
+    _add_window_arguments(p)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
+    p.add_argument("--overlay-ext", default=".jpg", choices=(".jpg", ".png"))
+
+
+def run_predict(args: argparse.Namespace) -> list:
+    from .predict import collect_inputs, dataset_palette, predict_files
+
+    device = _device(args.device)
+    if args.scales is not None and any(s <= 0 for s in args.scales):
+        raise CommandError(f"--scales: expected positive factors, got {args.scales}")
+    paths = collect_inputs(args.inputs)
+    model, cfg = load_model(args, device)
+    if not args.weights:  # a training checkpoint: single scale unless asked (its eval.* is for val)
+        cfg.eval.scales, cfg.eval.flip, cfg.eval.output_stride = [1.0], False, None
+    # The flags set eval.* (else the zoo entry's published settings / the defaults above).
+    flags = {"scales": args.scales, "flip": args.flip, "output_stride": args.output_stride}
+    flags = {k: v for k, v in flags.items() if v is not None} | _window_flags(args)
+    cfg = config_from_dict({"eval": flags}, base=cfg)
+    validate_config(cfg)
+    if args.weights:
+        print(
+            f"{args.weights}: output stride {cfg.eval.output_stride}, scales {cfg.eval.scales}, "
+            f"flip {cfg.eval.flip}"
+        )
+    outputs = predict_files(
+        model,
+        paths,
+        args.output,
+        cfg.data.mean,
+        cfg.data.std,
+        batch_size=args.batch_size,
+        device=device,
+        scales=cfg.eval.scales,
+        flip=cfg.eval.flip,
+        output_stride=cfg.eval.output_stride,
+        alpha=args.alpha,
+        overlay_ext=args.overlay_ext,
+        palette=dataset_palette(cfg.data.layout, cfg.data.label_convention),
+        mode=cfg.eval.mode,
+        crop_size=cfg.eval.crop_size,
+        stride=cfg.eval.stride,
+    )
+    print(
+        f"wrote {len(outputs)} label PNGs (<name>.png) and overlays (<name>_overlay{args.overlay_ext}) to {args.output}"
+    )
+    return outputs
+
+
+# --- export --------------------------------------------------------------------------------------
+
+EXPORT_DESCRIPTION = """Export a trained checkpoint to ONNX (dynamic batch, height, width) and check it with onnxruntime.
+
+Needs the extra: pip install "deeplabv3plus[onnx]". Example::
+
+    deeplabv3plus export --checkpoint runs/voc/best.pth --output deeplab.onnx --output-stride 16
+
+The dynamo exporter stores the weights next to the graph in <output>.data; keep both files together.
+"""
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pth) or a bare state_dict")
+    p.add_argument(
+        "--config",
+        help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
+    )
+    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--height", type=int, default=513, help="height of the example input used for tracing")
+    p.add_argument("--width", type=int, default=513, help="width of the example input used for tracing")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
+    p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"))
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+
+
+def run_export(args: argparse.Namespace) -> str:
+    from .export import check_onnx, export_onnx
+    from .predict import load_model_from_checkpoint
+
+    if args.height < 16 or args.width < 16:
+        raise CommandError(f"--height/--width: expected at least 16 pixels, got {args.height}x{args.width}")
+    if args.opset is not None and not 7 <= args.opset <= 30:
+        raise CommandError(f"--opset: expected an ONNX opset version such as 17 or 18, got {args.opset}")
+    if Path(args.output).suffix.lower() != ".onnx":
+        raise CommandError(f"--output: expected a file name ending in .onnx, got '{args.output}'")
+    model, _ = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
+    started = time.time()
+    used = export_onnx(
+        model,
+        args.output,
+        height=args.height,
+        width=args.width,
+        output_stride=args.output_stride,
+        exporter=args.exporter,
+        opset=args.opset,
+    )
+    data = Path(f"{args.output}.data")
+    if data.is_file() and data.stat().st_mtime >= started - 1:
+        print(f"wrote {args.output} and its weights {data} ({used} exporter; keep the two files together)")
+    else:
+        print(f"wrote {args.output} ({used} exporter)")
+    if not args.no_check:
+        # Two sizes and batch sizes other than the tracing example: the axes must be dynamic.
+        inputs = [
+            torch.randn(1, 3, args.height, args.width),
+            torch.randn(2, 3, args.height // 2 + 7, args.width - 10),
+        ]
+        worst = check_onnx(model, args.output, inputs, output_stride=args.output_stride)
+        print(f"onnxruntime matches PyTorch at {[tuple(x.shape) for x in inputs]}: max |diff| {worst:.2e}")
+    return used
+
+
+# --- convert -------------------------------------------------------------------------------------
+
+CONVERT_DESCRIPTION = """Convert a reference TensorFlow DeepLab checkpoint into a PyTorch checkpoint (no TensorFlow needed).
+
+Examples::
+
+    # the model zoo's VOC model (ImageNet -> COCO -> VOC train_aug): 82.20% VOC val mIoU at OS 16
+    deeplabv3plus convert --checkpoint deeplabv3_pascal_train_aug/model.ckpt \\
+        --kind xception65_deeplab --output weights/xception65_coco_voc_trainaug.pth
+    # ImageNet backbones, for model.pretrained_backbone=PATH
+    deeplabv3plus convert --checkpoint xception/model.ckpt \\
+        --kind xception65_imagenet --output weights/xception65_imagenet_tf.pth
+
+xception65_deeplab writes {"model": state_dict, "config": ..., "source": ...} that the eval command
+loads directly; the backbone kinds write a bare backbone state_dict. Every tensor is checked by
+loading it (strict) into our freshly built model before the file is written. See docs/pretrained.md.
+"""
+
+
+def add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    from .weights.tf_names import KINDS
+
+    p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix, e.g. DIR/model.ckpt")
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--output", required=True, type=Path, help="the .pth file to write")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="xception65_deeplab: check the logits (default: as stored)",
+    )
+    p.add_argument("--verify-crc", action="store_true", help="check every tensor's crc32c (slow)")
+
+
+def build_target(kind: str, num_classes: int) -> torch.nn.Module:
+    """The module the converted weights must fit exactly."""
+    from .weights.tf_convert import target_module
+
+    return target_module(kind, num_classes)
+
+
+def run_convert(args: argparse.Namespace) -> Path:
+    from .checkpoint import save_checkpoint
+    from .weights.tf_bundle import TFCheckpoint
+    from .weights.tf_convert import XCEPTION65_VOC_SOURCE, convert, deeplab_checkpoint
+
+    ckpt = TFCheckpoint(args.checkpoint, verify=args.verify_crc)
+    state = convert(ckpt, args.kind)
+    num_classes = 0
+    if args.kind == "xception65_deeplab":
+        num_classes = int(state["classifier.bias"].shape[0])
+        if args.num_classes is not None and args.num_classes != num_classes:
+            raise CommandError(
+                f"--num-classes {args.num_classes} but the checkpoint's logits have {num_classes} classes"
+            )
+    # Loading into our model checks every shape (and that nothing is missing or left over).
+    build_target(args.kind, num_classes).load_state_dict(state, strict=True)
+
+    if args.kind == "xception65_deeplab":
+        source = dict(XCEPTION65_VOC_SOURCE, checkpoint=str(Path(args.checkpoint).resolve()), kind=args.kind)
+        obj: object = deeplab_checkpoint(state, num_classes=num_classes, source=source)
+    else:
+        obj = state
+    save_checkpoint(obj, args.output)
+    print(f"converted {len(state)} tensors from {args.checkpoint} ({args.kind}) -> wrote {args.output}")
+    return args.output
+
+
+# --- macs ----------------------------------------------------------------------------------------
+
+MACS_DESCRIPTION = """Print our Multiply-Adds next to the paper's for every row of Tables 3 (ResNet-101) and 5 (Xception-65).
+
+Counted on the meta device (no memory, no arithmetic) with torch.utils.flop_counter; MACs =
+FLOPs / 2. Multi-scale rows sum the single-scale cost over the scales {0.5, ..., 1.75} at the
+reference's scaled sizes (513 -> 257, 385, 513, 641, 769, 897); flip doubles it. docs/macs.md
+explains the differences.
+
+Examples::
+
+    deeplabv3plus macs
+    deeplabv3plus macs --strided-shortcut subsample --json macs.json
+"""
+
+SHORTCUT_MEANING = {
+    "projection": "1x1 conv + BN shortcut in the three ResNet units that stride without changing channels "
+    "(reproduces the paper's Table 3 counts)",
+    "subsample": "plain subsampling shortcut in the three ResNet units that stride without changing channels "
+    "(the reference code and its checkpoints; our default model)",
+}
+
+
+def add_macs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strided-shortcut",
+        choices=("projection", "subsample"),
+        default="projection",
+        help="ResNet-101 beta shortcut in its strided units (default: projection)",
+    )
+    p.add_argument("--size", type=int, default=513, help="input height and width (the paper: 513)")
+    p.add_argument("--json", help="also write the rows and both counts to this JSON file")
+
+
+def macs_table(*args, **kwargs):
+    """:func:`deeplabv3plus.macs.macs_table` (looked up here so tests can substitute a counted table)."""
+    from .macs import macs_table as count
+
+    return count(*args, **kwargs)
+
+
+def run_macs(args: argparse.Namespace) -> list[dict]:
+    """Count, print and optionally save the table; returns the rows of :func:`macs_table`."""
+    from .macs import PAPER_ROWS, format_macs_table
+
+    if args.size < 33:
+        raise CommandError(f"--size: expected at least 33 pixels, got {args.size}")
+    print(
+        f"ResNet-101 beta strided shortcut: {args.strided_shortcut} = {SHORTCUT_MEANING[args.strided_shortcut]}"
+    )
+    print(f"input {args.size}x{args.size}; Multiply-Adds counted on the meta device (FLOPs / 2)\n")
+    results = macs_table(PAPER_ROWS, strided_shortcut=args.strided_shortcut, size=args.size)
+    print(format_macs_table(results))
+    if args.json:
+        rows = [
+            {
+                **{k: v for k, v in dataclasses.asdict(r["row"]).items() if k != "gmacs"},
+                "paper_gmacs": r["row"].gmacs,
+                "ours_gmacs": r["ours_gmacs"],
+                "rel_diff": r["rel_diff"],
+            }
+            for r in results
+        ]
+        payload = {"size": args.size, "strided_shortcut": args.strided_shortcut, "rows": rows}
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return results
+
+
+# --- benchmark -----------------------------------------------------------------------------------
+
+BENCHMARK_DESCRIPTION = """Time our DeepLabv3+ next to smp's DeepLabV3Plus and torchvision's deeplabv3 (see docs/benchmarks.md).
+
+Examples::
+
+    # CPU, inference only, 2 threads, ours vs the peers at 512x512 (smp needs sizes divisible by 16)
+    deeplabv3plus benchmark --device cpu --threads 2 --size 512 --batch 1 --modes infer --repeats 10
+
+    # CUDA, the paper's training crop and batch, bf16 + channels_last, with the data pipeline
+    deeplabv3plus benchmark --device cuda --size 513 --batch 16 --amp bf16 --channels-last \\
+        --cudnn-benchmark --data --json bench.json
+
+    # a config file's model, no peers
+    deeplabv3plus benchmark --config configs/voc_resnet101_os16.yaml --peers none
+"""
+
+
+def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    from .benchmark import PEERS
+    from .models.deeplab import MODEL_BUILDERS
+
+    m = p.add_argument_group("model (ignored fields keep the config's / the defaults)")
+    m.add_argument("--config", help="YAML config: its model (and data, for --data) section")
+    m.add_argument("--backbone", help=", ".join(MODEL_BUILDERS))
+    m.add_argument("--resnet-variant", choices=("standard", "beta"))
+    m.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    m.add_argument(
+        "--decoder", action=argparse.BooleanOptionalAction, default=None, help="DeepLabv3+ decoder"
+    )
+    m.add_argument(
+        "--separable", action=argparse.BooleanOptionalAction, default=None, help="SC in ASPP/decoder"
+    )
+    m.add_argument("--num-classes", type=int)
+    m.add_argument(
+        "--peers", nargs="+", default=list(PEERS), choices=(*PEERS, "none"),
+        help="peer implementations to run alongside (each with ours at its closest configuration)",
+    )  # fmt: skip
+    r = p.add_argument_group("run")
+    r.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    r.add_argument("--size", type=int, default=513, help="input height and width in pixels")
+    r.add_argument("--height", type=int, help="input height (overrides --size)")
+    r.add_argument("--width", type=int, help="input width (overrides --size)")
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--modes", nargs="+", default=["infer", "train"], choices=("infer", "train"))
+    r.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="torch.autocast dtype")
+    r.add_argument("--channels-last", action="store_true", help="model and input in NHWC")
+    r.add_argument(
+        "--both-memory-formats", action="store_true",
+        help="also run ours as 'ours-nhwc' (channels_last) in the same interleaved run",
+    )  # fmt: skip
+    r.add_argument("--compile", action="store_true", help="torch.compile every model")
+    r.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    r.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode")
+    r.add_argument("--repeats", type=int, default=10, help="timed steps per model and mode (median reported)")
+    r.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    r.add_argument("--no-memory", action="store_true", help="skip the extra untimed step measuring memory")
+    r.add_argument("--peak-tflops", type=float, help="device peak TFLOP/s for the %%peak column")
+    d = p.add_argument_group("data pipeline")
+    d.add_argument("--data", action="store_true", help="also time decode + augmentation of one worker")
+    d.add_argument("--data-images", type=int, default=50, help="images to load for --data")
+    p.add_argument("--json", help="write the full report (all repeats, options, environment) here")
+
+
+def benchmark_model_config(args: argparse.Namespace, cfg: Config):
+    """The config's model with the command-line fields applied."""
+    overrides = {
+        "backbone": args.backbone,
+        "resnet_variant": args.resnet_variant,
+        "output_stride": args.output_stride,
+        "decoder": args.decoder,
+        "separable": args.separable,
+        "num_classes": args.num_classes,
+    }
+    mcfg = dataclasses.replace(cfg.model, **{k: v for k, v in overrides.items() if v is not None})
+    validate_config(
+        dataclasses.replace(cfg, model=mcfg, data=dataclasses.replace(cfg.data, num_classes=mcfg.num_classes))
+    )
+    return mcfg
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    from . import benchmark as bench
+
+    cfg = load_config(args.config)
+    device = _device(args.device)
+    for name in ("size", "batch", "repeats"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name}: expected a positive number, got {getattr(args, name)}")
+    mcfg = benchmark_model_config(args, cfg)
+    peers = () if "none" in args.peers else tuple(args.peers)
+    candidates, notes = bench.default_candidates(mcfg, peers, args.both_memory_formats)
+    opts = bench.BenchOptions(
+        device=device,
+        batch=args.batch,
+        height=args.height or args.size,
+        width=args.width or args.size,
+        num_classes=mcfg.num_classes,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        cudnn_benchmark=args.cudnn_benchmark,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        modes=tuple(args.modes),
+        memory=not args.no_memory,
+        peak_tflops=args.peak_tflops,
+    )
+    report = bench.run_benchmark(candidates, opts, notes)
+    report["meta"]["command"] = shlex.join([sys.executable, *sys.argv])
+    if args.data:
+        report["data"] = bench.benchmark_data(cfg.data, num_images=args.data_images)
+    print(bench.format_results(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return report
+
+
+# --- prepare-voc ---------------------------------------------------------------------------------
+
+PREPARE_VOC_DESCRIPTION = """Build PASCAL VOC 2012 train_aug (10,582 images) from the VOC 2012 and SBD releases.
+
+Examples::
+
+    deeplabv3plus prepare-voc --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz --out data
+    deeplabv3plus prepare-voc --out data --download
+
+then train with data.layout=voc data.root=data data.train_split=train_aug.
+"""
+
+
+def add_prepare_voc_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc", help="VOCtrainval_11-May-2012.tar or an extracted VOCdevkit/VOC2012 folder")
+    p.add_argument("--sbd", help="benchmark.tgz or an extracted benchmark_RELEASE folder")
+    p.add_argument("--out", default="data", help="where archives are extracted/downloaded (default: data)")
+    p.add_argument("--download", action="store_true", help="download missing archives (official URLs)")
+    p.add_argument(
+        "--allow-count-mismatch",
+        action="store_true",
+        help="warn instead of failing when the split sizes are not 10,582 / 1,449",
+    )
+
+
+def run_prepare_voc(args: argparse.Namespace) -> Path:
+    from .data.prepare import prepare_voc
+
+    voc_dir = prepare_voc(
+        args.voc,
+        args.sbd,
+        args.out,
+        download_missing=args.download,
+        allow_count_mismatch=args.allow_count_mismatch,
+    )
+    labels = voc_dir / "SegmentationClassAug"
+    lst = voc_dir / "ImageSets" / "Segmentation" / "train_aug.txt"
+    print(f"wrote {lst} and the label PNGs in {labels}; train with data.layout=voc data.root={args.out}")
+    return voc_dir
+
+
+# --- make-synthetic ------------------------------------------------------------------------------
+
+MAKE_SYNTHETIC_DESCRIPTION = """Write the synthetic segmentation dataset (VOC 2012 layout) used by the quickstart and the tests.
+
+Example::
+
+    deeplabv3plus make-synthetic data/synthetic --num-train 200 --num-val 50
+"""
+
+
+def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
+    from .data.synthetic import SYNTHETIC_NUM_CLASSES, SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL, SYNTHETIC_SIZE
+
+    p.add_argument(
+        "root", nargs="?", default="data/synthetic", help="output folder (default: data/synthetic)"
+    )
+    p.add_argument("--num-train", type=int, default=SYNTHETIC_NUM_TRAIN)
+    p.add_argument("--num-val", type=int, default=SYNTHETIC_NUM_VAL)
+    p.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="nominal image side in pixels")
+    p.add_argument("--num-classes", type=int, default=SYNTHETIC_NUM_CLASSES, help="including background")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_make_synthetic(args: argparse.Namespace) -> Path:
+    from .data.synthetic import is_synthetic_root, make_synthetic_voc
+
+    if args.size < 16:
+        raise CommandError(f"--size: expected at least 16 pixels, got {args.size}")
+    existed = is_synthetic_root(Path(args.root))
+    voc = make_synthetic_voc(
+        args.root,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        size=args.size,
+        seed=args.seed,
+        num_classes=args.num_classes,
+    )
+    if existed:
+        print(f"a synthetic dataset already exists in {args.root}; left it as it is ({voc})")
+    else:
+        print(
+            f"wrote {args.num_train} train / {args.num_val} val images ({args.num_classes} classes) to {voc}"
+        )
+    return voc
+
+
+# --- dispatch ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, description, argument builder and run function."""
+
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Any]
+    intermixed: bool = False
+    """Parse with ``parse_intermixed_args`` (dotted overrides between the options)."""
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model from a YAML config", TRAIN_DESCRIPTION, add_train_arguments, run_train),
+    "eval": Command(
+        "mIoU (and trimap) of a checkpoint on a split", EVAL_DESCRIPTION, add_eval_arguments, run_eval, True
+    ),
+    "predict": Command(
+        "segment image files (label PNGs + overlays)", PREDICT_DESCRIPTION, add_predict_arguments, run_predict
+    ),
+    "export": Command("export a checkpoint to ONNX", EXPORT_DESCRIPTION, add_export_arguments, run_export),
+    "convert": Command(
+        "convert a reference TensorFlow checkpoint", CONVERT_DESCRIPTION, add_convert_arguments, run_convert
+    ),
+    "macs": Command(
+        "Multiply-Adds next to the paper's tables", MACS_DESCRIPTION, add_macs_arguments, run_macs
+    ),
+    "benchmark": Command(
+        "speed next to smp and torchvision", BENCHMARK_DESCRIPTION, add_benchmark_arguments, run_benchmark
+    ),
+    "prepare-voc": Command(
+        "build VOC 2012 train_aug from the VOC and SBD releases",
+        PREPARE_VOC_DESCRIPTION,
+        add_prepare_voc_arguments,
+        run_prepare_voc,
+    ),
+    "make-synthetic": Command(
+        "write the synthetic VOC-layout dataset",
+        MAKE_SYNTHETIC_DESCRIPTION,
+        add_make_synthetic_arguments,
+        run_make_synthetic,
+    ),
+}
+
+
+def build_parser(command: str, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser of one subcommand (``prog`` defaults to ``deeplabv3plus <command>``)."""
+    spec = COMMANDS[command]
+    parser = _Parser(
+        prog=prog or f"deeplabv3plus {command}",
+        description=spec.description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    spec.add_arguments(parser)
+    return parser
+
+
+def parse_command_args(command: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None):
+    parser = build_parser(command, prog)
+    argv = list(argv) if argv is not None else None
+    return parser.parse_intermixed_args(argv) if COMMANDS[command].intermixed else parser.parse_args(argv)
+
+
+def _report(prog: str, e: BaseException) -> None:
+    message = error_message(e)
+    rank = _env_rank()
+    line = f"{prog}: error: {f'rank {rank}: ' if rank else ''}{message}"
+    print(line, file=sys.stderr)
+    _write_torchelastic_error_file(line)
+
+
+def _write_torchelastic_error_file(line: str) -> None:
+    """Under torchrun, hand the message to its failure summary (its "Root Cause" then shows this
+    line instead of "To enable traceback see ..."); the format of torch's ``ErrorHandler``."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    info = {"py_callstack": line, "timestamp": str(int(time.time()))}
+    try:
+        with open(path, "w") as f:
+            json.dump({"message": {"message": line, "extraInfo": info}}, f)
+    except OSError:
+        pass
+
+
+def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Parse ``argv`` for ``command``, run it and return the exit code.
+
+    0 on success; 2 with one line on stderr for a user error (argparse's usage errors included);
+    128 + signal number for a training run stopped by SIGTERM/SIGINT. Bugs raise.
+    """
+    from .train import PeerFailure, TrainingInterrupted
+
+    prog = prog or f"deeplabv3plus {command}"
+    args = parse_command_args(command, argv, prog)
+    try:
+        with warnings.catch_warnings():
+            # torch.load of a plain pickle warns about its protocol before refusing it.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            COMMANDS[command].run(args)
+    except TrainingInterrupted as e:
+        if _env_rank() == 0:
+            print(f"{prog}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except PeerFailure:
+        # Another rank reports the error; exit a moment after it, so that torchrun's summary names
+        # that rank (and its message) as the first failure, not this quiet one.
+        time.sleep(3)
+        return 2
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        _report(prog, e)
+        return 2
+    return 0
+
+
+def _main_help() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: deeplabv3plus <command> [options]   (deeplabv3plus <command> --help for its options)",
+        "",
+        "DeepLabv3+ semantic segmentation (Chen et al., ECCV 2018). Commands:",
+        "",
+    ]
+    lines += [f"  {name:<{width}}  {spec.help}" for name, spec in COMMANDS.items()]
+    lines += ["", "Also: python -m deeplabv3plus <command>, python scripts/<command>.py"]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``deeplabv3plus <command> [options]``: the installed console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_main_help(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"deeplabv3plus {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(
+            f"deeplabv3plus: error: unknown command '{argv[0]}'; expected one of {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    return run_command(argv[0], argv[1:])
+
+
+def run_script(command: str, prog: str) -> NoReturn:
+    """What ``scripts/<name>.py`` do: run ``command`` with ``sys.argv`` and exit with its code."""
+    sys.exit(run_command(command, sys.argv[1:], prog))
 
 
 def run_main(main: Callable[[], object], prog: str) -> NoReturn:
-    """Run a script's ``main()`` and exit: 2 with ``prog: error: ...`` on a user error, else its code."""
+    """Run a ``main()`` and exit: 2 with ``prog: error: ...`` on a user error, else its code."""
     try:
         result = main()
-    except USER_ERRORS as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        _report(prog, e)
         sys.exit(2)
     sys.exit(result if isinstance(result, int) else 0)

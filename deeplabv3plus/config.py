@@ -11,12 +11,17 @@ A config file mirrors :class:`Config` one to one::
 Unknown keys are errors (with the list of valid keys), values are checked against the field
 types, and ``a.b=c`` overrides from the command line are parsed as YAML scalars
 (``train.max_iters=100``, ``data.scales=[0.5,1.0]``, ``model.pretrained_backbone=null``).
+
+Numbers are read as people write them: ``1e-3`` and ``5e4`` are floats (YAML 1.2; PyYAML's
+YAML 1.1 rules would make them strings), and a whole float such as ``3e4`` is accepted where an
+int is expected.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -125,6 +130,9 @@ class TrainConfig:
     val_interval: int = 2000
     """Validate every this many iterations (and at the end); 0 validates only at the end."""
     ckpt_interval: int = 1000
+    best_weights_only: bool = True
+    """best.pth holds the model weights and config only (half the size of last.pth, which keeps the
+    optimizer, schedule and RNG states for --resume); false writes full checkpoints for both."""
     output_dir: str = "runs/default"
 
 
@@ -142,7 +150,9 @@ class EvalConfig:
     inference and crop back, as the reference evaluation does with eval_crop_size 513 (VOC) or
     [1025, 2049] (Cityscapes); None runs on the image as it is."""
     trimap: bool = False
-    trimap_widths: list[int] = field(default_factory=lambda: list(range(0, 41, 2)))
+    trimap_widths: list[int] = field(default_factory=lambda: list(range(2, 41, 2)))
+    """Band widths in pixels (the paper's Fig. 5a spans 0-40); a band of width 0 holds no labelled
+    pixel (it is the void itself), so the default starts at 2."""
     trimap_band: Optional[str] = None
     """What the trimap bands surround: 'void' (the void pixels, VOC's band around every object)
     or 'boundary' (every change of label value); None: 'boundary' for the cityscapes and ade20k
@@ -166,6 +176,30 @@ class Config:
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3``, ``5e4``, ``1.0e4``, ``.5e3``."""
+
+
+# YAML 1.1 (PyYAML) needs a dot and a signed exponent ("1.0e-3"); YAML 1.2 and Python do not. The
+# extra resolver is tried after the built-in ones, so ints, 1.1 floats and dates are unchanged.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML with :class:`_Loader`; a syntax error is a one-line :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}{where}: YAML syntax error: {problem}") from None
 
 
 def _check_value(value: Any, tp: Any, where: str) -> Any:
@@ -193,6 +227,10 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected int, got {value!r}")
+    if tp is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{where}: expected int, got {value!r}")
+        return int(value)  # "train.max_iters=3e4"
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
@@ -227,7 +265,7 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected key=value, e.g. train.max_iters=100")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = load_yaml(raw, f"override '{text}'") if raw.strip() else ""
     nested: dict = {}
     node = nested
     parts = key.strip().split(".")
@@ -237,17 +275,31 @@ def parse_override(text: str) -> dict:
     return nested
 
 
+def read_config_file(path: Union[str, Path]) -> dict:
+    """The nested dict of a YAML config file (not yet checked against the schema).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, has a YAML syntax error (with line and
+            column), or does not hold a mapping.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file '{path}': {e}") from None
+    values = load_yaml(text, f"config file '{path}'") or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping at the top level")
+    return values
+
+
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file '{path}': expected a mapping at the top level")
+        values = read_config_file(path)
     try:
         cfg = config_from_dict(values)
     except ConfigError as e:
@@ -260,6 +312,19 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 def validate_config(cfg: Config) -> None:
     """Cross-field checks a typo would otherwise turn into a silent misconfiguration."""
+    from .models.deeplab import MODEL_BUILDERS  # lazily: config is imported by the models' users
+
+    if cfg.model.backbone not in MODEL_BUILDERS:
+        raise ConfigError(
+            f"model.backbone: unknown backbone {cfg.model.backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}"
+        )
+    for key, scales in (("data.scales", cfg.data.scales), ("eval.scales", cfg.eval.scales)):
+        if not scales or any(s <= 0 for s in scales):
+            raise ConfigError(f"{key}: expected a non-empty list of positive factors, got {scales}")
+    if any(w < 0 for w in cfg.eval.trimap_widths):
+        raise ConfigError(
+            f"eval.trimap_widths: expected band widths >= 0 pixels, got {cfg.eval.trimap_widths}"
+        )
     if cfg.model.output_stride not in (8, 16, 32):
         raise ConfigError(f"model.output_stride: expected 8, 16 or 32, got {cfg.model.output_stride}")
     if cfg.eval.output_stride not in (None, 8, 16, 32):

@@ -194,28 +194,59 @@ def load_model_from_checkpoint(
 ):
     """Build the model a training checkpoint describes and load its weights.
 
+    The config is layered: the checkpoint's own config, then the values of the ``config`` file on
+    top (only the keys it sets), then the dotted ``overrides``. For a bare state_dict (no stored
+    config) the ``config`` file is the whole config.
+
     Args:
-        checkpoint: A ``.pt`` file holding ``{"model": state_dict, "config": nested dict}`` as
+        checkpoint: A ``.pth`` file holding ``{"model": state_dict, "config": nested dict}`` as
             the training loop writes, or a bare state_dict (then ``config`` is required).
-        config: A YAML config that replaces the checkpoint's (e.g. for a bare state_dict).
-        overrides: Dotted ``a.b=c`` overrides applied on top.
+        config: A YAML config whose values go on top of the checkpoint's.
+        overrides: Dotted ``a.b=c`` overrides applied last.
         device: Where the model goes.
 
     Returns:
         ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its :class:`Config`.
+
+    Raises:
+        CheckpointError: unreadable, foreign or unsafe file, or weights that do not fit the model.
+        ConfigError: a bad config file, stored config or override.
     """
     from deeplabv3plus import build_model  # lazily: the model package is heavy
-    from deeplabv3plus.config import config_from_dict, load_config, parse_override, validate_config
+    from deeplabv3plus.checkpoint import CheckpointError, check_state_dict_fits, read_torch_file
+    from deeplabv3plus.config import (
+        ConfigError,
+        config_from_dict,
+        parse_override,
+        read_config_file,
+        validate_config,
+    )
 
-    # weights_only: a checkpoint is data (tensors, dicts, numbers, strings); never run its pickles.
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    has_wrapper = isinstance(state, dict) and "model" in state and isinstance(state["model"], dict)
-    if config is not None:
-        cfg = load_config(config)
-    elif has_wrapper and isinstance(state.get("config"), dict):
-        cfg = config_from_dict(state["config"])
+    state = read_torch_file(checkpoint)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint '{checkpoint}' holds a {type(state).__name__}, not a state_dict")
+    has_wrapper = "model" in state and isinstance(state["model"], dict)
+    stored = state.get("config") if has_wrapper else None
+    file_values = read_config_file(config) if config is not None else None
+    if isinstance(stored, dict):
+        try:
+            cfg = config_from_dict(stored)
+        except ConfigError as e:
+            raise ConfigError(f"checkpoint '{checkpoint}', stored config: {e}") from None
+        if file_values is not None:
+            try:
+                cfg = config_from_dict(file_values, base=cfg)
+            except ConfigError as e:
+                raise ConfigError(f"config file '{config}': {e}") from None
+    elif file_values is not None:
+        try:
+            cfg = config_from_dict(file_values)
+        except ConfigError as e:
+            raise ConfigError(f"config file '{config}': {e}") from None
     else:
-        raise ValueError(f"checkpoint '{checkpoint}' holds no config: pass the training config with --config")
+        raise ConfigError(
+            f"checkpoint '{checkpoint}' holds no config: pass the training config with --config"
+        )
     for text in overrides or []:
         cfg = config_from_dict(parse_override(text), base=cfg)
     validate_config(cfg)
@@ -227,6 +258,17 @@ def load_model_from_checkpoint(
     for prefix in ("module.", "_orig_mod."):
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix) :]: v for k, v in weights.items()}
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' is not a state_dict (its values are not all tensors)"
+        )
+    m = cfg.model
+    check_state_dict_fits(
+        model,
+        weights,
+        checkpoint,
+        f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}",
+    )
     model.load_state_dict(weights)
     # channels_last is the faster exact layout for inference on CPU and GPU (docs/benchmarks.md);
     # inputs need no conversion: a conv with channels_last weights returns channels_last.

@@ -8,17 +8,19 @@ DistributedDataParallel (NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,14 +31,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, ConfigError, config_from_dict, config_to_dict, load_config, save_config
-from .data.datasets import DatasetError, build_dataset, check_config_leakage, eval_collate
+from .checkpoint import (
+    CheckpointError,
+    check_state_dict_fits,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import Config, ConfigError, config_to_dict, save_config
+from .data.datasets import build_dataset, check_config_leakage, eval_collate
 from .data.sampling import SeededDataset, TrainStream
+from .data.synthetic import is_synthetic_root
 from .evaluate import evaluate
 from .inference import AMP_DTYPES
 from .models import build_model
-from .weights.imagenet import PretrainedWeightsError
 
 # --- environment -----------------------------------------------------------------------------
 
@@ -143,8 +152,9 @@ def check_recipe(cfg: Config, runtime: Runtime) -> None:
             "timm:xception65.tf_in1k) or opt in with train.allow_scratch_backbone=true"
         )
     per_device = cfg.train.batch_size // runtime.world_size
-    synced = cfg.train.sync_bn and runtime.distributed
-    if not cfg.train.freeze_bn and per_device < 8 and not synced:
+    # torch's SyncBatchNorm runs on CUDA only: on CPU (gloo) every process keeps its own statistics.
+    synced = cfg.train.sync_bn and runtime.distributed and runtime.device.type == "cuda"
+    if not cfg.train.freeze_bn and per_device < 8 and not synced and runtime.is_main:
         warnings.warn(
             f"BatchNorm statistics are trained with {per_device} images per device and no SyncBatchNorm; "
             "the paper fine-tunes BN with batch 16 at output stride 16 (and freezes BN for OS 8). "
@@ -227,6 +237,117 @@ def build_loaders(cfg: Config, runtime: Runtime, start_iteration: int):
     return train_loader, val_loader, train_set, val_set
 
 
+# --- stopping together ------------------------------------------------------------------------
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGTERM/SIGINT after finishing a step, with ``last.pth`` at that iteration.
+
+    Attributes:
+        signum: The signal received (on any rank).
+        iteration: The iteration the run stopped at (the checkpoint's).
+        checkpoint: The checkpoint to pass to ``--resume``.
+    """
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path):
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} at iteration {iteration}; wrote {checkpoint}; "
+            f"continue with: --resume {checkpoint}"
+        )
+
+
+class PeerFailure(Exception):
+    """Another process of the distributed job failed and reports it; this one stops quietly."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (e.g. a full disk); the previous file is intact."""
+
+
+class StopSignals:
+    """SIGTERM / SIGINT become a request to stop after the current step (a second SIGINT aborts).
+
+    Installed only in the main thread; the previous handlers are restored on exit. DataLoader
+    workers forked while it is installed inherit the handler, so a Ctrl-C (sent to the whole
+    process group) does not kill them mid-batch: the main process decides when to stop.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT:  # Ctrl-C twice: stop now, without a checkpoint
+                self.__exit__()
+                raise KeyboardInterrupt
+            return  # SLURM and torchrun may both forward one SIGTERM: already stopping
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+@contextmanager
+def all_or_none(runtime: Runtime, group: Any = None) -> Iterator[None]:
+    """Run a block on every rank; if it raises on any rank, the job stops with one report.
+
+    The lowest failing rank re-raises its exception; every other rank raises :class:`PeerFailure`
+    (no second message, no rank left waiting in a collective). Single-process: a plain block.
+    """
+    error: Optional[BaseException] = None
+    try:
+        yield
+    except Exception as e:
+        error = e
+    if runtime.distributed:
+        failed: list[Optional[int]] = [None] * runtime.world_size
+        dist.all_gather_object(failed, runtime.rank if error is not None else None, group=group)
+        first = next((r for r in failed if r is not None), None)
+        if first is not None and first != runtime.rank:
+            raise PeerFailure(f"rank {first} failed") from error
+    if error is not None:
+        raise error
+
+
+def build_train_model(model_kwargs: dict[str, Any], runtime: Runtime, group: Any = None) -> nn.Module:
+    """Build the model; under torchrun only rank 0 fetches the pretrained backbone.
+
+    The other ranks wait, then build from the cache rank 0 filled (torchvision's / timm's download
+    cache, or the file). A failure on rank 0 ends every rank with rank 0's one message.
+    """
+    fetch_first = runtime.distributed and model_kwargs.get("pretrained_backbone") is not None
+    model = None
+    with all_or_none(runtime, group):
+        if runtime.is_main or not fetch_first:
+            model = build_model(**model_kwargs)
+    with all_or_none(runtime, group):
+        if model is None:
+            model = build_model(**model_kwargs)
+    return model
+
+
+def _agreed_signal(local: Optional[int], runtime: Runtime, group: Any) -> Optional[int]:
+    """The stop signal any rank received (all ranks get the same answer), or None."""
+    if not runtime.distributed:
+        return local
+    flag = torch.tensor([local or 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+    return int(flag.item()) or None
+
+
 # --- the loop --------------------------------------------------------------------------------
 
 
@@ -242,21 +363,47 @@ def train(
             weights equal those of an uninterrupted run.
         stop_after: stop (with a checkpoint) once this iteration is reached, as if interrupted;
             for pre-emptible jobs and tests. The schedule still runs to ``train.max_iters``.
+
+    Raises:
+        TrainingInterrupted: on SIGTERM/SIGINT, after the current step and a ``last.pth`` at it
+            (under torchrun every rank stops at the same iteration).
+        CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
+        PeerFailure: under torchrun, on the ranks that did not fail themselves.
     """
-    runtime = setup_runtime(cfg)
-    check_recipe(cfg, runtime)
+    try:
+        runtime = setup_runtime(cfg)
+        check_recipe(cfg, runtime)
+    except Exception:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0:
+            raise PeerFailure("rank 0 reports the error") from None  # the same config on every rank
+        raise
+    # Host-side agreements (errors, stop signals) go through gloo, so they never sync a CUDA stream.
+    group = None
+    if runtime.distributed and dist.get_backend() != "gloo":
+        group = dist.new_group(backend="gloo")
     out_dir = Path(cfg.train.output_dir)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
 
-    state = load_checkpoint(resume) if resume else None
+    with all_or_none(runtime, group):
+        state = load_checkpoint(resume) if resume else None
+        if state is not None and "optimizer" not in state:
+            raise CheckpointError(
+                f"--resume {resume}: the checkpoint holds weights only (train.best_weights_only); resume from "
+                "last.pth, or start a new run from these weights with train.init_from"
+            )
     start = state["iteration"] if state else 0
 
     model_kwargs = dataclasses.asdict(cfg.model)
     if state or cfg.train.init_from:
         model_kwargs["pretrained_backbone"] = None  # every weight comes from the checkpoint
-    model = build_model(**model_kwargs)
-    if cfg.train.init_from and not state:
-        model.load_state_dict(load_checkpoint(cfg.train.init_from)["model"])
+    model = build_train_model(model_kwargs, runtime, group)
+    with all_or_none(runtime, group):
+        if cfg.train.init_from and not state:
+            weights = load_checkpoint(cfg.train.init_from)["model"]
+            check_state_dict_fits(model, weights, cfg.train.init_from, _describe(cfg))
+            model.load_state_dict(weights)
+        if state:
+            check_state_dict_fits(model, state["model"], resume, _describe(cfg))
     if runtime.distributed and cfg.train.sync_bn and not cfg.train.freeze_bn:
         if runtime.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -294,31 +441,61 @@ def train(
     if cfg.train.compile:
         train_model = torch.compile(train_model)
 
-    train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, start)
+    generating = cfg.data.layout == "synthetic" and not is_synthetic_root(Path(cfg.data.root))
+    with all_or_none(runtime, group):
+        train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, start)
+        if runtime.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out_dir / "config.yaml")
+            (out_dir / "run_info.json").write_text(json.dumps(run_info(cfg, runtime), indent=2, default=str))
     if runtime.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-        (out_dir / "run_info.json").write_text(json.dumps(run_info(cfg, runtime), indent=2, default=str))
+        if generating:
+            print(f"generated a synthetic dataset in {cfg.data.root} (data.layout=synthetic)")
+        print(
+            f"training on {len(train_set)} '{cfg.data.train_split}' images, validating on {len(val_set)} "
+            f"'{cfg.data.val_split}' images; writing the run to {out_dir} (config.yaml, run_info.json, "
+            "metrics.jsonl, last.pth, best.pth)"
+        )
     log = MetricsLog(out_dir, enabled=runtime.is_main)
     autocast = (
         torch.autocast(runtime.device.type, dtype=runtime.amp_dtype) if runtime.amp_dtype else nullcontext()
     )
+    written: dict[str, int] = {}  # checkpoint name -> iteration, this session
+    if state and resume and Path(resume).resolve() == (out_dir / "last.pth").resolve():
+        written["last.pth"] = start
 
     def checkpoint(iteration: int, name: str) -> None:
-        if runtime.is_main:
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if use_scaler else None,
-                    "iteration": iteration,
-                    "rng": rng_state(),
-                    "config": config_to_dict(cfg),
-                    "best_miou": best_miou,
-                },
-                out_dir / name,
+        if not runtime.is_main:
+            return
+        path = out_dir / name
+        content: dict[str, Any] = {
+            "model": model.state_dict(),
+            "iteration": iteration,
+            "config": config_to_dict(cfg),
+            "best_miou": best_miou,
+        }
+        if not (name == "best.pth" and cfg.train.best_weights_only):
+            content.update(
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict() if use_scaler else None,
+                rng=rng_state(),
             )
+        try:
+            save_checkpoint(content, path)
+        except OSError as e:
+            if name in written:
+                previous = f"the previous {path} (iteration {written[name]}) is intact"
+            elif path.exists():
+                previous = f"the previous {path} is intact"
+            else:
+                previous = f"no earlier {name} exists"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint '{path}' at iteration {iteration}: {e.strerror or e}; {previous}; "
+                "training stopped (free space, then continue with --resume)"
+            ) from None
+        written[name] = iteration
+        tqdm.write(f"wrote {path} (iteration {iteration})")
 
     def validate(iteration: int) -> dict[str, Any]:
         nonlocal best_miou
@@ -355,64 +532,95 @@ def train(
     )
     results: dict[str, Any] = {}
     iteration, window_start, window_iters, loss_sum = start, time.perf_counter(), 0, 0.0
-    for images, labels in train_loader:
-        if iteration >= end:
-            break
-        images = images.to(runtime.device, non_blocking=True)
-        labels = labels.to(runtime.device, non_blocking=True)
-        if runtime.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            logits = train_model(images)
-        # Mean over non-void pixels, in fp32 whatever the autocast dtype.
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=cfg.data.ignore_index)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        iteration += 1
+    stop = StopSignals()
+    try:
+        with stop:
+            batches = iter(train_loader)
+            while iteration < end:
+                # Checked between steps, before the next batch is fetched: the checkpoint is of a
+                # finished step, and every rank stops at the same iteration.
+                signum = _agreed_signal(stop.signum, runtime, group)
+                if signum is not None:
+                    if written.get("last.pth") != iteration:
+                        checkpoint(iteration, "last.pth")
+                    if runtime.distributed:
+                        dist.barrier(group=group)  # nobody exits while rank 0 writes
+                    raise TrainingInterrupted(signum, iteration, out_dir / "last.pth")
+                images, labels = next(batches)
+                images = images.to(runtime.device, non_blocking=True)
+                labels = labels.to(runtime.device, non_blocking=True)
+                if runtime.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    logits = train_model(images)
+                # Mean over non-void pixels, in fp32 whatever the autocast dtype.
+                loss = F.cross_entropy(logits.float(), labels, ignore_index=cfg.data.ignore_index)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                iteration += 1
 
-        # Summed on the device: no host synchronisation between log intervals.
-        loss_sum = loss_sum + loss.detach()
-        window_iters += 1
-        if iteration % cfg.train.log_interval == 0 or iteration == end:
-            mean_loss = (loss_sum / window_iters).item()
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"loss is {mean_loss} before iteration {iteration}; lower train.lr")
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "iteration": iteration,
-                "loss": mean_loss,
-                "lr": optimizer.param_groups[-1]["lr"],
-                "images_per_s": window_iters * cfg.train.batch_size / max(elapsed, 1e-9),
-            }
-            log.write(record)
-            bar.set_postfix(
-                loss=f"{mean_loss:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
-            )
-            bar.update(iteration - bar.n)
-            window_start, window_iters, loss_sum = time.perf_counter(), 0, 0.0
-        if (
-            cfg.train.val_interval
-            and iteration % cfg.train.val_interval == 0
-            and iteration < cfg.train.max_iters
-        ):
-            results = validate(iteration)
-            train_model.train()
-            if cfg.train.freeze_bn:
-                freeze_batchnorm(train_model)
-        if iteration % cfg.train.ckpt_interval == 0 or iteration == end:
-            checkpoint(iteration, "last.pth")
-    bar.close()
+                # Summed on the device: no host synchronisation between log intervals.
+                loss_sum = loss_sum + loss.detach()
+                window_iters += 1
+                if iteration % cfg.train.log_interval == 0 or iteration == end:
+                    mean_loss = (loss_sum / window_iters).item()
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(
+                            f"training diverged: the mean loss of iterations {iteration - window_iters + 1}-"
+                            f"{iteration} is {mean_loss}; lower train.lr (now {cfg.train.lr:g}) or check the labels"
+                        )
+                    elapsed = time.perf_counter() - window_start
+                    record = {
+                        "iteration": iteration,
+                        "loss": mean_loss,
+                        "lr": optimizer.param_groups[-1]["lr"],
+                        "images_per_s": window_iters * cfg.train.batch_size / max(elapsed, 1e-9),
+                    }
+                    log.write(record)
+                    bar.set_postfix(
+                        loss=f"{mean_loss:.3f}",
+                        lr=f"{record['lr']:.2e}",
+                        img_s=f"{record['images_per_s']:.1f}",
+                    )
+                    bar.update(iteration - bar.n)
+                    window_start, window_iters, loss_sum = time.perf_counter(), 0, 0.0
+                if (
+                    cfg.train.val_interval
+                    and iteration % cfg.train.val_interval == 0
+                    and iteration < cfg.train.max_iters
+                ):
+                    results = validate(iteration)
+                    train_model.train()
+                    if cfg.train.freeze_bn:
+                        freeze_batchnorm(train_model)
+                if iteration % cfg.train.ckpt_interval == 0 or iteration == end:
+                    checkpoint(iteration, "last.pth")
+    except (TrainingInterrupted, PeerFailure):
+        raise
+    except RuntimeError as e:
+        if stop.signum is not None and runtime.distributed and not isinstance(e, CheckpointError):
+            # Stopping (torchrun signals every rank when one fails): a peer is gone mid-collective.
+            raise PeerFailure("stopped while another rank failed") from e
+        raise
+    finally:
+        bar.close()
+        log.close()
 
     if iteration >= cfg.train.max_iters:
         results = validate(iteration)
         if runtime.is_main:
             print(results["table"])
             (out_dir / "val_results.json").write_text(json.dumps(results, indent=2))
-    log.close()
+            print(f"wrote {out_dir / 'val_results.json'}")
     return model, results
+
+
+def _describe(cfg: Config) -> str:
+    m = cfg.model
+    return f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}"
 
 
 class MetricsLog:
@@ -447,39 +655,7 @@ class MetricsLog:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Train DeepLabv3+ from a YAML config. Overrides: dotted key=value, e.g. train.max_iters=100.",
-    )
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/quickstart.yaml")
-    parser.add_argument(
-        "--resume", help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth"
-    )
-    parser.add_argument(
-        "--stop-after", type=int, help="stop at this iteration with a checkpoint (resume later)"
-    )
-    parser.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. train.max_iters=100 data.root=data/voc"
-    )
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        resume = args.resume
-        if resume == "auto":
-            last = Path(cfg.train.output_dir) / "last.pth"
-            resume = str(last) if last.is_file() else None
-        if resume:
-            # The run's own config wins over the file, so that a resumed run is the same run.
-            saved = config_from_dict(load_checkpoint(resume)["config"])
-            if saved != cfg:
-                warnings.warn(
-                    f"--resume: using the config stored in {resume}, not {args.config}", stacklevel=1
-                )
-            cfg = saved
-        train(cfg, resume=resume, stop_after=args.stop_after)
-    except (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+    """``deeplabv3plus train`` (see :mod:`deeplabv3plus.cli`); returns the exit code."""
+    from .cli import run_command
+
+    return run_command("train", argv)

@@ -2,11 +2,11 @@
 
 Multi-GPU: ``torchrun --nproc_per_node=8 scripts/train.py --config configs/voc_resnet101_os16.yaml``.
 The loop itself is :func:`deeplabv3plus.train.train`.
+
+A thin face over ``deeplabv3plus train`` (the installed command; logic in :mod:`deeplabv3plus.cli`).
 """
 
-import sys
-
-from deeplabv3plus.train import main
+from deeplabv3plus.cli import run_script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script("train", "train.py")

@@ -1,9 +1,8 @@
-"""scripts/eval.py: a tiny checkpoint evaluated on the synthetic val split, flags, errors, files."""
+"""The eval command (deeplabv3plus.cli, scripts/eval.py): a tiny checkpoint on the synthetic val split."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,23 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeplabv3plus import build_model
+from deeplabv3plus import build_model, cli
 from deeplabv3plus.config import Config, config_to_dict
 from deeplabv3plus.data.datasets import build_dataset
 from deeplabv3plus.inference import predict_probs
+from deeplabv3plus.predict import load_model_from_checkpoint
 
 NUM_CLASSES = 6  # the synthetic_voc fixture's class count (not the default 21)
 
 
-def _load_script(name: str):
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_script = _load_script("eval")
+def eval_main(argv: list) -> int:
+    """What ``python scripts/eval.py ARGV`` runs, in-process."""
+    return cli.run_command("eval", argv, "eval.py")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +62,7 @@ def test_eval_os8_multiscale_flip_trimap(checkpoint: Path, tmp_path: Path, capsy
         "--output",
         str(out),
     ]
-    assert eval_script.main(argv + ["eval.batch_size=2"]) == 0
+    assert eval_main(argv + ["eval.batch_size=2"]) == 0
     printed = capsys.readouterr().out
     assert "mIoU" in printed and "background" in printed  # the per-class table with class names
 
@@ -83,20 +77,46 @@ def test_eval_os8_multiscale_flip_trimap(checkpoint: Path, tmp_path: Path, capsy
     assert res["config"]["eval"]["batch_size"] == 2 and res["config"]["eval"]["output_stride"] == 8
     assert res["config"]["model"]["output_stride"] == 16  # the model keeps its training stride
     assert (tmp_path / "res_trimap" / "trimap.csv").is_file()
+    assert f"wrote {out}\n" in printed and f"wrote {tmp_path / 'res_trimap' / 'trimap.csv'}" in printed
+    assert "n/a: the band holds no labelled pixel" in printed  # width 0 is the void itself
 
 
 def test_eval_default_output_next_to_checkpoint(checkpoint: Path):
-    assert eval_script.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress"]) == 0
+    assert eval_main(["--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress"]) == 0
     res = json.loads((checkpoint.parent / "model_eval_os16_val2.json").read_text())
     assert res["output_stride"] == 16 and res["scales"] == [1.0] and res["flip"] is False
     assert "trimap" not in res
-    name = eval_script.default_output_path("a/b.pt", 8, [0.5, 1.0], True, "train").name
-    assert name == "b_eval_os8_ms_flip_train.json"
+    assert (
+        cli.default_output_path("a/b.pt", 8, [0.5, 1.0], True, "train").name
+        == "b_eval_os8_s0.5-1_flip_train.json"
+    )
+    paper_ms = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert cli.default_output_path("b.pt", 8, paper_ms, False, "val").name == "b_eval_os8_ms.json"
+
+
+def test_results_of_different_settings_get_different_file_names():
+    settings = [
+        dict(),
+        dict(trimap=True),
+        dict(pad_to=513),
+        dict(amp="bf16"),
+        dict(scales=[0.75, 1.0]),
+        dict(scales=[0.5, 1.0]),
+        dict(flip=True),
+        dict(output_stride=8),
+        dict(split="train"),
+    ]
+    names = set()
+    for extra in settings:
+        kwargs = {**dict(output_stride=16, scales=[1.0], flip=False, split="val"), **extra}
+        positional = [kwargs.pop(k) for k in ("output_stride", "scales", "flip", "split")]
+        names.add(cli.default_output_path("r/best.pth", *positional, **kwargs).name)
+    assert len(names) == len(settings)
 
 
 def test_os8_of_an_os16_model_runs_and_differs(checkpoint: Path):
     """The issue's requirement: evaluating an OS-16 model at OS 8 works and changes the output."""
-    model, cfg = eval_script.load_model_from_checkpoint(checkpoint)
+    model, cfg = load_model_from_checkpoint(checkpoint)
     image = build_dataset(cfg.data, "val2", train=False)[0][0][:, :33, :33]
     p16 = predict_probs(model, image[None], output_stride=16)
     p8 = predict_probs(model, image[None], output_stride=8)
@@ -108,18 +128,13 @@ def test_os8_of_an_os16_model_runs_and_differs(checkpoint: Path):
 
 def test_config_file_values_go_on_top_of_the_checkpoint(checkpoint: Path, tmp_path: Path):
     (tmp_path / "cfg.yaml").write_text("eval:\n  scales: [0.75]\n  flip: true\n")
-    args = eval_script.parse_args(["--checkpoint", str(checkpoint), "--config", str(tmp_path / "cfg.yaml")])
-    _, cfg = eval_script.load_model(args, "cpu")
+    args = cli.parse_eval_args(["--checkpoint", str(checkpoint), "--config", str(tmp_path / "cfg.yaml")])
+    _, cfg = cli.load_model(args, "cpu")
     assert cfg.eval.scales == [0.75] and cfg.eval.flip is True
     assert cfg.model.num_classes == NUM_CLASSES  # the rest is still the checkpoint's
-    args = eval_script.parse_args(["--checkpoint", "x.pt", "--no-flip", "eval.flip=true"])
-    eval_script.apply_eval_flags(cfg, args)
+    args = cli.parse_eval_args(["--checkpoint", "x.pt", "--no-flip", "eval.flip=true"])
+    cli.apply_eval_flags(cfg, args)
     assert cfg.eval.flip is False and cfg.eval.scales == [0.75]  # flags beat the config
-    assert eval_script.flatten_overrides({"a": {"b": [1, 2], "c": "x"}, "d": None}) == [
-        "a.b=[1, 2]",
-        'a.c="x"',
-        "d=null",
-    ]
 
 
 @pytest.mark.parametrize(
@@ -133,7 +148,7 @@ def test_config_file_values_go_on_top_of_the_checkpoint(checkpoint: Path, tmp_pa
 )
 def test_errors_are_one_line_and_exit_code_2(checkpoint: Path, extra: list, message: str, capsys):
     argv = ["--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress", *extra]
-    assert eval_script.main(argv) == 2
+    assert eval_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("eval.py: error:") and len(err.splitlines()) == 1
 
@@ -151,12 +166,12 @@ def test_eval_slide_on_cityscapes_reports_boundary_trimap_and_names_the_file(tmp
     ckpt = tmp_path / "cs.pt"
     torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, ckpt)
     argv = ["--checkpoint", str(ckpt), "--mode", "slide", "--crop-size", "32", "33", "--stride", "16"]
-    assert eval_script.main(argv + ["--trimap", "--trimap-widths", "2", "--no-progress"]) == 0
-    out = tmp_path / "cs_eval_os16_slide.json"
+    assert eval_main(argv + ["--trimap", "--trimap-widths", "2", "--no-progress"]) == 0
+    out = tmp_path / "cs_eval_os16_slide_trimap.json"
     result = json.loads(out.read_text())
     assert result["mode"] == "slide" and result["trimap_band"] == "boundary"
     assert result["config"]["eval"]["crop_size"] == [32, 33] and result["config"]["eval"]["stride"] == 16
     assert list(result["per_class_iou"]) == list(CITYSCAPES_CLASSES)
-    assert "around every class boundary" in capsys.readouterr().out
-    assert eval_script.main(argv[:4] + ["eval.crop_size=null", "--no-progress"]) == 2
+    assert "pixels of a class boundary" in capsys.readouterr().out
+    assert eval_main(argv[:4] + ["eval.crop_size=null", "--no-progress"]) == 2
     assert "eval.mode=slide needs eval.crop_size" in capsys.readouterr().err

@@ -96,20 +96,20 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 
 
 def test_script_exports_and_checks(tmp_path, capsys, monkeypatch):
-    import importlib.util
-    from pathlib import Path
+    import deeplabv3plus.predict
+    from deeplabv3plus import cli
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "export_onnx.py"
-    spec = importlib.util.spec_from_file_location("script_export_onnx", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     # Checkpoint loading is tested in test_predict.py; a small model keeps this test fast.
     loaded = []
     monkeypatch.setattr(
-        script, "load_model_from_checkpoint", lambda *a, **k: loaded.append(a) or (MiniDeepLab(), None)
+        deeplabv3plus.predict,
+        "load_model_from_checkpoint",
+        lambda *a, **k: loaded.append(a) or (MiniDeepLab(), None),
     )
     out = str(tmp_path / "m.onnx")
     args = ["--checkpoint", "ckpt.pt", "--output", out, "--height", "33", "--width", "41"]
-    assert script.main(args + ["--exporter", "torchscript", "--output-stride", "8"]) == "torchscript"
+    args = cli.parse_command_args("export", args + ["--exporter", "torchscript", "--output-stride", "8"])
+    assert cli.run_export(args) == "torchscript"
     assert loaded == [("ckpt.pt", None)]
-    assert "onnxruntime matches PyTorch" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "onnxruntime matches PyTorch" in printed and f"wrote {out} (torchscript exporter)" in printed

@@ -6,9 +6,7 @@ The whole table is counted once per module (on the meta device, ~25 s on one CPU
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -118,14 +116,10 @@ def test_reference_code_resnet_is_below_by_the_three_shortcut_convs(eval_os: int
 
 
 def test_script_prints_every_row_and_writes_json(table, tmp_path, capsys, monkeypatch):
-    path = Path(__file__).resolve().parents[1] / "scripts" / "macs.py"
-    spec = importlib.util.spec_from_file_location("script_macs", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    monkeypatch.setattr(
-        script, "macs_table", lambda rows, strided_shortcut, size: table
-    )  # counted once above
-    script.main(["--json", str(tmp_path / "m.json")])
+    from deeplabv3plus import cli
+
+    monkeypatch.setattr(cli, "macs_table", lambda rows, strided_shortcut, size: table)  # counted once above
+    assert cli.main(["macs", "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ResNet-101 beta strided shortcut: projection = 1x1 conv + BN")
     assert sum(line.lstrip().startswith(("3 ", "5 ")) for line in out.splitlines()) == len(PAPER_ROWS)

@@ -1,8 +1,6 @@
 """predict: label PNGs in the VOC palette that read back to the predicted class indices."""
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,14 +79,6 @@ def test_inputs_may_be_files_folders_and_globs(tmp_path):
         collect_inputs([a[0], tmp_path / "a" / "img0.png", *_write_images(tmp_path / "c", [(8, 8)])])
 
 
-def _load_script(name):
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_runs_a_training_checkpoint(tmp_path):
     from deeplabv3plus import build_model
     from deeplabv3plus.config import Config, config_to_dict
@@ -98,10 +88,12 @@ def test_script_runs_a_training_checkpoint(tmp_path):
     model = build_model(**dataclasses.asdict(cfg.model)).eval()
     torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "ckpt.pt")
     paths = _write_images(tmp_path / "in", [(33, 41)])
-    outputs = _load_script("predict").main(
+    from deeplabv3plus import cli
+
+    outputs = cli.run_predict(cli.parse_command_args("predict",
         ["--checkpoint", str(tmp_path / "ckpt.pt"), str(tmp_path / "in"), "--output", str(tmp_path / "out"),
          "--device", "cpu", "--flip", "--overlay-ext", ".png"]
-    )  # fmt: skip
+    ))  # fmt: skip
     rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
     expected = segment(model, to_input(rgb, cfg.data.mean, cfg.data.std)[None], flip=True)[0].numpy()
     assert np.array_equal(np.asarray(Image.open(outputs[0][0])), expected)
@@ -124,10 +116,12 @@ def test_predictions_use_the_palette_of_the_checkpoints_dataset_and_the_slide_fl
     model = build_model(**dataclasses.asdict(cfg.model)).eval()
     torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "ckpt.pt")
     paths = _write_images(tmp_path / "in", [(33, 57)])
-    outputs = _load_script("predict").main(
+    from deeplabv3plus import cli
+
+    outputs = cli.run_predict(cli.parse_command_args("predict",
         ["--checkpoint", str(tmp_path / "ckpt.pt"), str(paths[0]), "--output", str(tmp_path / "out"),
          "--device", "cpu", "--mode", "slide", "--crop-size", "33", "41", "--stride", "16", "--overlay-ext", ".png"]
-    )  # fmt: skip
+    ))  # fmt: skip
     rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
     x = to_input(rgb, cfg.data.mean, cfg.data.std)[None]
     expected = segment(model, x, mode="slide", crop_size=(33, 41), stride=16)[0].numpy()

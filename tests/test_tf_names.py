@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -209,17 +208,17 @@ def test_converted_resnet_beta_loads_strictly_into_our_resnet101_beta():
 
 @pytest.mark.slow
 def test_convert_script_writes_a_checkpoint_the_eval_loader_accepts(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "convert_tf_checkpoint", Path(__file__).parents[1] / "scripts" / "convert_tf_checkpoint.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    import deeplabv3plus.weights.tf_bundle
+    from deeplabv3plus import cli
+
     monkeypatch.setattr(
-        script, "TFCheckpoint", lambda path, verify=False: synthetic_checkpoint("xception65_deeplab")
+        deeplabv3plus.weights.tf_bundle,
+        "TFCheckpoint",
+        lambda path, verify=False: synthetic_checkpoint("xception65_deeplab"),
     )
     out = tmp_path / "voc.pth"
     args = ["--checkpoint", "x/model.ckpt", "--kind", "xception65_deeplab", "--output", str(out)]
-    assert script.main(args) == 0
+    assert cli.main(["convert", *args]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["voc.pth"]  # no temp file left behind
 
     saved = torch.load(out, map_location="cpu", weights_only=True)

@@ -233,6 +233,8 @@ def test_torchrun_runs_the_training_script_on_two_cpu_processes(tmp_path, synthe
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["world_size"] == 2
     assert "mIoU" in done.stdout
+    # 2 images per process and no SyncBatchNorm on CPU: the warning must reach the terminal, once.
+    assert done.stderr.count("BatchNorm statistics are trained with 2 images per device") == 1
 
 
 @pytest.mark.parametrize("amp,channels_last", [("bf16", "off"), ("fp16", "off"), ("off", "on")])

@@ -298,25 +298,26 @@ def test_output_stride_is_free_with_weights_and_defaults_to_the_published_one():
         assert output_stride == os_built and classes == get_weights(weights).num_classes
 
 
-def test_predict_script_applies_the_entrys_eval_settings(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("predict_script", ROOT / "scripts" / "predict.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch, capsys):
+    import deeplabv3plus.predict
+    import deeplabv3plus.weights
+    from deeplabv3plus import cli
+
     calls, seen = [], {}
 
-    def fake_loader(name, overrides=None, device="cpu"):  # the real one: the test above
+    def fake_loader(name, overrides=None, device="cpu", config=None):  # the real one: the test above
         calls.append(name)
         cfg = get_weights(name).config()
         return build_model("resnet18", num_classes=cfg.model.num_classes, head_channels=16).eval(), cfg
 
-    real_predict = script.predict_files
+    real_predict = deeplabv3plus.predict.predict_files
 
     def spy(model, paths, out_dir, mean, std, **kwargs):
         seen.update(mean=mean, **kwargs)
         return real_predict(model, paths, out_dir, mean, std, **kwargs)
 
-    monkeypatch.setattr(script, "load_weights_model", fake_loader)
-    monkeypatch.setattr(script, "predict_files", spy)
+    monkeypatch.setattr(deeplabv3plus.weights, "load_weights_model", fake_loader)
+    monkeypatch.setattr(deeplabv3plus.predict, "predict_files", spy)
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (29, 37, 3), dtype=np.uint8)).save(
         tmp_path / "a.jpg"
     )
@@ -327,27 +328,28 @@ def test_predict_script_applies_the_entrys_eval_settings(tmp_path, monkeypatch, 
         "--output",
         str(tmp_path / "out"),
     ]
-    outputs = script.main([*args, "--no-flip", "--scales", "1.0"])
+    outputs = cli.run_predict(cli.parse_command_args("predict", [*args, "--no-flip", "--scales", "1.0"]))
     assert calls == ["xception65_coco_voc_trainval"] and [p.name for p in outputs[0]] == [
         "a.png",
         "a_overlay.jpg",
     ]
     assert seen["mean"] == [0.5] * 3 and seen["output_stride"] == 8  # as published: OS 8 ...
     assert seen["scales"] == [1.0] and seen["flip"] is False  # ... but the flags win
-    assert "xception65_coco_voc_trainval: output stride 8, scales [0.5, 0.75" in capsys.readouterr().out
+    assert (
+        "xception65_coco_voc_trainval: output stride 8, scales [1.0], flip False" in capsys.readouterr().out
+    )
 
 
-def test_eval_script_takes_weights_in_place_of_checkpoint():
-    spec = importlib.util.spec_from_file_location("eval_script", ROOT / "scripts" / "eval.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    args = script.parse_args(["--weights", "xception65_coco_voc_trainaug", "data.root=/data/voc"])
+def test_eval_command_takes_weights_in_place_of_checkpoint(capsys):
+    from deeplabv3plus import cli
+
+    args = cli.parse_eval_args(["--weights", "xception65_coco_voc_trainaug", "data.root=/data/voc"])
     assert args.weights == "xception65_coco_voc_trainaug" and args.checkpoint is None
     assert args.overrides == ["data.root=/data/voc"]
     with pytest.raises(SystemExit):
-        script.parse_args(["--weights", "x", "--checkpoint", "y.pt"])
-    with pytest.raises(script.EvalScriptError, match="unknown weights 'nope'"):
-        script.load_model(script.parse_args(["--weights", "nope"]), "cpu")
+        cli.parse_eval_args(["--weights", "x", "--checkpoint", "y.pt"])
+    assert cli.run_command("eval", ["--weights", "nope"], "eval.py") == 2
+    assert "unknown weights 'nope'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,15 +393,12 @@ def test_converted_imagenet_backbone_file_loads_as_pretrained_backbone(r50_zoo, 
     entry, original = r50_zoo
     with tarfile.open(entry.url.removeprefix("file://")) as tar:
         tar.extractall(tmp_path / "x", filter="data")
-    spec = importlib.util.spec_from_file_location("convert", ROOT / "scripts" / "convert_tf_checkpoint.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from deeplabv3plus import cli
+
     out = tmp_path / "resnet50_beta_imagenet_tf.pth"
     prefix = tmp_path / "x" / "resnet_v1_50" / "model.ckpt"
-    assert (
-        script.main(["--checkpoint", str(prefix), "--kind", "resnet50_beta_imagenet", "--output", str(out)])
-        == 0
-    )
+    argv = ["--checkpoint", str(prefix), "--kind", "resnet50_beta_imagenet", "--output", str(out)]
+    assert cli.run_command("convert", argv, "convert_tf_checkpoint.py") == 0
     assert not any("num_batches_tracked" in k for k in torch.load(out, weights_only=True))
     model = build_model("resnet50", resnet_variant="beta", pretrained_backbone=str(out), head_channels=16)
     _assert_same_weights(model.backbone, original)

@@ -20,8 +20,10 @@ A source is one of:
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -98,6 +100,15 @@ def _timm_state_dict(tag: str) -> dict[str, torch.Tensor]:
         raise PretrainedWeightsError(
             f"the pretrained source 'timm:{tag}' needs timm: pip install \"deeplabv3plus[timm]\""
         ) from None
+    unreachable = _hf_hub_unreachable(timm, tag)
+    if unreachable:
+        raise PretrainedWeightsError(
+            f"timm cannot download {tag!r}: {unreachable}, and the weights are not in the Hugging Face cache. "
+            'Offline, on a machine with internet run: python -c "import timm, torch; '
+            f"torch.save(timm.create_model('{tag}', pretrained=True).state_dict(), '{tag}.pth')\" and pass "
+            f"that file as the pretrained source (model.pretrained_backbone={tag}.pth), or copy that machine's "
+            f"cache folder models--timm--{tag} into {_hf_cache_dir()}"
+        )
     try:
         return timm.create_model(tag, pretrained=True).state_dict()
     except Exception as e:
@@ -119,6 +130,43 @@ def _tf_state_dict(tag: str) -> dict[str, torch.Tensor]:
             f"ImageNet backbones: {', '.join('tf:' + n for n in list_weights(backbones=True))}"
         )
     return load_state_dict(entry)
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:
+        return "~/.cache/huggingface/hub"
+
+
+def _hf_hub_unreachable(timm: Any, tag: str, timeout: float = 5.0) -> Optional[str]:
+    """Why timm's download of ``tag`` would fail, decided in seconds; None if cached or reachable.
+
+    Offline, huggingface_hub retries each candidate file for ~25 s before giving up; a cached file or
+    ``HF_HUB_OFFLINE=1`` needs no network, otherwise one TCP connection to the hub tells.
+    """
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        pretrained = timm.models.get_pretrained_cfg(tag)
+        repo = getattr(pretrained, "hf_hub_id", None)
+        if not repo:
+            return None  # not a Hugging Face source: let timm try
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, name), str):
+                return None
+        if constants.HF_HUB_OFFLINE:
+            return None  # timm fails fast by itself
+        host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except Exception:
+        return None  # cannot tell: let timm try
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{host} is unreachable ({e.strerror or type(e).__name__})"
+    return None
 
 
 def resolve_source(backbone: nn.Module, source: str) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -495,24 +496,32 @@ def load_weights_model(
     weights: WeightsLike,
     overrides: Optional[Sequence[str]] = None,
     device: Union[str, torch.device] = "cpu",
+    config: Optional[Union[str, Path]] = None,
 ):
     """The model of an entry and the config it was published with (as ``load_model_from_checkpoint``).
 
     Args:
         weights: an entry name (``"xception65_coco_voc_trainaug"``), member or entry.
-        overrides: dotted ``a.b=c`` config overrides on top of :meth:`PretrainedWeights.config`
-            (e.g. ``data.root=/data/voc``, ``eval.output_stride=8``).
+        overrides: dotted ``a.b=c`` config overrides applied last (e.g. ``data.root=/data/voc``,
+            ``eval.output_stride=8``).
         device: where the model goes.
+        config: a YAML file whose values go on top of :meth:`PretrainedWeights.config` (only the
+            keys it sets), before the overrides.
 
     Returns:
         ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its
         :class:`~deeplabv3plus.config.Config`.
     """
-    from ..config import config_from_dict, parse_override, validate_config
+    from ..config import ConfigError, config_from_dict, parse_override, read_config_file, validate_config
     from ..models import build_model
 
     entry = get_weights(weights)
     cfg = entry.config()
+    if config is not None:
+        try:
+            cfg = config_from_dict(read_config_file(config), base=cfg)
+        except ConfigError as e:
+            raise ConfigError(f"config file '{config}': {e}") from None
     for text in overrides or []:
         cfg = config_from_dict(parse_override(text), base=cfg)
     validate_config(cfg)

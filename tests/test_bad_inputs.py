@@ -1,0 +1,378 @@
+"""Every bad input ends in one line: non-zero exit, no traceback, one stderr line naming the culprit.
+
+Most cases run in-process through :func:`deeplabv3plus.cli.main`, the function the installed
+``deeplabv3plus`` command calls; a few run as real processes (``python -m deeplabv3plus``,
+``scripts/*.py``) to check what a user's terminal shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from deeplabv3plus import build_model, cli
+from deeplabv3plus.config import Config, config_to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 3
+
+
+def _is_progress_bar(line: str) -> bool:
+    return bool(re.search(r"\d+%\|", line) or re.search(r"\d+/\d+ \[", line))
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``deeplabv3plus ARGV`` in-process: exit code, stdout, stderr."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *culprits: str) -> str:
+    assert code not in (0, None), f"exit code {code}"
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and not _is_progress_bar(line)]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert ": error: " in lines[0], lines[0]
+    for culprit in culprits:
+        assert culprit in lines[0], f"{culprit!r} not named in: {lines[0]}"
+    return lines[0]
+
+
+def fails(argv: list, capsys, *culprits: str) -> str:
+    code, _, err = run_cli(argv, capsys)
+    return assert_one_line_error(code, err, *culprits)
+
+
+# --- fixtures: a small folders dataset, a training config, a checkpoint ----------------------------
+
+
+def make_folder_dataset(root: Path, n: int = 6, size: tuple[int, int] = (40, 52)) -> Path:
+    """images/*.jpg + masks/*.png (classes 0..2, void 255) + train.txt (4 stems) / val.txt (2)."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        mask = rng.integers(0, NUM_CLASSES, size).astype(np.uint8)
+        mask[:3] = 255
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+        Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(root / "images" / f"im{i}.jpg")
+    (root / "train.txt").write_text("".join(f"im{i}\n" for i in range(n - 2)))
+    (root / "val.txt").write_text(f"im{n - 2}\nim{n - 1}\n")
+    return root
+
+
+def tiny_config(root: Path, out: Path) -> dict:
+    return {
+        "model": {"backbone": "resnet18", "num_classes": NUM_CLASSES, "head_channels": 16},
+        "data": {"layout": "folders", "root": str(root), "num_classes": NUM_CLASSES, "crop_size": 33,
+                 "workers": 0},
+        "train": {"max_iters": 2, "batch_size": 2, "lr": 0.01, "allow_scratch_backbone": True, "device": "cpu",
+                  "freeze_bn": True, "log_interval": 1, "val_interval": 0, "ckpt_interval": 2,
+                  "output_dir": str(out)},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_folder_dataset(tmp_path / "mine")
+
+
+@pytest.fixture
+def config(tmp_path: Path, data: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "run")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A random ResNet-18 (3 classes) checkpoint with its config, reading a folders dataset."""
+    base = tmp_path_factory.mktemp("ckpt")
+    root = make_folder_dataset(base / "mine")
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", NUM_CLASSES, 16
+    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = (
+        "folders",
+        str(root),
+        NUM_CLASSES,
+        0,
+    )
+    torch.manual_seed(0)
+    model = build_model(**dataclasses.asdict(cfg.model))
+    path = base / "model.pth"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, path)
+    torch.save(model.state_dict(), base / "bare.pth")
+    return path
+
+
+# --- config ----------------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("model:\n  backbone: resnet18\n  decoder: [true\ntrain: {}\n")
+    line = fails(
+        ["train", "--config", tmp_path / "bad.yaml"], capsys, "bad.yaml", "line 4", "YAML syntax error"
+    )
+    assert "column" in line
+
+
+def test_unknown_key_in_the_file_lists_the_valid_keys(config, capsys):
+    config.write_text(config.read_text().replace("head_channels", "head_chanels"))
+    fails(["train", "--config", config], capsys, "model.head_chanels", "valid keys")
+
+
+@pytest.mark.parametrize(
+    "override, culprit",
+    [
+        ("train.nope=1", "train.nope"),
+        ("train.lr=fast", "train.lr"),
+        ("model.output_stride=7", "model.output_stride"),
+        ("model.backbone=resnet77", "resnet77"),
+        ("data.scales=[0,1]", "data.scales"),
+        ("train.max_iters", "train.max_iters"),
+        ("train.max_iters=2.5", "train.max_iters"),
+        ("train.device=cuda:7" if not torch.cuda.is_available() else "train.amp=fp8", "train."),
+    ],
+)
+def test_bad_override(config, capsys, override, culprit):
+    fails(["train", "--config", config, override], capsys, culprit)
+
+
+def test_missing_config_file(tmp_path, capsys):
+    fails(["train", "--config", tmp_path / "nope.yaml"], capsys, "nope.yaml", "does not exist")
+
+
+def test_eval_config_file_with_a_syntax_error(checkpoint, tmp_path, capsys):
+    (tmp_path / "e.yaml").write_text("eval: {scales: [1.0}\n")
+    fails(["eval", "--checkpoint", checkpoint, "--config", tmp_path / "e.yaml"], capsys, "e.yaml", "line 1")
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def test_missing_data_root(config, tmp_path, capsys):
+    fails(["train", "--config", config, f"data.root={tmp_path / 'elsewhere'}"], capsys, "elsewhere")
+
+
+def test_empty_split_list(config, data, capsys):
+    (data / "train.txt").write_text("\n")
+    fails(["train", "--config", config], capsys, "train.txt", "empty")
+
+
+def test_listed_file_missing(config, data, capsys):
+    (data / "images" / "im1.jpg").unlink()
+    fails(["train", "--config", config], capsys, "im1.jpg", "missing")
+
+
+def test_val_image_in_the_training_list(config, data, capsys):
+    (data / "train.txt").write_text("im0\nim1\nim4\n")
+    fails(["train", "--config", config], capsys, "im4", "also in the training split")
+
+
+def test_corrupt_image_read_in_a_dataloader_worker_keeps_its_message(config, data, capsys):
+    for i in range(4):
+        (data / "images" / f"im{i}.jpg").write_bytes(b"not a jpeg")
+    line = fails(["train", "--config", config, "data.workers=2"], capsys, "cannot read image", "im")
+    assert "DataLoader worker" not in line and "Original Traceback" not in line
+
+
+def test_label_out_of_range_in_a_dataloader_worker(config, data, capsys):
+    for i in range(4):
+        Image.fromarray(np.full((40, 52), 7, np.uint8)).save(data / "masks" / f"im{i}.png")
+    fails(["train", "--config", config, "data.workers=2"], capsys, "masks", "values [7]", "data.num_classes")
+
+
+def test_image_and_label_sizes_differ(config, data, capsys):
+    for i in range(4):
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(data / "masks" / f"im{i}.png")
+    fails(["train", "--config", config], capsys, "im", "52x40", "30x20")
+
+
+def test_diverging_loss(config, capsys):
+    fails(["train", "--config", config, "train.lr=1e12", "train.max_iters=6"], capsys, "diverged", "train.lr")
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    fails(["eval", "--checkpoint", tmp_path / "none.pth"], capsys, "none.pth", "does not exist")
+
+
+def test_foreign_file_as_checkpoint(tmp_path, capsys):
+    (tmp_path / "notes.pth").write_text("these are not weights\n")
+    fails(["eval", "--checkpoint", tmp_path / "notes.pth"], capsys, "notes.pth", "not a PyTorch file")
+
+
+def test_truncated_checkpoint(checkpoint, tmp_path, capsys):
+    data = checkpoint.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    args = ["predict", "--checkpoint", tmp_path / "cut.pth", tmp_path, "--output", tmp_path / "out"]
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    fails(args, capsys, "cut.pth", "truncated or corrupt")
+
+
+class _RunsCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    torch.save({"model": _RunsCode(str(marker)), "config": {}}, tmp_path / "evil.pth")
+    fails(["export", "--checkpoint", tmp_path / "evil.pth", "--output", tmp_path / "m.onnx"], capsys,
+          "evil.pth", "refusing", "could run code")  # fmt: skip
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, culprit",
+    [
+        (["model.num_classes=21", "data.num_classes=21"], "classifier"),  # another class count
+        (["model.backbone=resnet34"], "missing keys"),  # another architecture
+    ],
+)
+def test_checkpoint_of_another_model(checkpoint, capsys, overrides, culprit):
+    fails(["eval", "--checkpoint", checkpoint, *overrides], capsys, "model.pth", "does not fit", culprit)
+
+
+def test_bare_state_dict_needs_a_config(checkpoint, capsys):
+    fails(["eval", "--checkpoint", checkpoint.parent / "bare.pth"], capsys, "bare.pth", "--config")
+
+
+def test_resume_from_a_weights_only_checkpoint(config, tmp_path, capsys):
+    code, _, err = run_cli(["train", "--config", config, "--stop-after", "1"], capsys)
+    assert code == 0, err
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    torch.save({k: state[k] for k in ("model", "config", "iteration")}, tmp_path / "weights.pth")
+    fails(
+        ["train", "--config", config, "--resume", tmp_path / "weights.pth"],
+        capsys,
+        "weights.pth",
+        "weights only",
+    )
+
+
+# --- eval, predict, export, convert and the small commands ----------------------------------------
+
+
+def test_eval_scales_must_be_positive(checkpoint, capsys):
+    fails(["eval", "--checkpoint", checkpoint, "--scales", "0", "1"], capsys, "eval.scales")
+
+
+def test_eval_output_stride_choice(checkpoint, capsys):
+    fails(["eval", "--checkpoint", checkpoint, "--output-stride", "12"], capsys, "--output-stride", "12")
+
+
+def test_predict_input_without_images(checkpoint, tmp_path, capsys):
+    args = ["predict", "--checkpoint", checkpoint, tmp_path / "nothing*.jpg", "--output", tmp_path / "o"]
+    fails(args, capsys, "nothing*.jpg", "no image found")
+
+
+@pytest.mark.parametrize(
+    "extra, culprit",
+    [(["--output", "model.txt"], ".onnx"), (["--output", "m.onnx", "--opset", "3"], "--opset")],
+)
+def test_bad_export_arguments(checkpoint, capsys, extra, culprit):
+    fails(["export", "--checkpoint", checkpoint, *extra], capsys, culprit)
+
+
+def test_bad_tf_checkpoint(tmp_path, capsys):
+    (tmp_path / "model.ckpt.index").write_bytes(os.urandom(64))
+    args = ["convert", "--checkpoint", tmp_path / "model.ckpt", "--kind", "xception65_deeplab"]
+    fails([*args, "--output", tmp_path / "x.pth"], capsys, "model.ckpt.index")
+
+
+def test_missing_tf_checkpoint(tmp_path, capsys):
+    args = ["convert", "--checkpoint", tmp_path / "gone.ckpt", "--kind", "xception65_imagenet"]
+    fails([*args, "--output", tmp_path / "x.pth"], capsys, "gone.ckpt")
+
+
+@pytest.mark.parametrize(
+    "argv, culprit",
+    [
+        (["make-synthetic", "{tmp}/syn", "--num-classes", "40"], "num_classes"),
+        (["prepare-voc", "--voc", "{tmp}/no.tar", "--out", "{tmp}"], "no.tar"),
+        (["macs", "--size", "5"], "--size"),
+        (["benchmark", "--backbone", "resnet77", "--device", "cpu"], "resnet77"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_small_commands(tmp_path, capsys, argv, culprit):
+    fails([a.format(tmp=tmp_path) for a in argv], capsys, culprit)
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch, capsys):
+    """Not a user error: the traceback is what a maintainer needs."""
+
+    def broken(args):
+        raise TypeError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "macs", dataclasses.replace(cli.COMMANDS["macs"], run=broken))
+    with pytest.raises(TypeError, match="a bug"):
+        cli.main(["macs"])
+
+
+# --- a full disk while checkpointing --------------------------------------------------------------
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so(config, tmp_path, capsys, monkeypatch):
+    import deeplabv3plus.checkpoint as checkpoint_module
+
+    real_save, calls = torch.save, []
+
+    def save_until_the_disk_is_full(obj, f, *args, **kwargs):
+        calls.append(obj.get("iteration"))
+        if len(calls) > 1:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_until_the_disk_is_full)
+    line = fails(["train", "--config", config, "train.max_iters=4"], capsys, "last.pth", "iteration 4")
+    assert "No space left on device" in line and "(iteration 2) is intact" in line
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["iteration"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pth*")) == ["last.pth"]  # no temp file left
+
+
+# --- real processes --------------------------------------------------------------------------------
+
+
+def _run(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+@pytest.mark.slow
+def test_in_a_terminal_python_m_and_the_scripts_print_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train: {lr: [}\n")
+    done = _run([sys.executable, "-m", "deeplabv3plus", "train", "--config", "bad.yaml"], tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("deeplabv3plus train: error: config file 'bad.yaml', line 1")
+
+    torch.save({"model": _RunsCode(str(tmp_path / "pwned"))}, tmp_path / "evil.pth")
+    done = _run([sys.executable, REPO / "scripts" / "eval.py", "--checkpoint", "evil.pth"], tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("eval.py: error: refusing to load checkpoint 'evil.pth'")
+    assert not (tmp_path / "pwned").exists()
