@@ -3,6 +3,7 @@
 Example::
 
     python scripts/make_synthetic.py data/synthetic --num-train 200 --num-val 50
+    python scripts/make_synthetic.py data/synthetic_colour --kind colour   # the original colour set
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 
 from deeplabv3plus.cli import run_main
 from deeplabv3plus.data.synthetic import (
+    SYNTHETIC_KIND,
+    SYNTHETIC_KINDS,
     SYNTHETIC_NUM_CLASSES,
     SYNTHETIC_NUM_TRAIN,
     SYNTHETIC_NUM_VAL,
@@ -31,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="nominal image side in pixels")
     parser.add_argument("--num-classes", type=int, default=SYNTHETIC_NUM_CLASSES, help="including background")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--kind",
+        choices=list(SYNTHETIC_KINDS),
+        default=SYNTHETIC_KIND,
+        help="texture: classes differ by shape and texture only; colour: one hue per class (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     voc = make_synthetic_voc(
         args.root,
@@ -39,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         size=args.size,
         seed=args.seed,
         num_classes=args.num_classes,
+        kind=args.kind,
     )
-    print(voc)
+    print(f"the '{args.kind}' synthetic dataset is in {voc}")
 
 
 if __name__ == "__main__":

@@ -111,5 +111,5 @@ def test_ablation_command_trains_both_variants_and_writes_the_tables(
     assert set(results["train"]) == {"decoder", "no_decoder"}
     assert [int(w) for w in results["train"]["decoder"]["trimap"]] == list(TRIMAP_WIDTHS)
     assert results["train"]["decoder"]["macs"] > results["train"]["no_decoder"]["macs"]
-    assert list(results["eval"]) == [name for name, *_ in rows]
+    assert list(results["eval"]) == [name for name, *_ in rows] + ["OS 16, training scales + flip"]
     assert (tmp_path / "out" / "decoder" / "last.pth").is_file()

@@ -198,8 +198,8 @@ def stale_synthetic_message(root: Union[str, Path], kind: str) -> Optional[str]:
         return None
     return (
         f"synthetic dataset '{root}' was generated as kind '{meta['kind']}' version {meta['version']}, "
-        f"but kind '{kind}' version {SYNTHETIC_KINDS[kind]} is asked for (data.synthetic_kind); delete "
-        f"'{root}' to regenerate it, or set data.root to another folder"
+        f"but kind '{kind}' version {SYNTHETIC_KINDS[kind]} is asked for; delete '{root}' to regenerate "
+        "it, or use another folder (data.root) or kind (data.synthetic_kind)"
     )
 
 
