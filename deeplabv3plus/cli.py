@@ -843,7 +843,14 @@ Example::
 
 
 def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
-    from .data.synthetic import SYNTHETIC_NUM_CLASSES, SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL, SYNTHETIC_SIZE
+    from .data.synthetic import (
+        SYNTHETIC_KIND,
+        SYNTHETIC_KINDS,
+        SYNTHETIC_NUM_CLASSES,
+        SYNTHETIC_NUM_TRAIN,
+        SYNTHETIC_NUM_VAL,
+        SYNTHETIC_SIZE,
+    )
 
     p.add_argument(
         "root", nargs="?", default="data/synthetic", help="output folder (default: data/synthetic)"
@@ -853,6 +860,12 @@ def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="nominal image side in pixels")
     p.add_argument("--num-classes", type=int, default=SYNTHETIC_NUM_CLASSES, help="including background")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kind",
+        choices=list(SYNTHETIC_KINDS),
+        default=SYNTHETIC_KIND,
+        help="texture: classes differ by shape and texture only; colour: one hue per class (default: %(default)s)",
+    )
 
 
 def run_make_synthetic(args: argparse.Namespace) -> Path:
@@ -868,12 +881,14 @@ def run_make_synthetic(args: argparse.Namespace) -> Path:
         size=args.size,
         seed=args.seed,
         num_classes=args.num_classes,
+        kind=args.kind,
     )
     if existed:
-        print(f"a synthetic dataset already exists in {args.root}; left it as it is ({voc})")
+        print(f"a '{args.kind}' synthetic dataset already exists in {args.root}; left it as it is ({voc})")
     else:
         print(
-            f"wrote {args.num_train} train / {args.num_val} val images ({args.num_classes} classes) to {voc}"
+            f"wrote {args.num_train} train / {args.num_val} val images ({args.num_classes} classes, "
+            f"kind '{args.kind}') to {voc}"
         )
     return voc
 

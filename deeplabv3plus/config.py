@@ -93,6 +93,9 @@ class DataConfig:
     """'synthetic' layout: number of images to generate if root is empty (0 keeps the generator default).
     'cityscapes' / 'ade20k': if > 0 and root holds no dataset, generate a synthetic one of this many
     images in that layout (the smoke configs); 0 never generates."""
+    synthetic_kind: str = "texture"
+    """'synthetic' layout: 'texture' (classes differ by shape and texture, never colour) or 'colour'
+    (the original set, one hue per class); see deeplabv3plus.data.synthetic."""
     allow_val_in_train: bool = False
     """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
     paper's trainval model for the test server."""

@@ -68,7 +68,10 @@ def test_make_synthetic_says_what_it_wrote(tmp_path, capsys):
         )
         == 0
     )
-    assert f"wrote 2 train / 1 val images (6 classes) to {tmp_path / 'syn'}" in capsys.readouterr().out
+    assert (
+        f"wrote 2 train / 1 val images (6 classes, kind 'texture') to {tmp_path / 'syn'}"
+        in capsys.readouterr().out
+    )
 
 
 def _tiny(root: Path, out: Path, max_iters: int) -> dict:

@@ -84,3 +84,104 @@ def test_existing_synthetic_dataset_is_not_regenerated(tmp_path: Path) -> None:
     stamp = (voc / "JPEGImages" / "syn_000000.jpg").stat().st_mtime_ns
     make_synthetic_voc(tmp_path / "s", num_train=1, num_val=1, size=32)
     assert (voc / "JPEGImages" / "syn_000000.jpg").stat().st_mtime_ns == stamp
+
+
+# --- the kinds: "texture" (the default, colour carries no class information) and "colour" ---------
+
+
+def _colour_histogram_balanced_accuracy(kind: str, num_images: int = 40, size: int = 48) -> float:
+    """Balanced accuracy on held-out images of a per-pixel classifier that sees only the pixel's colour.
+
+    Maximum likelihood over a 4x4x4 RGB histogram per class, fitted on ``num_images`` images and
+    scored on ``num_images`` others: 1/6 is chance for the 6 classes.
+    """
+    from deeplabv3plus.data.synthetic import make_sample
+
+    def pixels(indices: range) -> tuple[np.ndarray, np.ndarray]:
+        colours, classes = [], []
+        for i in indices:
+            image, label = make_sample(np.random.default_rng([1, i]), size=size, kind=kind)
+            keep = label != IGNORE_INDEX
+            colours.append(image[keep] // 64)
+            classes.append(label[keep])
+        q = np.concatenate(colours).astype(np.int64)
+        return q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2], np.concatenate(classes).astype(np.int64)
+
+    fit_bins, fit_classes = pixels(range(num_images))
+    test_bins, test_classes = pixels(range(num_images, 2 * num_images))
+    counts = np.ones((64, SYNTHETIC_NUM_CLASSES))
+    np.add.at(counts, (fit_bins, fit_classes), 1)
+    predicted = (counts / counts.sum(0)).argmax(1)[test_bins]
+    recalls = [(predicted[test_classes == c] == c).mean() for c in range(SYNTHETIC_NUM_CLASSES)]
+    return float(np.mean(recalls))
+
+
+def test_texture_kind_colours_carry_no_class_information_unlike_the_colour_kind() -> None:
+    chance = 1 / SYNTHETIC_NUM_CLASSES
+    assert _colour_histogram_balanced_accuracy("texture") < chance + 0.1
+    assert _colour_histogram_balanced_accuracy("colour") > 0.9  # the same test does see colour classes
+
+
+def test_texture_kind_gives_every_class_its_own_shape_and_texture_pair() -> None:
+    from deeplabv3plus.data.synthetic_texture import SHAPES, TEXTURES, shape_and_texture
+
+    pairs = [shape_and_texture(c) for c in range(1, 21)]
+    assert len(set(pairs)) == 20
+    # The default 5 objects use every shape once and every texture once.
+    assert {p[0] for p in pairs[:5]} == set(SHAPES) and {p[1] for p in pairs[:5]} == set(TEXTURES)
+
+
+def test_texture_kind_objects_are_thin_most_of_their_pixels_lie_near_a_boundary() -> None:
+    import torch
+
+    from deeplabv3plus.data.synthetic import make_sample
+    from deeplabv3plus.metrics import void_distance
+
+    def near_boundary_share(kind: str) -> float:
+        near = total = 0
+        for i in range(10):
+            label = torch.from_numpy(
+                make_sample(np.random.default_rng([2, i]), size=128, kind=kind)[1]
+            ).long()
+            foreground = (label != 0) & (label != IGNORE_INDEX)
+            near += int((foreground & (void_distance(label, 4) <= 3)).sum())
+            total += int(foreground.sum())
+        return near / total
+
+    assert near_boundary_share("texture") > 0.5 > 0.4 > near_boundary_share("colour")
+
+
+def test_the_marker_records_the_kind_and_generator_version(tmp_path: Path) -> None:
+    import json
+
+    from deeplabv3plus.data.synthetic import SYNTHETIC_KINDS
+
+    for kind in ("texture", "colour"):
+        make_synthetic_voc(tmp_path / kind, num_train=1, num_val=1, size=32, kind=kind)
+        meta = json.loads((tmp_path / kind / "synthetic.json").read_text())
+        assert (meta["kind"], meta["version"]) == (kind, SYNTHETIC_KINDS[kind])
+
+
+def test_a_set_of_another_kind_or_an_older_version_is_never_silently_reused(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from deeplabv3plus.config import DataConfig
+    from deeplabv3plus.data.datasets import DatasetError, build_dataset
+
+    make_synthetic_voc(tmp_path / "old", num_train=2, num_val=1, size=32, kind="colour")
+    marker = tmp_path / "old" / "synthetic.json"
+    meta = json.loads(marker.read_text())
+    del meta["kind"], meta["version"]  # as written before kinds existed
+    marker.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="generated as kind 'colour' version 1, but kind 'texture'"):
+        make_synthetic_voc(tmp_path / "old", num_train=2, num_val=1, size=32)
+    cfg = DataConfig(layout="synthetic", root=str(tmp_path / "old"), num_classes=6, crop_size=17)
+    with pytest.raises(DatasetError, match=r"delete '.*old' to regenerate it"):
+        build_dataset(cfg, "train", train=True)
+    cfg.synthetic_kind = "colour"  # asking for it by name reads it
+    assert len(build_dataset(cfg, "train", train=True)) == 2
+    cfg.synthetic_kind = "stripes"
+    with pytest.raises(DatasetError, match="data.synthetic_kind: unknown synthetic kind 'stripes'"):
+        build_dataset(cfg, "train", train=True)

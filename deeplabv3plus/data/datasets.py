@@ -24,7 +24,6 @@ naming the file; missing files, missing or empty split lists raise when the data
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,8 +41,11 @@ from .cityscapes_meta import CITYSCAPES_CLASSES
 from .synthetic import (
     SYNTHETIC_NUM_TRAIN,
     SYNTHETIC_NUM_VAL,
+    check_kind,
     is_synthetic_root,
     make_synthetic_voc,
+    read_synthetic_meta,
+    stale_synthetic_message,
     synthetic_class_names,
 )
 from .transforms import eval_transform, train_transform
@@ -386,11 +388,20 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
     """Generate the synthetic dataset into ``cfg.root`` unless a VOC layout is already there.
 
     ``cfg.synthetic_size`` > 0 sets the total image count (80% train, 20% val); the class count is
-    ``cfg.num_classes`` (2..21). Returns the VOC2012 folder.
+    ``cfg.num_classes`` (2..21), the generator ``cfg.synthetic_kind``. A generated set of another
+    kind or generator version (e.g. written by an older release) is an error, never reused.
+    Returns the VOC2012 folder.
     """
     root = Path(cfg.root)
+    try:
+        check_kind(cfg.synthetic_kind)
+    except ValueError as e:
+        raise DatasetError(f"data.synthetic_kind: {e}") from None
     if is_synthetic_root(root):
-        meta = json.loads((root / "synthetic.json").read_text())
+        meta = read_synthetic_meta(root)
+        stale = stale_synthetic_message(root, cfg.synthetic_kind)
+        if stale:
+            raise DatasetError(stale)
         if meta.get("num_classes") != cfg.num_classes:
             raise DatasetError(
                 f"synthetic dataset '{root}' was generated with num_classes={meta.get('num_classes')} but "
@@ -404,7 +415,9 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
         num_val = max(1, cfg.synthetic_size - num_train)
     else:
         num_train, num_val = SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL
-    return make_synthetic_voc(root, num_train=num_train, num_val=num_val, num_classes=cfg.num_classes)
+    return make_synthetic_voc(
+        root, num_train=num_train, num_val=num_val, num_classes=cfg.num_classes, kind=cfg.synthetic_kind
+    )
 
 
 def _check_exist(samples: Sequence[Sample], list_file: Path) -> None:
