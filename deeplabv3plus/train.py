@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ._compat import grad_scaler
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, ConfigError, config_from_dict, config_to_dict, load_config, save_config
 from .data.datasets import DatasetError, build_dataset, check_config_leakage, eval_collate
@@ -273,10 +274,7 @@ def train(
         optimizer, lambda it: poly_lr_factor(it, cfg.train.max_iters, cfg.train.lr_power)
     )
     use_scaler = runtime.amp_dtype == torch.float16
-    if hasattr(torch.amp, "GradScaler"):
-        scaler = torch.amp.GradScaler(runtime.device.type, enabled=use_scaler)
-    else:  # torch < 2.3
-        scaler = torch.cuda.amp.GradScaler(enabled=use_scaler)
+    scaler = grad_scaler(runtime.device.type, enabled=use_scaler)
     best_miou = None
     if state:
         model.load_state_dict(state["model"])
