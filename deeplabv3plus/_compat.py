@@ -38,6 +38,11 @@ ONNX_DYNAMO_EXPORT = "dynamo" in inspect.signature(torch.onnx.export).parameters
 # both to the example size ("guards generated for it are too complex"); torch >= 2.3 keeps them dynamic.
 TORCH_EXPORT_DYNAMIC_HW = TORCH_RELEASE >= (2, 3)
 
+# torch.compile of the training step on CPU (train.compile): torch 2.2's inductor writes Python
+# floor division ("//") into the C++ of the symbolic-shape kernels, a CppCompileError; torch >= 2.3
+# compiles it. (Compiled inference on CPU works on torch 2.2.)
+CPU_COMPILED_TRAINING = TORCH_RELEASE >= (2, 3)
+
 # torch.amp.GradScaler(device_type): loss scaling on any device, torch >= 2.3. torch 2.2 only has
 # torch.cuda.amp.GradScaler, which scales CUDA tensors only.
 DEVICE_GRAD_SCALER = hasattr(torch.amp, "GradScaler")
