@@ -35,8 +35,10 @@ TORCHVISION_RELEASE = _release(torchvision.__version__)
 ONNX_DYNAMO_EXPORT = "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 # torch.export.export of the DeepLabv3+ models with symbolic height and width: torch 2.2 specialises
-# both to the example size ("guards generated for it are too complex"); torch >= 2.3 keeps them dynamic.
-TORCH_EXPORT_DYNAMIC_HW = TORCH_RELEASE >= (2, 3)
+# both to the example size, 2.3 to 2.12 reject the range (a parity guard on (H - 1) // 2 from the
+# stride-2 convs); torch >= 2.13 keeps them dynamic. Tested on 2.2.2, 2.3.1, 2.4.1, 2.5.1, 2.7.1,
+# 2.10.0, 2.12.0 (fail) and 2.13.0, 2.14.1 (pass).
+TORCH_EXPORT_DYNAMIC_HW = TORCH_RELEASE >= (2, 13)
 
 # torch.compile of the training step on CPU (train.compile): torch 2.2's inductor writes Python
 # floor division ("//") into the C++ of the symbolic-shape kernels, a CppCompileError; torch >= 2.3

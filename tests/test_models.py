@@ -264,7 +264,7 @@ def test_channels_last_gives_the_same_logits():
 
 @pytest.mark.skipif(
     not TORCH_EXPORT_DYNAMIC_HW,
-    reason=f"torch {torch.__version__}: torch.export specialises this model's height and width (dynamic H/W needs torch>=2.3)",
+    reason=f"torch {torch.__version__}: torch.export cannot keep this model's height and width dynamic (torch>=2.13)",
 )
 def test_torch_export_with_dynamic_height_and_width_matches_eager():
     model = _small_model()
