@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 import torch
-import torchvision
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
@@ -28,15 +27,14 @@ def _release(version: str) -> tuple[int, int]:
 
 
 TORCH_RELEASE = _release(torch.__version__)
-TORCHVISION_RELEASE = _release(torchvision.__version__)
 
 # torch.onnx.export(..., dynamo=True, dynamic_shapes=...): the torch.export-based ONNX exporter,
 # torch >= 2.5. Before it, torch.onnx.export is the TorchScript exporter and takes no ``dynamo``.
 ONNX_DYNAMO_EXPORT = "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 # torch.export.export of the DeepLabv3+ models with symbolic height and width: torch 2.2 specialises
-# both to the example size, 2.3 to 2.12 reject the range (a parity guard on (H - 1) // 2 from the
-# stride-2 convs); torch >= 2.13 keeps them dynamic. Tested on 2.2.2, 2.3.1, 2.4.1, 2.5.1, 2.7.1,
+# both to the example size, 2.3 to 2.12 reject the range (they emit a guard on the parity of
+# (H - 1) // 2); torch >= 2.13 keeps them dynamic. Tested on 2.2.2, 2.3.1, 2.4.1, 2.5.1, 2.7.1,
 # 2.10.0, 2.12.0 (fail) and 2.13.0, 2.14.1 (pass).
 TORCH_EXPORT_DYNAMIC_HW = TORCH_RELEASE >= (2, 13)
 
@@ -106,12 +104,12 @@ def onnx_export(
     ``dynamo=False`` the TorchScript one (every release; torch >= 2.5 needs it asked for by name).
 
     Raises:
-        RuntimeError: ``dynamo=True`` on torch < 2.5.
+        ValueError: ``dynamo=True`` on torch < 2.5 (a one-line user error in the scripts).
     """
     if ONNX_DYNAMO_EXPORT:
         torch.onnx.export(model, args, path, dynamo=dynamo, **kwargs)
     elif dynamo:
-        raise RuntimeError(
+        raise ValueError(
             f"the dynamo ONNX exporter (torch.onnx.export(..., dynamo=True)) needs torch >= 2.5, this is "
             f"torch {torch.__version__}: use the 'torchscript' exporter"
         )

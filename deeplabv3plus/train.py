@@ -274,7 +274,10 @@ def train(
         optimizer, lambda it: poly_lr_factor(it, cfg.train.max_iters, cfg.train.lr_power)
     )
     use_scaler = runtime.amp_dtype == torch.float16
-    scaler = grad_scaler(runtime.device.type, enabled=use_scaler)
+    try:
+        scaler = grad_scaler(runtime.device.type, enabled=use_scaler)
+    except ValueError as e:  # fp16 on a device this torch cannot loss-scale on
+        raise ConfigError(f"train.amp={cfg.train.amp!r}: {e}") from None
     best_miou = None
     if state:
         model.load_state_dict(state["model"])

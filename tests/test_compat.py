@@ -75,7 +75,7 @@ def test_fp16_on_cpu_without_a_cpu_scaler_is_a_one_line_error_naming_the_fix():
 
 @pytest.mark.skipif(ONNX_DYNAMO_EXPORT, reason=f"torch {torch.__version__} has the dynamo ONNX exporter")
 def test_dynamo_onnx_export_on_an_older_torch_is_an_error_naming_torch_2_5(tmp_path):
-    with pytest.raises(RuntimeError, match=r"torch >= 2\.5.*'torchscript'"):
+    with pytest.raises(ValueError, match=r"torch >= 2\.5.*'torchscript'"):
         onnx_export(
             torch.nn.Conv2d(3, 2, 1), (torch.randn(1, 3, 4, 4),), str(tmp_path / "m.onnx"), dynamo=True
         )

@@ -258,6 +258,14 @@ def test_mixed_precision_and_channels_last_training_steps_run_on_cpu(
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
+@pytest.mark.skipif(DEVICE_GRAD_SCALER, reason=f"torch {torch.__version__} scales fp16 losses on CPU")
+def test_fp16_on_cpu_without_a_cpu_loss_scaler_is_a_config_error_naming_train_amp(tmp_path):
+    cfg = tiny_config(tmp_path / "data", tmp_path / "run", amp="fp16")
+    with pytest.raises(ConfigError, match=r"train\.amp='fp16'.*torch>=2\.3"):
+        train(cfg)
+    assert not (tmp_path / "run" / "last.pth").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not CPU_COMPILED_TRAINING,
