@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._compat import grad_scaler
 from .config import DataConfig, ModelConfig
 from .inference import AMP_DTYPES
 from .models import build_model
@@ -348,7 +349,7 @@ def make_step(
     labels = labels.to(device)
     # A tiny LR: the step must do the full update arithmetic but not drive random weights to inf.
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
+    scaler = grad_scaler(device.type, enabled=opts.amp == "fp16")
 
     def train() -> None:
         model.train()

@@ -9,8 +9,9 @@ onnx, onnxruntime and onnxscript are the optional extra ``onnx``:
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the default
 since PyTorch 2.9) with ``dynamic_shapes``; it exports the DeepLabv3+ models with fully dynamic
-batch/height/width in torch 2.14. If it fails (older torch, an unsupported op), the legacy
-TorchScript exporter with ``dynamic_axes`` is tried, unless an exporter is named explicitly.
+batch/height/width in torch 2.14. If it fails (an unsupported op), the legacy TorchScript exporter
+with ``dynamic_axes`` is tried, unless an exporter is named explicitly; torch < 2.5, which has no
+dynamo exporter, uses the TorchScript one (``deeplabv3plus._compat.ONNX_DYNAMO_EXPORT``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from deeplabv3plus._compat import ONNX_DYNAMO_EXPORT, onnx_export
 from deeplabv3plus.inference import use_output_stride
 
 INPUT_NAME = "image"
@@ -56,8 +58,8 @@ def export_onnx(
         height, width: Size of the example input that traces the graph (the default 513 is the
             paper's crop); the graph accepts other sizes.
         output_stride: Export at this output stride (8, 16, 32); None keeps the model's.
-        exporter: "dynamo" (torch.export-based), "torchscript" (legacy), or "auto": dynamo, then
-            torchscript if dynamo fails.
+        exporter: "dynamo" (torch.export-based, torch >= 2.5), "torchscript" (legacy), or "auto":
+            dynamo, then torchscript if dynamo fails (torchscript alone on torch < 2.5).
         opset: ONNX opset version; None: the exporter's default.
 
     Returns:
@@ -75,7 +77,8 @@ def export_onnx(
     model.eval()
     try:
         with use_output_stride(model, output_stride), torch.no_grad():
-            if exporter in ("auto", "dynamo"):
+            # "auto" on a torch without the dynamo exporter (< 2.5) goes straight to TorchScript.
+            if exporter == "dynamo" or (exporter == "auto" and ONNX_DYNAMO_EXPORT):
                 _require("onnxscript")
                 try:
                     dims = {
@@ -83,7 +86,7 @@ def export_onnx(
                         2: torch.export.Dim("height", min=2),
                         3: torch.export.Dim("width", min=2),
                     }
-                    torch.onnx.export(
+                    onnx_export(
                         model,
                         (example,),
                         str(path),
@@ -106,7 +109,7 @@ def export_onnx(
             axes = {0: "batch", 2: "height", 3: "width"}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": we know
-                torch.onnx.export(
+                onnx_export(
                     model,
                     (example,),
                     str(path),

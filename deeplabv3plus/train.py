@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ._compat import grad_scaler
 from .checkpoint import (
     CheckpointError,
     check_state_dict_fits,
@@ -420,10 +421,10 @@ def train(
         optimizer, lambda it: poly_lr_factor(it, cfg.train.max_iters, cfg.train.lr_power)
     )
     use_scaler = runtime.amp_dtype == torch.float16
-    if hasattr(torch.amp, "GradScaler"):
-        scaler = torch.amp.GradScaler(runtime.device.type, enabled=use_scaler)
-    else:  # torch < 2.3
-        scaler = torch.cuda.amp.GradScaler(enabled=use_scaler)
+    try:
+        scaler = grad_scaler(runtime.device.type, enabled=use_scaler)
+    except ValueError as e:  # fp16 on a device this torch cannot loss-scale on
+        raise ConfigError(f"train.amp={cfg.train.amp!r}: {e}") from None
     best_miou = None
     if state:
         model.load_state_dict(state["model"])

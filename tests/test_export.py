@@ -10,6 +10,7 @@ import torch.nn.functional as F
 pytest.importorskip("onnx", reason='ONNX export needs the extra: pip install "deeplabv3plus[onnx]"')
 pytest.importorskip("onnxruntime", reason='ONNX parity needs the extra: pip install "deeplabv3plus[onnx]"')
 
+from deeplabv3plus._compat import ONNX_DYNAMO_EXPORT  # noqa: E402
 from deeplabv3plus.export import check_onnx, export_onnx  # noqa: E402
 
 
@@ -43,6 +44,10 @@ def _two_sizes():
     return [torch.randn(1, 3, 45, 61), torch.randn(3, 3, 30, 23)]
 
 
+@pytest.mark.skipif(
+    not ONNX_DYNAMO_EXPORT,
+    reason=f"torch {torch.__version__} has no dynamo ONNX exporter (torch.onnx.export(dynamo=True), torch>=2.5)",
+)
 def test_dynamo_export_matches_pytorch_at_two_sizes(tmp_path):
     pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
     model = MiniDeepLab()

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from deeplabv3plus._compat import CPU_COMPILED_TRAINING, DEVICE_GRAD_SCALER
 from deeplabv3plus.checkpoint import load_checkpoint, save_checkpoint
 from deeplabv3plus.config import ConfigError, config_from_dict
 from deeplabv3plus.models import build_model
@@ -237,7 +238,15 @@ def test_torchrun_runs_the_training_script_on_two_cpu_processes(tmp_path, synthe
     assert done.stderr.count("BatchNorm statistics are trained with 2 images per device") == 1
 
 
-@pytest.mark.parametrize("amp,channels_last", [("bf16", "off"), ("fp16", "off"), ("off", "on")])
+NO_CPU_SCALER = pytest.mark.skipif(
+    not DEVICE_GRAD_SCALER,
+    reason=f"torch {torch.__version__}: fp16 loss scaling on CPU needs torch.amp.GradScaler (torch>=2.3)",
+)
+
+
+@pytest.mark.parametrize(
+    "amp,channels_last", [("bf16", "off"), pytest.param("fp16", "off", marks=NO_CPU_SCALER), ("off", "on")]
+)
 def test_mixed_precision_and_channels_last_training_steps_run_on_cpu(
     tmp_path, synthetic_voc, no_val, amp, channels_last
 ):
@@ -251,7 +260,19 @@ def test_mixed_precision_and_channels_last_training_steps_run_on_cpu(
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
+@pytest.mark.skipif(DEVICE_GRAD_SCALER, reason=f"torch {torch.__version__} scales fp16 losses on CPU")
+def test_fp16_on_cpu_without_a_cpu_loss_scaler_is_a_config_error_naming_train_amp(tmp_path):
+    cfg = tiny_config(tmp_path / "data", tmp_path / "run", amp="fp16")
+    with pytest.raises(ConfigError, match=r"train\.amp='fp16'.*torch>=2\.3"):
+        train(cfg)
+    assert not (tmp_path / "run" / "last.pth").exists()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not CPU_COMPILED_TRAINING,
+    reason=f"torch {torch.__version__}: inductor's CPU code for the compiled training step does not build (torch>=2.3)",
+)
 def test_compiled_training_matches_the_eager_loss_at_the_first_step(tmp_path, synthetic_voc, no_val):
     eager = tiny_config(synthetic_voc, tmp_path / "eager", max_iters=1, lr=0.0)
     compiled = tiny_config(synthetic_voc, tmp_path / "compiled", max_iters=1, lr=0.0, compile=True)

@@ -22,6 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+from .._compat import query_size, resize_mask_nearest_exact
 from ..config import DataConfig
 
 
@@ -45,13 +46,13 @@ class RandomScale(v2.Transform):
         self.scales = [float(s) for s in scales]
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        h, w = v2.query_size(flat_inputs)
+        h, w = query_size(flat_inputs)
         scale = self.scales[int(torch.randint(len(self.scales), ()))]
         return dict(size=[max(1, round(h * scale)), max(1, round(w * scale))])
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
-            return F.resize(inpt, params["size"], interpolation=InterpolationMode.NEAREST_EXACT)
+            return resize_mask_nearest_exact(inpt, params["size"])
         return F.resize(inpt, params["size"], interpolation=InterpolationMode.BILINEAR, antialias=False)
 
     # torchvision < 0.21 called these hooks by their private names.
@@ -76,7 +77,7 @@ class PadToSize(v2.Transform):
         self.size, self.fill = size, fill
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        h, w = v2.query_size(flat_inputs)
+        h, w = query_size(flat_inputs)
         return dict(padding=[0, 0, max(0, self.size - w), max(0, self.size - h)])
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
