@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -40,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import DataConfig, ModelConfig
 from .inference import AMP_DTYPES
 from .models import build_model
+from .models.fuse import prepare_for_inference
 
 IGNORE_INDEX = 255
 
@@ -110,7 +112,12 @@ class Candidate:
     """One model to time: a name, a builder (called once on the device, once on 'meta' to count).
 
     ``channels_last`` overrides :attr:`BenchOptions.channels_last` for this model, so both memory
-    formats of one model can be timed in the same interleaved run.
+    formats of one model can be timed in the same interleaved run. ``prepare`` turns the built
+    (trainable) model into the one timed in 'infer' mode (ours: :func:`prepare_for_inference`, the
+    default inference path); training always times the built model. ``count_build`` builds the
+    model whose Multiply-Adds and parameters are counted on 'meta' (default: ``build``; an
+    onnxruntime session cannot be counted, its PyTorch source can). ``modes`` limits the modes
+    this candidate runs in (None: all of :attr:`BenchOptions.modes`).
     """
 
     name: str
@@ -118,6 +125,12 @@ class Candidate:
     description: str
     config: dict = field(default_factory=dict)
     channels_last: Optional[bool] = None
+    prepare: Optional[Callable[[nn.Module], nn.Module]] = None
+    count_build: Optional[Callable[[], nn.Module]] = None
+    modes: Optional[tuple[str, ...]] = None
+    compare_to: tuple[str, ...] = ()
+    """Peers this candidate's configuration matches: the report gives its time and time per
+    Multiply-Add relative to each (see :func:`comparisons`)."""
 
 
 class _OutOnly(nn.Module):
@@ -142,11 +155,70 @@ def describe_ours(cfg: dict) -> str:
     return ", ".join(parts)
 
 
-def ours_candidate(name: str, model_cfg: ModelConfig) -> Candidate:
-    """Our model from a ModelConfig; pretrained weights are never loaded (timing needs none)."""
+def ours_candidate(name: str, model_cfg: ModelConfig, prepared: bool = True) -> Candidate:
+    """Our model from a ModelConfig; pretrained weights are never loaded (timing needs none).
+
+    ``prepared``: inference times :func:`prepare_for_inference`'s copy, the path ``evaluate()``,
+    ``scripts/eval.py`` and ``scripts/predict.py`` run; False times the plain eager model.
+    """
     cfg = dataclasses.asdict(model_cfg)
     cfg["pretrained_backbone"] = None
-    return Candidate(name, lambda: build_model(**cfg), "ours: " + describe_ours(cfg), cfg)
+    desc = "ours: " + describe_ours(cfg) + (", prepared" if prepared else ", eager (not prepared)")
+    return Candidate(
+        name, lambda: build_model(**cfg), desc, cfg, prepare=prepare_for_inference if prepared else None
+    )
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An onnxruntime CPU session behind a module's call: (N, 3, H, W) float32 -> the graph's output."""
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def onnx_candidate(
+    name: str, model_cfg: ModelConfig, height: int, width: int, threads: Optional[int] = None
+) -> Candidate:
+    """Ours exported to ONNX (from the prepared model, BN folded; legacy exporter) run by onnxruntime.
+
+    Inference only, CPU (``CPUExecutionProvider``). The export happens in ``build``, into a
+    temporary file that is deleted once the session has loaded it.
+    """
+    source = ours_candidate(name, model_cfg)
+
+    def build() -> nn.Module:
+        from .export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(source.build(), path, height=height, width=width, exporter="torchscript")
+            return OnnxRuntimeModel(path, threads)
+
+    desc = (
+        source.description.replace(", prepared", "")
+        + ", ONNX (prepared, torchscript exporter) + onnxruntime CPU"
+    )
+    return Candidate(
+        name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
+    )
 
 
 def smp_available() -> bool:
@@ -181,12 +253,28 @@ def torchvision_candidate(num_classes: int, backbone: str = "resnet101") -> Cand
 
 
 def default_candidates(
-    model_cfg: ModelConfig, peers: tuple[str, ...] = PEERS, both_memory_formats: bool = False
+    model_cfg: ModelConfig,
+    peers: tuple[str, ...] = PEERS,
+    both_memory_formats: bool = False,
+    *,
+    eager: bool = False,
+    onnx: Optional[tuple[int, int]] = None,
+    threads: Optional[int] = None,
 ) -> tuple[list[Candidate], list[str]]:
     """Ours as configured, plus each available peer and ours at the configuration closest to it.
 
-    ``both_memory_formats`` adds ours again as 'ours-nhwc', always channels_last, to time both memory
-    formats in one run (the other rows follow :attr:`BenchOptions.channels_last`; leave it off).
+    Every 'ours' row runs its inference through :func:`prepare_for_inference` (the default path).
+
+    Args:
+        model_cfg: ours' configuration ('ours').
+        peers: any of :data:`PEERS`.
+        both_memory_formats: add ours again as 'ours-nhwc', always channels_last input (and, for
+            training, model), to time both memory formats in one run (the other rows follow
+            :attr:`BenchOptions.channels_last`).
+        eager: add 'ours-eager', inference of the plain model (not prepared), for the gain.
+        onnx: (height, width) to export ours at: adds 'ours-onnx', the ONNX export of the prepared
+            model under onnxruntime (inference only, CPU; skipped with a note without the extra).
+        threads: onnxruntime intra-op threads (as ``--threads``).
 
     Returns:
         The candidates and notes on peers that were skipped.
@@ -195,17 +283,32 @@ def default_candidates(
     if both_memory_formats:
         cand = ours_candidate("ours-nhwc", model_cfg)
         cand.channels_last = True
-        cand.description += ", channels_last"
+        cand.description += ", channels_last input"
         cands.append(cand)
     notes = []
+    if eager:
+        cand = ours_candidate("ours-eager", model_cfg, prepared=False)
+        cand.modes = ("infer",)  # training is the same model either way
+        cands.append(cand)
+    if onnx is not None:
+        if onnx_available():
+            cands.append(onnx_candidate("ours-onnx", model_cfg, *onnx, threads=threads))
+        else:
+            notes.append("ours-onnx skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
     # The peers come with ResNet-50 and -101 trunks: take ours' depth when it is one of them.
     peer_backbone = model_cfg.backbone if model_cfg.backbone in ("resnet50", "resnet101") else "resnet101"
+    # The rows of ours' own configuration ('ours' and its eager / NHWC / ONNX twins).
+    own = list(cands)
     if "smp" in peers:
         if smp_available():
             # smp's ASPP and decoder convs are separable: ours with SC is the closest configuration.
             sc = dataclasses.replace(model_cfg, separable=True)
             if sc != model_cfg:
                 cands.append(ours_candidate("ours-sc", sc))
+                cands[-1].compare_to = ("smp",)
+            else:
+                for cand in own:
+                    cand.compare_to += ("smp",)
             cands.append(smp_candidate(model_cfg.num_classes, peer_backbone))
         else:
             notes.append("smp skipped: segmentation_models_pytorch is not installed (pip install '.[smp]')")
@@ -214,8 +317,18 @@ def default_candidates(
         v3 = dataclasses.replace(model_cfg, output_stride=8, decoder=False, separable=False)
         if v3 != model_cfg:
             cands.append(ours_candidate("ours-v3-os8", v3))
+            cands[-1].compare_to = ("torchvision",)
+        else:
+            for cand in own:
+                cand.compare_to += ("torchvision",)
         cands.append(torchvision_candidate(model_cfg.num_classes, peer_backbone))
     return cands, notes
+
+
+def count_params(build: Callable[[], nn.Module]) -> int:
+    """Parameters of a freshly built model (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
 
 
 def count_step_macs(build: Callable[[], nn.Module], opts: BenchOptions, train: bool) -> int:
@@ -405,6 +518,8 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
         median latency) and paired_ratio_vs_ours (median over repeats of latency / ours' latency in the
         same repeat: the number to quote on a loaded machine).
     """
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = _load_avg()
     device = torch.device(opts.device)
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
@@ -416,24 +531,26 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
         c.name: opts.channels_last if c.channels_last is None else c.channels_last for c in candidates
     }
 
-    usable, forward_macs = [], {}
+    usable, forward_macs, params = [], {}, {}
     for cand in candidates:
         try:
             # A forward on 'meta' fails fast where a model cannot take this input (e.g. smp wants H and
             # W divisible by its output stride): skip that model, not the whole run.
-            forward_macs[cand.name] = count_step_macs(cand.build, opts, train=False)
+            forward_macs[cand.name] = count_step_macs(cand.count_build or cand.build, opts, train=False)
+            params[cand.name] = count_params(cand.count_build or cand.build) / 1e6
         except (RuntimeError, ValueError) as e:
             notes.append(f"{cand.name} skipped at {opts.height}x{opts.width}: {str(e).splitlines()[0]}")
             continue
         usable.append(cand)
     candidates = usable
-    models, params = {}, {}
+    models, prepared = {}, {}
     for cand in candidates:
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last[cand.name] else torch.contiguous_format
         model = cand.build().to(device, memory_format=fmt)
         models[cand.name] = model
-        params[cand.name] = sum(p.numel() for p in model.parameters()) / 1e6
+        if cand.prepare is not None and "infer" in opts.modes:
+            prepared[cand.name] = cand.prepare(model)
 
     rows = []
     for mode in opts.modes:
@@ -443,9 +560,14 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
             continue
         # As count_step_macs: a training step is 3 forwards.
         macs = {name: n * (3 if mode == "train" else 1) for name, n in forward_macs.items()}
+        active = [c for c in candidates if c.modes is None or mode in c.modes]
         steps = {
-            c.name: make_step(models[c.name], mode, opts, device, channels_last[c.name]) for c in candidates
-        }
+            c.name: make_step(
+                prepared.get(c.name, models[c.name]) if mode == "infer" else models[c.name],
+                mode, opts, device, channels_last[c.name],
+            )
+            for c in active
+        }  # fmt: skip
         for step in steps.values():
             for _ in range(opts.warmup):
                 step()
@@ -458,7 +580,7 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
             order = list(steps) if r % 2 == 0 else list(reversed(steps))
             for name in order:
                 times[name].append(_timed(steps[name], device))
-        for cand in candidates:
+        for cand in active:
             t = statistics.median(times[cand.name])
             flops = 2 * macs[cand.name]
             rows.append(
@@ -467,6 +589,7 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
                     description=cand.description,
                     config=cand.config,
                     channels_last=channels_last[cand.name],
+                    compare_to=list(cand.compare_to),
                     mode=mode,
                     macs_g=macs[cand.name] / 1e9,
                     params_m=params[cand.name],
@@ -493,7 +616,9 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
                 else None
             )
     meta = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=date,
+        load_avg_start=load_start,
+        load_avg_end=_load_avg(),
         device=str(device),
         device_name=device_name(device),
         torch=torch.__version__,
@@ -502,7 +627,46 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
         peak_tflops=peak,
         options=dataclasses.asdict(opts),
     )
-    return {"meta": meta, "results": rows, "notes": notes}
+    report = {"meta": meta, "results": rows, "notes": notes}
+    report["comparisons"] = comparisons(report)
+    return report
+
+
+def _load_avg() -> Optional[list[float]]:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): how shared the machine was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def comparisons(report: dict) -> list[dict]:
+    """Each candidate against the peers its configuration matches (``compare_to``), per mode.
+
+    ``time_ratio`` is the paired ratio (median over repeats of its time / the peer's time in the
+    same repeat); ``per_mac_ratio`` divides it by the ratio of Multiply-Adds, i.e. time per
+    Multiply-Add relative to the peer's (< 1: ours does each Multiply-Add faster).
+    """
+    out = []
+    for r in report["results"]:
+        for peer_name in r.get("compare_to", []):
+            peer = next(
+                (p for p in report["results"] if p["name"] == peer_name and p["mode"] == r["mode"]), None
+            )
+            if peer is None:
+                continue
+            paired = statistics.median(a / b for a, b in zip(r["latency_all_ms"], peer["latency_all_ms"]))
+            out.append(
+                dict(
+                    mode=r["mode"],
+                    name=r["name"],
+                    peer=peer_name,
+                    time_ratio=paired,
+                    macs_ratio=r["macs_g"] / peer["macs_g"],
+                    per_mac_ratio=paired * peer["macs_g"] / r["macs_g"],
+                )
+            )
+    return out
 
 
 def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[str] = None) -> dict:
@@ -566,6 +730,7 @@ def format_results(report: dict) -> str:
         f"input {opts['batch']}x3x{opts['height']}x{opts['width']}, amp {opts['amp']}, channels_last "
         f"{opts['channels_last']}, compile {opts['compile']}, warmup {opts['warmup']}, repeats {opts['repeats']} "
         f"(interleaved, median), peak {_fmt(meta['peak_tflops'], '.1f')} TFLOP/s",
+        f"load average (1, 5, 15 min) at start {meta.get('load_avg_start')}, at end {meta.get('load_avg_end')}",
     ]
     head = (
         f"{'mode':<5} {'model':<12} {'GMACs':>8} {'Mparams':>7} {'ms':>9} {'img/s':>8} {'GMAC/s':>7} "
@@ -589,5 +754,10 @@ def format_results(report: dict) -> str:
                 f"data pipeline ({data['layout']}, crop {data['crop_size']}, 1 worker, 1 thread): "
                 f"{data['images_per_s']:.1f} images/s ({data['ms_per_image']:.1f} ms/image over {data['num_images']})"
             )
+    for c in report.get("comparisons", []):
+        lines.append(
+            f"{c['mode']} {c['name']} / {c['peer']}: time {c['time_ratio']:.3f} (paired), MACs "
+            f"{c['macs_ratio']:.3f}, time per Multiply-Add {c['per_mac_ratio']:.3f}"
+        )
     lines += [f"note: {n}" for n in report.get("notes", [])]
     return "\n".join(lines)

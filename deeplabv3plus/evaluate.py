@@ -76,6 +76,7 @@ def evaluate(
     trimap_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
     desc: str = "eval",
+    prepare: bool = True,
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
 
@@ -104,6 +105,10 @@ def evaluate(
         trimap_dir: Write ``trimap.csv`` (and ``trimap.png`` with matplotlib) here (rank 0).
         progress: Show a tqdm progress bar (rank 0 only).
         desc: The progress bar's label.
+        prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy of the
+            model (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster),
+            made afresh on each call, so the caller's (e.g. the live training) model is never
+            changed; False runs ``model`` itself.
 
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
@@ -119,6 +124,12 @@ def evaluate(
     trimap = TrimapMeter(num_classes, trimap_widths, ignore_index, device) if trimap_widths else None
     was_training = model.training
     model.eval()
+    if prepare and not getattr(model, "prepared_for_inference", False):
+        from deeplabv3plus.models.fuse import prepare_for_inference  # lazily: the model package is heavy
+
+        inference_model = prepare_for_inference(model)
+    else:
+        inference_model = model
     num_images = 0
     bar = tqdm(loader, desc=desc, disable=not (progress and _is_main_process()), dynamic_ncols=True)
     try:
@@ -133,7 +144,7 @@ def evaluate(
                         images, (0, max(0, pad_to - width), 0, max(0, pad_to - height))
                     )
                 pred = segment(
-                    model,
+                    inference_model,
                     images,
                     scales=scales,
                     flip=flip,

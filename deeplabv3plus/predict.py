@@ -164,6 +164,7 @@ def load_model_from_checkpoint(
     config: Optional[Union[str, Path]] = None,
     overrides: Optional[Sequence[str]] = None,
     device: Union[str, torch.device] = "cpu",
+    prepare: bool = True,
 ):
     """Build the model a training checkpoint describes and load its weights.
 
@@ -173,9 +174,11 @@ def load_model_from_checkpoint(
         config: A YAML config that replaces the checkpoint's (e.g. for a bare state_dict).
         overrides: Dotted ``a.b=c`` overrides applied on top.
         device: Where the model goes.
+        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN
+            folded, channels_last, frozen: for inference only); False returns the trainable model.
 
     Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its :class:`Config`.
+        ``(model, cfg)``: the model in eval mode on ``device`` and its :class:`Config`.
     """
     from deeplabv3plus import build_model  # lazily: the model package is heavy
     from deeplabv3plus.config import config_from_dict, load_config, parse_override, validate_config
@@ -201,6 +204,10 @@ def load_model_from_checkpoint(
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix) :]: v for k, v in weights.items()}
     model.load_state_dict(weights)
-    # channels_last is the faster exact layout for inference on CPU and GPU (docs/benchmarks.md);
-    # inputs need no conversion: a conv with channels_last weights returns channels_last.
-    return model.to(device, memory_format=torch.channels_last).eval(), cfg
+    model = model.to(device).eval()
+    if prepare:
+        from deeplabv3plus.models.fuse import prepare_for_inference
+
+        # BN folded, channels_last, packed oneDNN weights: the fastest exact path (docs/benchmarks.md).
+        model = prepare_for_inference(model)
+    return model, cfg

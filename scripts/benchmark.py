@@ -2,8 +2,10 @@
 
 Examples::
 
-    # CPU, inference only, 2 threads, ours vs the peers at 512x512 (smp needs sizes divisible by 16)
-    python scripts/benchmark.py --device cpu --threads 2 --size 512 --batch 1 --modes infer --repeats 10
+    # CPU, inference only, 2 threads, ours vs the peers at 512x512 (smp needs sizes divisible by 16),
+    # with the plain eager model and the ONNX export under onnxruntime alongside
+    python scripts/benchmark.py --device cpu --threads 2 --size 512 --batch 1 --modes infer --repeats 10 \\
+        --eager --onnx
 
     # CUDA, the paper's training crop and batch, bf16 + channels_last, with the data pipeline
     python scripts/benchmark.py --device cuda --size 513 --batch 16 --amp bf16 --channels-last \\
@@ -66,6 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--both-memory-formats", action="store_true",
         help="also run ours as 'ours-nhwc' (channels_last) in the same interleaved run",
     )  # fmt: skip
+    r.add_argument(
+        "--eager", action="store_true",
+        help="also run 'ours-eager': inference of the plain model, not prepare_for_inference's copy",
+    )  # fmt: skip
+    r.add_argument(
+        "--onnx", action="store_true",
+        help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
+    )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
     r.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     r.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode")
@@ -101,12 +111,20 @@ def main(argv=None) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     mcfg = model_config(args, cfg)
     peers = () if "none" in args.peers else tuple(args.peers)
-    candidates, notes = default_candidates(mcfg, peers, args.both_memory_formats)
+    height, width = args.height or args.size, args.width or args.size
+    candidates, notes = default_candidates(
+        mcfg,
+        peers,
+        args.both_memory_formats,
+        eager=args.eager,
+        onnx=(height, width) if args.onnx else None,
+        threads=args.threads,
+    )
     opts = BenchOptions(
         device=device,
         batch=args.batch,
-        height=args.height or args.size,
-        width=args.width or args.size,
+        height=height,
+        width=width,
         num_classes=mcfg.num_classes,
         amp=args.amp,
         channels_last=args.channels_last,
