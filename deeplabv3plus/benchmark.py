@@ -163,7 +163,11 @@ def ours_candidate(name: str, model_cfg: ModelConfig, prepared: bool = True) -> 
     """
     cfg = dataclasses.asdict(model_cfg)
     cfg["pretrained_backbone"] = None
-    desc = "ours: " + describe_ours(cfg) + (", prepared" if prepared else ", eager (not prepared)")
+    desc = (
+        "ours: "
+        + describe_ours(cfg)
+        + (" (inference: prepared)" if prepared else " (inference: plain eager model)")
+    )
     return Candidate(
         name, lambda: build_model(**cfg), desc, cfg, prepare=prepare_for_inference if prepared else None
     )
@@ -212,10 +216,7 @@ def onnx_candidate(
                 export_onnx(source.build(), path, height=height, width=width, exporter="torchscript")
             return OnnxRuntimeModel(path, threads)
 
-    desc = (
-        source.description.replace(", prepared", "")
-        + ", ONNX (prepared, torchscript exporter) + onnxruntime CPU"
-    )
+    desc = "ours: " + describe_ours(source.config) + ", ONNX export of the prepared model, onnxruntime CPU"
     return Candidate(
         name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
     )
@@ -717,8 +718,100 @@ def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[s
     )
 
 
+def benchmark_loader(
+    data_cfg: DataConfig,
+    batch_size: int,
+    num_batches: int = 10,
+    workers: Optional[int] = None,
+    split: Optional[str] = None,
+) -> dict:
+    """Images/s of the training DataLoader: ``workers`` processes decoding and augmenting in parallel.
+
+    The first batch (worker start-up) is not timed. With the synthetic layout and an empty
+    ``root`` the dataset is generated first, into a temporary folder (``data_cfg.synthetic_size``
+    sets how many images; ``make_synthetic_voc``'s default image size is small, so for VOC-sized
+    images generate the folder with ``scripts/make_synthetic.py --size 438`` and pass its root).
+
+    Args:
+        data_cfg: the data config (crop, scales, layout, root).
+        batch_size: images per batch (the training batch).
+        num_batches: timed batches.
+        workers: DataLoader workers (None: ``data_cfg.workers``, the training default).
+        split: defaults to ``data_cfg.train_split``.
+
+    Returns:
+        ``{"images_per_s", "num_images", "workers", "batch_size", "layout", "crop_size"}``, or
+        ``{"skipped": reason}``.
+    """
+    from torch.utils.data import DataLoader
+
+    try:
+        from .data.datasets import build_dataset
+    except ImportError as e:
+        return {"skipped": f"data module unavailable: {e}"}
+    cfg = copy.deepcopy(data_cfg)
+    workers = cfg.workers if workers is None else workers
+    with contextlib.ExitStack() as stack:
+        if cfg.layout == "synthetic" and not (cfg.root and os.path.isdir(cfg.root)):
+            cfg.root = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "synthetic")
+        try:
+            dataset = build_dataset(cfg, split or cfg.train_split, train=True)
+        except (ValueError, OSError) as e:
+            return {"skipped": f"cannot build the {cfg.layout} dataset at '{cfg.root}': {e}"}
+        # Sample with replacement: a short split still yields num_batches + 1 full batches.
+        sampler = torch.utils.data.RandomSampler(
+            dataset, replacement=True, num_samples=(num_batches + 1) * batch_size
+        )
+        loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True
+        )
+        batches = iter(loader)
+        next(batches)  # worker start-up and the first decode: not timed
+        t0 = time.perf_counter()
+        n = sum(len(batch[0]) for batch in batches)
+        elapsed = time.perf_counter() - t0
+    return dict(
+        images_per_s=n / elapsed,
+        num_images=n,
+        workers=workers,
+        batch_size=batch_size,
+        layout=cfg.layout,
+        crop_size=cfg.crop_size,
+    )
+
+
 def _fmt(value: Optional[float], spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _extra_lines(report: dict) -> list[str]:
+    """The data-pipeline, loader and note lines of a report."""
+    lines: list[str] = []
+    data = report.get("data")
+    if data is not None:
+        if "skipped" in data:
+            lines.append(f"data pipeline: skipped ({data['skipped']})")
+        else:
+            lines.append(
+                f"data pipeline ({data['layout']}, crop {data['crop_size']}, 1 worker, 1 thread): "
+                f"{data['images_per_s']:.1f} images/s ({data['ms_per_image']:.1f} ms/image over {data['num_images']})"
+            )
+    for c in report.get("comparisons", []):
+        lines.append(
+            f"{c['mode']} {c['name']} / {c['peer']}: time {c['time_ratio']:.3f} (paired), MACs "
+            f"{c['macs_ratio']:.3f}, time per Multiply-Add {c['per_mac_ratio']:.3f}"
+        )
+    loader = report.get("loader")
+    if loader is not None:
+        if "skipped" in loader:
+            lines.append(f"training loader: skipped ({loader['skipped']})")
+        else:
+            lines.append(
+                f"training loader ({loader['layout']}, crop {loader['crop_size']}, {loader['workers']} workers, "
+                f"batch {loader['batch_size']}): {loader['images_per_s']:.1f} images/s over {loader['num_images']}"
+            )
+    lines += [f"note: {n}" for n in report.get("notes", [])]
+    return lines
 
 
 def format_results(report: dict) -> str:
@@ -745,19 +838,49 @@ def format_results(report: dict) -> str:
             f"{_fmt(r['peak_mem_mb'], '.0f'):>8} {_fmt(frac, '.1f'):>6} {_fmt(r.get('ratio_vs_ours'), '.2f'):>6} "
             f"{_fmt(r.get('paired_ratio_vs_ours'), '.2f'):>6}  {r['description']}"
         )
-    data = report.get("data")
-    if data is not None:
-        if "skipped" in data:
-            lines.append(f"data pipeline: skipped ({data['skipped']})")
-        else:
-            lines.append(
-                f"data pipeline ({data['layout']}, crop {data['crop_size']}, 1 worker, 1 thread): "
-                f"{data['images_per_s']:.1f} images/s ({data['ms_per_image']:.1f} ms/image over {data['num_images']})"
-            )
-    for c in report.get("comparisons", []):
+    lines += _extra_lines(report)
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The report as Markdown (what docs/benchmarks.md holds): setup, one table, the comparisons."""
+    meta, opts = report["meta"], report["meta"]["options"]
+    lines = [
+        f"{meta['date']}, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), torch "
+        f"{meta['torch']}; input {opts['batch']}x3x{opts['height']}x{opts['width']}, amp {opts['amp']}, "
+        f"channels_last {opts['channels_last']}, compile {opts['compile']}; warmup {opts['warmup']}, "
+        f"{opts['repeats']} interleaved repeats; load average (1/5/15 min) {meta.get('load_avg_start')} at "
+        f"start, {meta.get('load_avg_end')} at end.",
+    ]
+    if meta.get("command"):
+        lines += ["", f"    {meta['command']}"]
+    lines += [
+        "",
+        "| mode | model | GMACs | Mparams | median ms | min ms | img/s | GMAC/s | mem MiB | %peak | paired vs ours |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        frac = None if r["flops_fraction"] is None else 100 * r["flops_fraction"]
         lines.append(
-            f"{c['mode']} {c['name']} / {c['peer']}: time {c['time_ratio']:.3f} (paired), MACs "
-            f"{c['macs_ratio']:.3f}, time per Multiply-Add {c['per_mac_ratio']:.3f}"
+            f"| {r['mode']} | {r['name']} | {r['macs_g']:.2f} | {r['params_m']:.1f} | {r['latency_ms']:.1f} | "
+            f"{r['latency_min_ms']:.1f} | {r['images_per_s']:.2f} | {r['gmacs_per_s']:.1f} | "
+            f"{_fmt(r['peak_mem_mb'], '.0f')} | {_fmt(frac, '.1f')} | {_fmt(r.get('paired_ratio_vs_ours'), '.3f')} |"
         )
-    lines += [f"note: {n}" for n in report.get("notes", [])]
+    if report.get("comparisons"):
+        lines += ["", "| mode | ours | peer | time ratio (paired) | MACs ratio | time per Multiply-Add |"]
+        lines.append("|---|---|---|---:|---:|---:|")
+        for c in report["comparisons"]:
+            lines.append(
+                f"| {c['mode']} | {c['name']} | {c['peer']} | {c['time_ratio']:.3f} | {c['macs_ratio']:.3f} | "
+                f"{c['per_mac_ratio']:.3f} |"
+            )
+    lines += ["", "Models:", ""]
+    lines += [
+        f"- `{r['name']}`: {r['description']}"
+        for r in report["results"]
+        if r["mode"] == report["results"][0]["mode"]
+    ]
+    extra = _extra_lines({**report, "comparisons": []})  # the comparisons are the table above
+    if extra:
+        lines += [""] + [f"{line}  " for line in extra]
     return "\n".join(lines)

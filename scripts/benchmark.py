@@ -29,7 +29,9 @@ from deeplabv3plus.benchmark import (
     PEERS,
     BenchOptions,
     benchmark_data,
+    benchmark_loader,
     default_candidates,
+    format_markdown,
     format_results,
     run_benchmark,
 )
@@ -86,7 +88,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     d = p.add_argument_group("data pipeline")
     d.add_argument("--data", action="store_true", help="also time decode + augmentation of one worker")
     d.add_argument("--data-images", type=int, default=50, help="images to load for --data")
+    d.add_argument(
+        "--loader", action="store_true",
+        help="also time the training DataLoader (the config's data.workers workers, batch --batch)",
+    )  # fmt: skip
+    d.add_argument("--loader-batches", type=int, default=10, help="timed batches for --loader")
+    d.add_argument("--data-root", help="data.root for --data / --loader (default: the config's)")
     p.add_argument("--json", help="write the full report (all repeats, options, environment) here")
+    p.add_argument("--markdown", help="write the report as a Markdown table (as in docs/benchmarks.md) here")
     return p.parse_args(argv)
 
 
@@ -139,12 +148,20 @@ def main(argv=None) -> dict:
     )
     report = run_benchmark(candidates, opts, notes)
     report["meta"]["command"] = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
+    data_cfg = dataclasses.replace(cfg.data, root=args.data_root) if args.data_root else cfg.data
     if args.data:
-        report["data"] = benchmark_data(cfg.data, num_images=args.data_images)
+        report["data"] = benchmark_data(data_cfg, num_images=args.data_images)
+    if args.loader:
+        report["loader"] = benchmark_loader(data_cfg, args.batch, num_batches=args.loader_batches)
     print(format_results(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report) + "\n")
+        print(f"wrote {args.markdown}")
     return report
 
 

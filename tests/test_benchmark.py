@@ -79,7 +79,7 @@ def test_run_benchmark_end_to_end(tmp_path):
     # A training step is counted as 3 forwards; params are the trainable model's (not the folded copy's).
     assert rows[3]["macs_g"] == pytest.approx(3 * rows[0]["macs_g"])
     assert rows[0]["params_m"] == rows[2]["params_m"] == rows[3]["params_m"]
-    assert "prepared" in rows[0]["description"] and "eager" in rows[2]["description"]
+    assert "inference: prepared" in rows[0]["description"] and "eager" in rows[2]["description"]
 
     table = format_results(report)
     assert "ours-nhwc" in table and "GMACs" in table and "load average" in table
@@ -180,3 +180,40 @@ def test_onnx_row_runs_the_export_under_onnxruntime():
     with torch.device("meta"):
         expected = count_macs(build_model(**dataclasses.asdict(cfg)).eval(), 33, 33)
     assert row["macs_g"] == pytest.approx(expected / 1e9)  # counted on the PyTorch source
+
+
+def test_training_loader_images_per_s(synthetic_voc):
+    from deeplabv3plus.benchmark import benchmark_loader
+
+    cfg = DataConfig(root=str(synthetic_voc), num_classes=6, crop_size=33)
+    result = benchmark_loader(cfg, batch_size=2, num_batches=2, workers=0)
+    assert result["num_images"] == 4 and result["workers"] == 0 and result["images_per_s"] > 0
+
+
+def test_markdown_and_gpu_summary_state_each_target(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from deeplabv3plus.benchmark import format_markdown
+
+    cand = Candidate("ours", lambda: build_model("resnet18", num_classes=5, head_channels=8), "tiny")
+    report = run_benchmark([cand], _opts(memory=False, peak_tflops=1.0))
+    table = format_markdown(report)
+    assert "| infer | ours |" in table and "| train | ours |" in table and "load average" in table
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.py"
+    spec = importlib.util.spec_from_file_location("gpu_checks", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    fast = json.loads(json.dumps(report))
+    for row in fast["results"]:
+        row["images_per_s"] *= 2
+    fast["loader"] = {"images_per_s": 3 * fast["results"][1]["images_per_s"], "workers": 4, "num_images": 160}
+    fast["loader"].update(layout="synthetic", crop_size=513, batch_size=16)
+    for name, r in (("ours_513_fp32", report), ("ours_513_bf16_cl", fast), ("peers_512_bf16_cl", fast)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    text = gpu.write_summary(tmp_path, [{"name": "ours_513_fp32", "rc": 0, "seconds": 1.0}]).read_text()
+    assert "**2.00x** (target >= 1.5x)" in text
+    assert "**3.00x** (target >= 2x)" in text
+    assert "inference % of peak, ours_513_bf16_cl_compile: not measured" in text
+    assert "## ours_513_bf16_cl" in text and "| infer | ours |" in text
