@@ -80,6 +80,9 @@ class BenchOptions:
         amp: 'off', 'bf16' or 'fp16' (torch.autocast; fp16 training uses a GradScaler).
         channels_last: model and input in NHWC memory format.
         compile: wrap each model in torch.compile.
+        freezing: with ``compile``, inference graphs use inductor's freezing (weights become
+            constants: BN folded, weights prepacked for oneDNN, conv + ReLU/add fused); training
+            is compiled without it.
         cudnn_benchmark: torch.backends.cudnn.benchmark (CUDA only).
         warmup: untimed steps per model and mode before timing.
         repeats: timed steps per model and mode (interleaved across models); the median is reported.
@@ -98,6 +101,7 @@ class BenchOptions:
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False
+    freezing: bool = False
     cudnn_benchmark: bool = False
     warmup: int = 2
     repeats: int = 10
@@ -284,7 +288,7 @@ def default_candidates(
     if both_memory_formats:
         cand = ours_candidate("ours-nhwc", model_cfg)
         cand.channels_last = True
-        cand.description += ", channels_last input"
+        cand.description += ", channels_last input (and model, for training)"
         cands.append(cand)
     notes = []
     if eager:
@@ -448,7 +452,10 @@ def make_step(
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(opts.batch, 3, opts.height, opts.width, generator=gen)
     x = x.to(device).contiguous(memory_format=memory_format)
-    run = torch.compile(model) if opts.compile else model
+    run = model
+    if opts.compile:
+        frozen = opts.freezing and mode == "infer"
+        run = torch.compile(model, options={"freezing": True}) if frozen else torch.compile(model)
     if mode == "infer":
 
         def infer() -> None:
@@ -821,7 +828,8 @@ def format_results(report: dict) -> str:
         f"{meta['date']}  device {meta['device']} ({meta['device_name']}), {meta['threads']} threads, "
         f"torch {meta['torch']}",
         f"input {opts['batch']}x3x{opts['height']}x{opts['width']}, amp {opts['amp']}, channels_last "
-        f"{opts['channels_last']}, compile {opts['compile']}, warmup {opts['warmup']}, repeats {opts['repeats']} "
+        f"{opts['channels_last']}, compile {opts['compile']}{' (freezing)' if opts.get('freezing') else ''}, "
+        f"warmup {opts['warmup']}, repeats {opts['repeats']} "
         f"(interleaved, median), peak {_fmt(meta['peak_tflops'], '.1f')} TFLOP/s",
         f"load average (1, 5, 15 min) at start {meta.get('load_avg_start')}, at end {meta.get('load_avg_end')}",
     ]

@@ -79,6 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
     )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
+    r.add_argument(
+        "--freezing", action="store_true",
+        help="with --compile: inductor freezing for inference (weights as constants, prepacked, fused)",
+    )  # fmt: skip
     r.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     r.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode")
     r.add_argument("--repeats", type=int, default=10, help="timed steps per model and mode (median reported)")
@@ -138,6 +142,7 @@ def main(argv=None) -> dict:
         amp=args.amp,
         channels_last=args.channels_last,
         compile=args.compile,
+        freezing=args.freezing,
         cudnn_benchmark=args.cudnn_benchmark,
         warmup=args.warmup,
         repeats=args.repeats,

@@ -282,3 +282,19 @@ def test_onnx_export_traces_the_prepared_copy(tmp_path, monkeypatch):
     assert _num_bn(graph_model) == 0 and not graph_model.training
     assert not any(isinstance(m, PackedConv2d) for m in graph_model.modules())  # plain convs for the graph
     assert model.training and _num_bn(model) == 29 and model.output_stride == 16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prepared_model_on_cuda_matches_in_fp32_and_runs_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model("resnet50", **SMALL)).cuda().eval()
+    prepared = prepare_for_inference(model)
+    x = torch.randn(2, 3, 65, 65, device="cuda")
+    with torch.backends.cudnn.flags(allow_tf32=False):  # compare fp32 with fp32
+        assert_same_logits(prepared, model, x)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out = prepared(x).float().softmax(1)
+    with torch.inference_mode():
+        expected = model(x).float().softmax(1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0.05)

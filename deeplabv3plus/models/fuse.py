@@ -1,14 +1,15 @@
-"""The inference fast path: a copy of a model with BatchNorm folded into its convs, in channels_last.
+"""The inference fast path: :func:`prepare_for_inference`, a copy of a model made for fast exact inference.
 
 In eval mode a BatchNorm after a convolution is an affine map per output channel,
 ``y = (conv(x) - mean) / sqrt(var + eps) * gamma + beta``, so it can be folded into the conv's
 weights and bias: ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``.
-That removes one full pass over every activation (113 BatchNorms in ResNet-101), and is exact up
-to fp32 rounding (the products are rounded once instead of twice).
+That removes one full pass over every activation (113 BatchNorms in ResNet-101) and is exact up
+to fp32 rounding. On CPU the convs then run oneDNN on a weight reordered once
+(:class:`PackedConv2d`), and the copy is channels_last (docs/benchmarks.md has the timings).
 
-The folding keeps the module tree: every conv stays the same ``nn.Conv2d`` object (with a bias
-now) and each folded BatchNorm becomes an ``nn.Identity`` in place. Everything that changes a
-built model's geometry therefore keeps working on the prepared copy: the ``output_stride`` setter
+The folding keeps the module tree: every conv stays an ``nn.Conv2d`` at the same place (with a
+bias now) and each folded BatchNorm becomes an ``nn.Identity``. Everything that changes a built
+model's geometry therefore keeps working on the prepared copy: the ``output_stride`` setter
 (:func:`deeplabv3plus.models.layers.set_conv_geometry` edits conv stride/dilation/padding, not
 weights), multi-scale and flip inference, ``torch.export`` / ONNX export.
 
@@ -20,6 +21,7 @@ reads that output, so a custom model with other wiring is never folded wrongly.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from typing import Optional
 
@@ -177,8 +179,7 @@ class PackedConv2d(nn.Conv2d):
     copied per forward, a large share of the time at OS 16 where the deep layers are small. This
     conv keeps the reordered weight (``torch.ops.mkldnn._reorder_convolution_weight``, what
     inductor's freezing pass uses) and calls ``torch.ops.mkldnn._convolution_pointwise`` with it:
-    the same oneDNN convolution, so the output is bit-identical to the eager conv's on the
-    oneDNN path.
+    the same oneDNN convolution (bit-identical outputs to the eager conv's in our checks).
 
     The reordered weight is re-made whenever stride, padding, dilation or the weight itself change
     (so ``output_stride`` stays settable); it is not in the state_dict and not copied by
@@ -245,6 +246,7 @@ class PackedConv2d(nn.Conv2d):
         )
 
 
+@functools.cache
 def _mkldnn_packing_works() -> bool:
     """Whether this torch build has the oneDNN ops PackedConv2d needs, and they agree with conv2d."""
     if not torch.backends.mkldnn.is_available():
@@ -293,7 +295,7 @@ def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack:
         channels_last: convert the copy's parameters to channels_last; inputs need no conversion
             (a conv with channels_last weights returns channels_last activations).
         pack: make the convs :class:`PackedConv2d` (CPU fp32 inference on a once-reordered
-            oneDNN weight; bit-identical to the eager conv, no effect elsewhere).
+            oneDNN weight; the same outputs as the eager conv, no effect elsewhere).
 
     Returns:
         The prepared copy, on ``model``'s device. Use it for inference only; keep training and
