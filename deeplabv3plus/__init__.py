@@ -10,6 +10,7 @@ from .models import (
     deeplabv3plus_xception41,
     deeplabv3plus_xception65,
     deeplabv3plus_xception71,
+    prepare_for_inference,
 )
 
 __version__ = "0.1.0"
@@ -24,4 +25,5 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "prepare_for_inference",
 ]

@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -41,6 +42,7 @@ from ._compat import grad_scaler
 from .config import DataConfig, ModelConfig
 from .inference import AMP_DTYPES
 from .models import build_model
+from .models.fuse import prepare_for_inference
 
 IGNORE_INDEX = 255
 
@@ -79,6 +81,9 @@ class BenchOptions:
         amp: 'off', 'bf16' or 'fp16' (torch.autocast; fp16 training uses a GradScaler).
         channels_last: model and input in NHWC memory format.
         compile: wrap each model in torch.compile.
+        freezing: with ``compile``, inference graphs use inductor's freezing (weights become
+            constants: BN folded, weights prepacked for oneDNN, conv + ReLU/add fused); training
+            is compiled without it.
         cudnn_benchmark: torch.backends.cudnn.benchmark (CUDA only).
         warmup: untimed steps per model and mode before timing.
         repeats: timed steps per model and mode (interleaved across models); the median is reported.
@@ -97,6 +102,7 @@ class BenchOptions:
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False
+    freezing: bool = False
     cudnn_benchmark: bool = False
     warmup: int = 2
     repeats: int = 10
@@ -111,7 +117,12 @@ class Candidate:
     """One model to time: a name, a builder (called once on the device, once on 'meta' to count).
 
     ``channels_last`` overrides :attr:`BenchOptions.channels_last` for this model, so both memory
-    formats of one model can be timed in the same interleaved run.
+    formats of one model can be timed in the same interleaved run. ``prepare`` turns the built
+    (trainable) model into the one timed in 'infer' mode (ours: :func:`prepare_for_inference`, the
+    default inference path); training always times the built model. ``count_build`` builds the
+    model whose Multiply-Adds and parameters are counted on 'meta' (default: ``build``; an
+    onnxruntime session cannot be counted, its PyTorch source can). ``modes`` limits the modes
+    this candidate runs in (None: all of :attr:`BenchOptions.modes`).
     """
 
     name: str
@@ -119,6 +130,12 @@ class Candidate:
     description: str
     config: dict = field(default_factory=dict)
     channels_last: Optional[bool] = None
+    prepare: Optional[Callable[[nn.Module], nn.Module]] = None
+    count_build: Optional[Callable[[], nn.Module]] = None
+    modes: Optional[tuple[str, ...]] = None
+    compare_to: tuple[str, ...] = ()
+    """Peers this candidate's configuration matches: the report gives its time and time per
+    Multiply-Add relative to each (see :func:`comparisons`)."""
 
 
 class _OutOnly(nn.Module):
@@ -143,11 +160,71 @@ def describe_ours(cfg: dict) -> str:
     return ", ".join(parts)
 
 
-def ours_candidate(name: str, model_cfg: ModelConfig) -> Candidate:
-    """Our model from a ModelConfig; pretrained weights are never loaded (timing needs none)."""
+def ours_candidate(name: str, model_cfg: ModelConfig, prepared: bool = True) -> Candidate:
+    """Our model from a ModelConfig; pretrained weights are never loaded (timing needs none).
+
+    ``prepared``: inference times :func:`prepare_for_inference`'s copy, the path ``evaluate()``,
+    ``scripts/eval.py`` and ``scripts/predict.py`` run; False times the plain eager model.
+    """
     cfg = dataclasses.asdict(model_cfg)
     cfg["pretrained_backbone"] = None
-    return Candidate(name, lambda: build_model(**cfg), "ours: " + describe_ours(cfg), cfg)
+    desc = (
+        "ours: "
+        + describe_ours(cfg)
+        + (" (inference: prepared)" if prepared else " (inference: plain eager model)")
+    )
+    return Candidate(
+        name, lambda: build_model(**cfg), desc, cfg, prepare=prepare_for_inference if prepared else None
+    )
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An onnxruntime CPU session behind a module's call: (N, 3, H, W) float32 -> the graph's output."""
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def onnx_candidate(
+    name: str, model_cfg: ModelConfig, height: int, width: int, threads: Optional[int] = None
+) -> Candidate:
+    """Ours exported to ONNX (from the prepared model, BN folded; legacy exporter) run by onnxruntime.
+
+    Inference only, CPU (``CPUExecutionProvider``). The export happens in ``build``, into a
+    temporary file that is deleted once the session has loaded it.
+    """
+    source = ours_candidate(name, model_cfg)
+
+    def build() -> nn.Module:
+        from .export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(source.build(), path, height=height, width=width, exporter="torchscript")
+            return OnnxRuntimeModel(path, threads)
+
+    desc = "ours: " + describe_ours(source.config) + ", ONNX export of the prepared model, onnxruntime CPU"
+    return Candidate(
+        name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
+    )
 
 
 def smp_available() -> bool:
@@ -182,12 +259,28 @@ def torchvision_candidate(num_classes: int, backbone: str = "resnet101") -> Cand
 
 
 def default_candidates(
-    model_cfg: ModelConfig, peers: tuple[str, ...] = PEERS, both_memory_formats: bool = False
+    model_cfg: ModelConfig,
+    peers: tuple[str, ...] = PEERS,
+    both_memory_formats: bool = False,
+    *,
+    eager: bool = False,
+    onnx: Optional[tuple[int, int]] = None,
+    threads: Optional[int] = None,
 ) -> tuple[list[Candidate], list[str]]:
     """Ours as configured, plus each available peer and ours at the configuration closest to it.
 
-    ``both_memory_formats`` adds ours again as 'ours-nhwc', always channels_last, to time both memory
-    formats in one run (the other rows follow :attr:`BenchOptions.channels_last`; leave it off).
+    Every 'ours' row runs its inference through :func:`prepare_for_inference` (the default path).
+
+    Args:
+        model_cfg: ours' configuration ('ours').
+        peers: any of :data:`PEERS`.
+        both_memory_formats: add ours again as 'ours-nhwc', always channels_last input (and, for
+            training, model), to time both memory formats in one run (the other rows follow
+            :attr:`BenchOptions.channels_last`).
+        eager: add 'ours-eager', inference of the plain model (not prepared), for the gain.
+        onnx: (height, width) to export ours at: adds 'ours-onnx', the ONNX export of the prepared
+            model under onnxruntime (inference only, CPU; skipped with a note without the extra).
+        threads: onnxruntime intra-op threads (as ``--threads``).
 
     Returns:
         The candidates and notes on peers that were skipped.
@@ -196,17 +289,32 @@ def default_candidates(
     if both_memory_formats:
         cand = ours_candidate("ours-nhwc", model_cfg)
         cand.channels_last = True
-        cand.description += ", channels_last"
+        cand.description += ", channels_last input (and model, for training)"
         cands.append(cand)
     notes = []
+    if eager:
+        cand = ours_candidate("ours-eager", model_cfg, prepared=False)
+        cand.modes = ("infer",)  # training is the same model either way
+        cands.append(cand)
+    if onnx is not None:
+        if onnx_available():
+            cands.append(onnx_candidate("ours-onnx", model_cfg, *onnx, threads=threads))
+        else:
+            notes.append("ours-onnx skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
     # The peers come with ResNet-50 and -101 trunks: take ours' depth when it is one of them.
     peer_backbone = model_cfg.backbone if model_cfg.backbone in ("resnet50", "resnet101") else "resnet101"
+    # The rows of ours' own configuration ('ours' and its eager / NHWC / ONNX twins).
+    own = list(cands)
     if "smp" in peers:
         if smp_available():
             # smp's ASPP and decoder convs are separable: ours with SC is the closest configuration.
             sc = dataclasses.replace(model_cfg, separable=True)
             if sc != model_cfg:
                 cands.append(ours_candidate("ours-sc", sc))
+                cands[-1].compare_to = ("smp",)
+            else:
+                for cand in own:
+                    cand.compare_to += ("smp",)
             cands.append(smp_candidate(model_cfg.num_classes, peer_backbone))
         else:
             notes.append("smp skipped: segmentation_models_pytorch is not installed (pip install '.[smp]')")
@@ -215,8 +323,18 @@ def default_candidates(
         v3 = dataclasses.replace(model_cfg, output_stride=8, decoder=False, separable=False)
         if v3 != model_cfg:
             cands.append(ours_candidate("ours-v3-os8", v3))
+            cands[-1].compare_to = ("torchvision",)
+        else:
+            for cand in own:
+                cand.compare_to += ("torchvision",)
         cands.append(torchvision_candidate(model_cfg.num_classes, peer_backbone))
     return cands, notes
+
+
+def count_params(build: Callable[[], nn.Module]) -> int:
+    """Parameters of a freshly built model (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
 
 
 def count_step_macs(build: Callable[[], nn.Module], opts: BenchOptions, train: bool) -> int:
@@ -335,7 +453,10 @@ def make_step(
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(opts.batch, 3, opts.height, opts.width, generator=gen)
     x = x.to(device).contiguous(memory_format=memory_format)
-    run = torch.compile(model) if opts.compile else model
+    run = model
+    if opts.compile:
+        frozen = opts.freezing and mode == "infer"
+        run = torch.compile(model, options={"freezing": True}) if frozen else torch.compile(model)
     if mode == "infer":
 
         def infer() -> None:
@@ -406,6 +527,8 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
         median latency) and paired_ratio_vs_ours (median over repeats of latency / ours' latency in the
         same repeat: the number to quote on a loaded machine).
     """
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = _load_avg()
     device = torch.device(opts.device)
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
@@ -417,24 +540,26 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
         c.name: opts.channels_last if c.channels_last is None else c.channels_last for c in candidates
     }
 
-    usable, forward_macs = [], {}
+    usable, forward_macs, params = [], {}, {}
     for cand in candidates:
         try:
             # A forward on 'meta' fails fast where a model cannot take this input (e.g. smp wants H and
             # W divisible by its output stride): skip that model, not the whole run.
-            forward_macs[cand.name] = count_step_macs(cand.build, opts, train=False)
+            forward_macs[cand.name] = count_step_macs(cand.count_build or cand.build, opts, train=False)
+            params[cand.name] = count_params(cand.count_build or cand.build) / 1e6
         except (RuntimeError, ValueError) as e:
             notes.append(f"{cand.name} skipped at {opts.height}x{opts.width}: {str(e).splitlines()[0]}")
             continue
         usable.append(cand)
     candidates = usable
-    models, params = {}, {}
+    models, prepared = {}, {}
     for cand in candidates:
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last[cand.name] else torch.contiguous_format
         model = cand.build().to(device, memory_format=fmt)
         models[cand.name] = model
-        params[cand.name] = sum(p.numel() for p in model.parameters()) / 1e6
+        if cand.prepare is not None and "infer" in opts.modes:
+            prepared[cand.name] = cand.prepare(model)
 
     rows = []
     for mode in opts.modes:
@@ -444,9 +569,14 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
             continue
         # As count_step_macs: a training step is 3 forwards.
         macs = {name: n * (3 if mode == "train" else 1) for name, n in forward_macs.items()}
+        active = [c for c in candidates if c.modes is None or mode in c.modes]
         steps = {
-            c.name: make_step(models[c.name], mode, opts, device, channels_last[c.name]) for c in candidates
-        }
+            c.name: make_step(
+                prepared.get(c.name, models[c.name]) if mode == "infer" else models[c.name],
+                mode, opts, device, channels_last[c.name],
+            )
+            for c in active
+        }  # fmt: skip
         for step in steps.values():
             for _ in range(opts.warmup):
                 step()
@@ -459,7 +589,7 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
             order = list(steps) if r % 2 == 0 else list(reversed(steps))
             for name in order:
                 times[name].append(_timed(steps[name], device))
-        for cand in candidates:
+        for cand in active:
             t = statistics.median(times[cand.name])
             flops = 2 * macs[cand.name]
             rows.append(
@@ -468,6 +598,7 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
                     description=cand.description,
                     config=cand.config,
                     channels_last=channels_last[cand.name],
+                    compare_to=list(cand.compare_to),
                     mode=mode,
                     macs_g=macs[cand.name] / 1e9,
                     params_m=params[cand.name],
@@ -494,7 +625,9 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
                 else None
             )
     meta = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=date,
+        load_avg_start=load_start,
+        load_avg_end=_load_avg(),
         device=str(device),
         device_name=device_name(device),
         torch=torch.__version__,
@@ -503,7 +636,46 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
         peak_tflops=peak,
         options=dataclasses.asdict(opts),
     )
-    return {"meta": meta, "results": rows, "notes": notes}
+    report = {"meta": meta, "results": rows, "notes": notes}
+    report["comparisons"] = comparisons(report)
+    return report
+
+
+def _load_avg() -> Optional[list[float]]:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): how shared the machine was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def comparisons(report: dict) -> list[dict]:
+    """Each candidate against the peers its configuration matches (``compare_to``), per mode.
+
+    ``time_ratio`` is the paired ratio (median over repeats of its time / the peer's time in the
+    same repeat); ``per_mac_ratio`` divides it by the ratio of Multiply-Adds, i.e. time per
+    Multiply-Add relative to the peer's (< 1: ours does each Multiply-Add faster).
+    """
+    out = []
+    for r in report["results"]:
+        for peer_name in r.get("compare_to", []):
+            peer = next(
+                (p for p in report["results"] if p["name"] == peer_name and p["mode"] == r["mode"]), None
+            )
+            if peer is None:
+                continue
+            paired = statistics.median(a / b for a, b in zip(r["latency_all_ms"], peer["latency_all_ms"]))
+            out.append(
+                dict(
+                    mode=r["mode"],
+                    name=r["name"],
+                    peer=peer_name,
+                    time_ratio=paired,
+                    macs_ratio=r["macs_g"] / peer["macs_g"],
+                    per_mac_ratio=paired * peer["macs_g"] / r["macs_g"],
+                )
+            )
+    return out
 
 
 def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[str] = None) -> dict:
@@ -554,8 +726,100 @@ def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[s
     )
 
 
+def benchmark_loader(
+    data_cfg: DataConfig,
+    batch_size: int,
+    num_batches: int = 10,
+    workers: Optional[int] = None,
+    split: Optional[str] = None,
+) -> dict:
+    """Images/s of the training DataLoader: ``workers`` processes decoding and augmenting in parallel.
+
+    The first batch (worker start-up) is not timed. With the synthetic layout and an empty
+    ``root`` the dataset is generated first, into a temporary folder (``data_cfg.synthetic_size``
+    sets how many images; ``make_synthetic_voc``'s default image size is small, so for VOC-sized
+    images generate the folder with ``scripts/make_synthetic.py --size 438`` and pass its root).
+
+    Args:
+        data_cfg: the data config (crop, scales, layout, root).
+        batch_size: images per batch (the training batch).
+        num_batches: timed batches.
+        workers: DataLoader workers (None: ``data_cfg.workers``, the training default).
+        split: defaults to ``data_cfg.train_split``.
+
+    Returns:
+        ``{"images_per_s", "num_images", "workers", "batch_size", "layout", "crop_size"}``, or
+        ``{"skipped": reason}``.
+    """
+    from torch.utils.data import DataLoader
+
+    try:
+        from .data.datasets import build_dataset
+    except ImportError as e:
+        return {"skipped": f"data module unavailable: {e}"}
+    cfg = copy.deepcopy(data_cfg)
+    workers = cfg.workers if workers is None else workers
+    with contextlib.ExitStack() as stack:
+        if cfg.layout == "synthetic" and not (cfg.root and os.path.isdir(cfg.root)):
+            cfg.root = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "synthetic")
+        try:
+            dataset = build_dataset(cfg, split or cfg.train_split, train=True)
+        except (ValueError, OSError) as e:
+            return {"skipped": f"cannot build the {cfg.layout} dataset at '{cfg.root}': {e}"}
+        # Sample with replacement: a short split still yields num_batches + 1 full batches.
+        sampler = torch.utils.data.RandomSampler(
+            dataset, replacement=True, num_samples=(num_batches + 1) * batch_size
+        )
+        loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True
+        )
+        batches = iter(loader)
+        next(batches)  # worker start-up and the first decode: not timed
+        t0 = time.perf_counter()
+        n = sum(len(batch[0]) for batch in batches)
+        elapsed = time.perf_counter() - t0
+    return dict(
+        images_per_s=n / elapsed,
+        num_images=n,
+        workers=workers,
+        batch_size=batch_size,
+        layout=cfg.layout,
+        crop_size=cfg.crop_size,
+    )
+
+
 def _fmt(value: Optional[float], spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _extra_lines(report: dict) -> list[str]:
+    """The data-pipeline, loader and note lines of a report."""
+    lines: list[str] = []
+    data = report.get("data")
+    if data is not None:
+        if "skipped" in data:
+            lines.append(f"data pipeline: skipped ({data['skipped']})")
+        else:
+            lines.append(
+                f"data pipeline ({data['layout']}, crop {data['crop_size']}, 1 worker, 1 thread): "
+                f"{data['images_per_s']:.1f} images/s ({data['ms_per_image']:.1f} ms/image over {data['num_images']})"
+            )
+    for c in report.get("comparisons", []):
+        lines.append(
+            f"{c['mode']} {c['name']} / {c['peer']}: time {c['time_ratio']:.3f} (paired), MACs "
+            f"{c['macs_ratio']:.3f}, time per Multiply-Add {c['per_mac_ratio']:.3f}"
+        )
+    loader = report.get("loader")
+    if loader is not None:
+        if "skipped" in loader:
+            lines.append(f"training loader: skipped ({loader['skipped']})")
+        else:
+            lines.append(
+                f"training loader ({loader['layout']}, crop {loader['crop_size']}, {loader['workers']} workers, "
+                f"batch {loader['batch_size']}): {loader['images_per_s']:.1f} images/s over {loader['num_images']}"
+            )
+    lines += [f"note: {n}" for n in report.get("notes", [])]
+    return lines
 
 
 def format_results(report: dict) -> str:
@@ -565,8 +829,10 @@ def format_results(report: dict) -> str:
         f"{meta['date']}  device {meta['device']} ({meta['device_name']}), {meta['threads']} threads, "
         f"torch {meta['torch']}",
         f"input {opts['batch']}x3x{opts['height']}x{opts['width']}, amp {opts['amp']}, channels_last "
-        f"{opts['channels_last']}, compile {opts['compile']}, warmup {opts['warmup']}, repeats {opts['repeats']} "
+        f"{opts['channels_last']}, compile {opts['compile']}{' (freezing)' if opts.get('freezing') else ''}, "
+        f"warmup {opts['warmup']}, repeats {opts['repeats']} "
         f"(interleaved, median), peak {_fmt(meta['peak_tflops'], '.1f')} TFLOP/s",
+        f"load average (1, 5, 15 min) at start {meta.get('load_avg_start')}, at end {meta.get('load_avg_end')}",
     ]
     head = (
         f"{'mode':<5} {'model':<12} {'GMACs':>8} {'Mparams':>7} {'ms':>9} {'img/s':>8} {'GMAC/s':>7} "
@@ -581,14 +847,49 @@ def format_results(report: dict) -> str:
             f"{_fmt(r['peak_mem_mb'], '.0f'):>8} {_fmt(frac, '.1f'):>6} {_fmt(r.get('ratio_vs_ours'), '.2f'):>6} "
             f"{_fmt(r.get('paired_ratio_vs_ours'), '.2f'):>6}  {r['description']}"
         )
-    data = report.get("data")
-    if data is not None:
-        if "skipped" in data:
-            lines.append(f"data pipeline: skipped ({data['skipped']})")
-        else:
+    lines += _extra_lines(report)
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The report as Markdown (what docs/benchmarks.md holds): setup, one table, the comparisons."""
+    meta, opts = report["meta"], report["meta"]["options"]
+    lines = [
+        f"{meta['date']}, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), torch "
+        f"{meta['torch']}; input {opts['batch']}x3x{opts['height']}x{opts['width']}, amp {opts['amp']}, "
+        f"channels_last {opts['channels_last']}, compile {opts['compile']}; warmup {opts['warmup']}, "
+        f"{opts['repeats']} interleaved repeats; load average (1/5/15 min) {meta.get('load_avg_start')} at "
+        f"start, {meta.get('load_avg_end')} at end.",
+    ]
+    if meta.get("command"):
+        lines += ["", f"    {meta['command']}"]
+    lines += [
+        "",
+        "| mode | model | GMACs | Mparams | median ms | min ms | img/s | GMAC/s | mem MiB | %peak | paired vs ours |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        frac = None if r["flops_fraction"] is None else 100 * r["flops_fraction"]
+        lines.append(
+            f"| {r['mode']} | {r['name']} | {r['macs_g']:.2f} | {r['params_m']:.1f} | {r['latency_ms']:.1f} | "
+            f"{r['latency_min_ms']:.1f} | {r['images_per_s']:.2f} | {r['gmacs_per_s']:.1f} | "
+            f"{_fmt(r['peak_mem_mb'], '.0f')} | {_fmt(frac, '.1f')} | {_fmt(r.get('paired_ratio_vs_ours'), '.3f')} |"
+        )
+    if report.get("comparisons"):
+        lines += ["", "| mode | ours | peer | time ratio (paired) | MACs ratio | time per Multiply-Add |"]
+        lines.append("|---|---|---|---:|---:|---:|")
+        for c in report["comparisons"]:
             lines.append(
-                f"data pipeline ({data['layout']}, crop {data['crop_size']}, 1 worker, 1 thread): "
-                f"{data['images_per_s']:.1f} images/s ({data['ms_per_image']:.1f} ms/image over {data['num_images']})"
+                f"| {c['mode']} | {c['name']} | {c['peer']} | {c['time_ratio']:.3f} | {c['macs_ratio']:.3f} | "
+                f"{c['per_mac_ratio']:.3f} |"
             )
-    lines += [f"note: {n}" for n in report.get("notes", [])]
+    lines += ["", "Models:", ""]
+    lines += [
+        f"- `{r['name']}`: {r['description']}"
+        for r in report["results"]
+        if r["mode"] == report["results"][0]["mode"]
+    ]
+    extra = _extra_lines({**report, "comparisons": []})  # the comparisons are the table above
+    if extra:
+        lines += [""] + [f"{line}  " for line in extra]
     return "\n".join(lines)

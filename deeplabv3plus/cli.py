@@ -676,8 +676,10 @@ BENCHMARK_DESCRIPTION = """Time our DeepLabv3+ next to smp's DeepLabV3Plus and t
 
 Examples::
 
-    # CPU, inference only, 2 threads, ours vs the peers at 512x512 (smp needs sizes divisible by 16)
-    deeplabv3plus benchmark --device cpu --threads 2 --size 512 --batch 1 --modes infer --repeats 10
+    # CPU, inference only, 2 threads, ours vs the peers at 512x512 (smp needs sizes divisible by 16),
+    # with the plain eager model and the ONNX export under onnxruntime alongside
+    deeplabv3plus benchmark --device cpu --threads 2 --size 512 --batch 1 --modes infer --repeats 10 \\
+        --eager --onnx
 
     # CUDA, the paper's training crop and batch, bf16 + channels_last, with the data pipeline
     deeplabv3plus benchmark --device cuda --size 513 --batch 16 --amp bf16 --channels-last \\
@@ -721,7 +723,19 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         "--both-memory-formats", action="store_true",
         help="also run ours as 'ours-nhwc' (channels_last) in the same interleaved run",
     )  # fmt: skip
+    r.add_argument(
+        "--eager", action="store_true",
+        help="also run 'ours-eager': inference of the plain model, not prepare_for_inference's copy",
+    )  # fmt: skip
+    r.add_argument(
+        "--onnx", action="store_true",
+        help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
+    )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
+    r.add_argument(
+        "--freezing", action="store_true",
+        help="with --compile: inductor freezing for inference (weights as constants, prepacked, fused)",
+    )  # fmt: skip
     r.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     r.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode")
     r.add_argument("--repeats", type=int, default=10, help="timed steps per model and mode (median reported)")
@@ -731,7 +745,14 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data pipeline")
     d.add_argument("--data", action="store_true", help="also time decode + augmentation of one worker")
     d.add_argument("--data-images", type=int, default=50, help="images to load for --data")
+    d.add_argument(
+        "--loader", action="store_true",
+        help="also time the training DataLoader (the config's data.workers workers, batch --batch)",
+    )  # fmt: skip
+    d.add_argument("--loader-batches", type=int, default=10, help="timed batches for --loader")
+    d.add_argument("--data-root", help="data.root for --data / --loader (default: the config's)")
     p.add_argument("--json", help="write the full report (all repeats, options, environment) here")
+    p.add_argument("--markdown", help="write the report as a Markdown table (as in docs/benchmarks.md) here")
 
 
 def benchmark_model_config(args: argparse.Namespace, cfg: Config):
@@ -761,16 +782,25 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             raise CommandError(f"--{name}: expected a positive number, got {getattr(args, name)}")
     mcfg = benchmark_model_config(args, cfg)
     peers = () if "none" in args.peers else tuple(args.peers)
-    candidates, notes = bench.default_candidates(mcfg, peers, args.both_memory_formats)
+    height, width = args.height or args.size, args.width or args.size
+    candidates, notes = bench.default_candidates(
+        mcfg,
+        peers,
+        args.both_memory_formats,
+        eager=args.eager,
+        onnx=(height, width) if args.onnx else None,
+        threads=args.threads,
+    )
     opts = bench.BenchOptions(
         device=device,
         batch=args.batch,
-        height=args.height or args.size,
-        width=args.width or args.size,
+        height=height,
+        width=width,
         num_classes=mcfg.num_classes,
         amp=args.amp,
         channels_last=args.channels_last,
         compile=args.compile,
+        freezing=args.freezing,
         cudnn_benchmark=args.cudnn_benchmark,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -781,13 +811,20 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     )
     report = bench.run_benchmark(candidates, opts, notes)
     report["meta"]["command"] = shlex.join([sys.executable, *sys.argv])
+    data_cfg = dataclasses.replace(cfg.data, root=args.data_root) if args.data_root else cfg.data
     if args.data:
-        report["data"] = bench.benchmark_data(cfg.data, num_images=args.data_images)
+        report["data"] = bench.benchmark_data(data_cfg, num_images=args.data_images)
+    if args.loader:
+        report["loader"] = bench.benchmark_loader(data_cfg, args.batch, num_batches=args.loader_batches)
     print(bench.format_results(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(bench.format_markdown(report) + "\n")
+        print(f"wrote {args.markdown}")
     return report
 
 

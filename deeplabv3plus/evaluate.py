@@ -80,6 +80,7 @@ def evaluate(
     crop_size: Optional[Union[int, Sequence[int]]] = None,
     stride: Optional[Union[int, Sequence[int]]] = None,
     trimap_band: str = "void",
+    prepare: bool = True,
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
 
@@ -115,6 +116,10 @@ def evaluate(
         mode, crop_size, stride: "whole" (default) or "slide" inference with windows of
             ``crop_size`` every ``stride`` pixels (``eval.mode``, ``eval.crop_size``,
             ``eval.stride``), see :func:`deeplabv3plus.inference.predict_probs`.
+        prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy of the
+            model (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster),
+            made afresh on each call, so the caller's (e.g. the live training) model is never
+            changed; False runs ``model`` itself.
 
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
@@ -132,6 +137,12 @@ def evaluate(
     )
     was_training = model.training
     model.eval()
+    if prepare and not getattr(model, "prepared_for_inference", False):
+        from deeplabv3plus.models.fuse import prepare_for_inference  # lazily: the model package is heavy
+
+        inference_model = prepare_for_inference(model)
+    else:
+        inference_model = model
     num_images = 0
     bar = tqdm(loader, desc=desc, disable=not (progress and _is_main_process()), dynamic_ncols=True)
     try:
@@ -147,7 +158,7 @@ def evaluate(
                         images, (0, max(0, pad_w - width), 0, max(0, pad_h - height))
                     )
                 pred = segment(
-                    model,
+                    inference_model,
                     images,
                     scales=scales,
                     flip=flip,

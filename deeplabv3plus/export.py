@@ -52,8 +52,9 @@ def export_onnx(
     """Export ``model`` to ONNX with dynamic batch, height and width.
 
     Args:
-        model: Maps (N, 3, H, W) float32 to (N, C, H, W) logits; exported in eval mode (its
-            previous mode is restored).
+        model: Maps (N, 3, H, W) float32 to (N, C, H, W) logits. What is exported is its
+            :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy (eval mode, BatchNorm
+            folded into the convs); ``model`` itself is left as it is.
         path: The ``.onnx`` file to write.
         height, width: Size of the example input that traces the graph (the default 513 is the
             paper's crop); the graph accepts other sizes.
@@ -75,6 +76,10 @@ def export_onnx(
     example = torch.randn(2, 3, height, width, device=device)
     was_training = model.training
     model.eval()
+    from deeplabv3plus.models.fuse import prepare_for_inference  # lazily: the model package is heavy
+
+    # The graph of the prepared copy: BatchNorm folded into the convs (the caller's model is untouched).
+    source, model = model, prepare_for_inference(model, channels_last=False, pack=False)
     try:
         with use_output_stride(model, output_stride), torch.no_grad():
             # "auto" on a torch without the dynamo exporter (< 2.5) goes straight to TorchScript.
@@ -121,7 +126,7 @@ def export_onnx(
                 )
             return "torchscript"
     finally:
-        model.train(was_training)
+        source.train(was_training)
 
 
 def check_onnx(

@@ -191,6 +191,7 @@ def load_model_from_checkpoint(
     config: Optional[Union[str, Path]] = None,
     overrides: Optional[Sequence[str]] = None,
     device: Union[str, torch.device] = "cpu",
+    prepare: bool = True,
 ):
     """Build the model a training checkpoint describes and load its weights.
 
@@ -204,9 +205,12 @@ def load_model_from_checkpoint(
         config: A YAML config whose values go on top of the checkpoint's.
         overrides: Dotted ``a.b=c`` overrides applied last.
         device: Where the model goes.
+        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN
+            folded, channels_last, frozen: for inference only); False returns the trainable model.
 
     Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its :class:`Config`.
+        ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
+        ``prepare=False``) and its :class:`Config`.
 
     Raises:
         CheckpointError: unreadable, foreign or unsafe file, or weights that do not fit the model.
@@ -270,6 +274,10 @@ def load_model_from_checkpoint(
         f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}",
     )
     model.load_state_dict(weights)
-    # channels_last is the faster exact layout for inference on CPU and GPU (docs/benchmarks.md);
-    # inputs need no conversion: a conv with channels_last weights returns channels_last.
-    return model.to(device, memory_format=torch.channels_last).eval(), cfg
+    model = model.to(device).eval()
+    if prepare:
+        from deeplabv3plus.models.fuse import prepare_for_inference
+
+        # BN folded, channels_last, packed oneDNN weights: the fastest exact path (docs/benchmarks.md).
+        model = prepare_for_inference(model)
+    return model, cfg

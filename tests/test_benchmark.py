@@ -4,6 +4,7 @@ Only the structure is checked (keys, positive finite numbers, MACs consistent be
 depend on the machine and are never asserted.
 """
 
+import dataclasses
 import json
 import math
 
@@ -27,7 +28,7 @@ from deeplabv3plus.models import build_model
 ROW_KEYS = {
     "name", "description", "config", "channels_last", "mode", "macs_g", "params_m", "latency_ms",
     "latency_all_ms", "latency_min_ms", "images_per_s", "gmacs_per_s", "peak_mem_mb", "flops_fraction",
-    "ratio_vs_ours", "paired_ratio_vs_ours",
+    "ratio_vs_ours", "paired_ratio_vs_ours", "compare_to",
 }  # fmt: skip
 
 # ResNet-50 at 33x33, batch 2 (the training step's BatchNorm needs more than one value per channel).
@@ -40,17 +41,22 @@ def _opts(**kwargs) -> BenchOptions:
 
 
 def test_run_benchmark_end_to_end(tmp_path):
-    candidates, notes = default_candidates(ModelConfig(**TINY), peers=(), both_memory_formats=True)
+    candidates, notes = default_candidates(
+        ModelConfig(**TINY), peers=(), both_memory_formats=True, eager=True
+    )
     report = run_benchmark(candidates, _opts(), notes)
 
-    assert set(report) == {"meta", "results", "notes"}
+    assert set(report) == {"meta", "results", "notes", "comparisons"}
     assert {"date", "device", "device_name", "torch", "threads", "peak_tflops", "options"} <= set(
         report["meta"]
     )
     assert report["meta"]["threads"] == 1
+    load = report["meta"]["load_avg_start"]
+    assert load is None or (len(load) == 3 and all(v >= 0 for v in load))
     rows = report["results"]
+    # The eager twin is inference only: training is the same model either way.
     assert [(r["mode"], r["name"]) for r in rows] == [
-        ("infer", "ours"), ("infer", "ours-nhwc"), ("train", "ours"), ("train", "ours-nhwc"),
+        ("infer", "ours"), ("infer", "ours-nhwc"), ("infer", "ours-eager"), ("train", "ours"), ("train", "ours-nhwc"),
     ]  # fmt: skip
     for r in rows:
         assert set(r) == ROW_KEYS
@@ -68,13 +74,15 @@ def test_run_benchmark_end_to_end(tmp_path):
         assert len(r["latency_all_ms"]) == 1
         assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
         assert r["flops_fraction"] is None  # CPU without --peak-tflops: no peak known
-    assert [r["channels_last"] for r in rows] == [False, True, False, True]
+    assert [r["channels_last"] for r in rows] == [False, True, False, False, True]
     assert rows[0]["ratio_vs_ours"] == rows[0]["paired_ratio_vs_ours"] == 1.0
-    # A training step is counted as 3 forwards.
-    assert rows[2]["macs_g"] == pytest.approx(3 * rows[0]["macs_g"])
+    # A training step is counted as 3 forwards; params are the trainable model's (not the folded copy's).
+    assert rows[3]["macs_g"] == pytest.approx(3 * rows[0]["macs_g"])
+    assert rows[0]["params_m"] == rows[2]["params_m"] == rows[3]["params_m"]
+    assert "inference: prepared" in rows[0]["description"] and "eager" in rows[2]["description"]
 
     table = format_results(report)
-    assert "ours-nhwc" in table and "GMACs" in table
+    assert "ours-nhwc" in table and "GMACs" in table and "load average" in table
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     assert json.loads(path.read_text())["results"][0]["name"] == "ours"
@@ -116,3 +124,96 @@ def test_data_pipeline_images_per_s(synthetic_voc):
     result = benchmark_data(cfg, num_images=4)
     assert result["images_per_s"] > 0 and result["ms_per_image"] > 0
     assert result["num_images"] == 4 and result["crop_size"] == 65
+
+
+def test_ours_is_timed_through_prepare_for_inference_and_compared_per_mac(monkeypatch):
+    import deeplabv3plus.benchmark as bench
+
+    prepared = []
+
+    def spy(model):
+        prepared.append(model)
+        return bench.prepare_for_inference(model)
+
+    ours = bench.ours_candidate("ours", ModelConfig(**TINY))
+    ours.prepare, ours.compare_to = spy, ("peer",)
+    # A stand-in peer: ours at OS 8 (more Multiply-Adds), timed as it is.
+    peer = Candidate("peer", lambda: build_model(**TINY, output_stride=8), "peer")
+    report = run_benchmark([ours, peer], _opts(modes=("infer",), memory=False, repeats=2))
+    assert len(prepared) == 1 and prepared[0].training  # the built, trainable model was prepared
+    (c,) = report["comparisons"]
+    assert (c["mode"], c["name"], c["peer"]) == ("infer", "ours", "peer")
+    rows = {r["name"]: r for r in report["results"]}
+    assert (
+        c["macs_ratio"] == pytest.approx(rows["ours"]["macs_g"] / rows["peer"]["macs_g"])
+        and c["macs_ratio"] < 1
+    )
+    assert c["per_mac_ratio"] == pytest.approx(c["time_ratio"] / c["macs_ratio"])
+    assert "time per Multiply-Add" in format_results(report)
+
+
+def test_default_candidates_pair_ours_with_each_peer():
+    cfg = ModelConfig(backbone="resnet101", separable=True)
+    cands, _ = default_candidates(cfg, peers=("smp", "torchvision"), eager=True)
+    by_name = {c.name: c for c in cands}
+    # ours is already the SC configuration: it (and its eager twin) is what smp is compared with.
+    assert "ours-sc" not in by_name
+    assert by_name["ours"].compare_to == ("smp",) and by_name["ours-eager"].compare_to == ("smp",)
+    assert by_name["ours-v3-os8"].compare_to == ("torchvision",)
+    assert (
+        by_name["ours-v3-os8"].config["output_stride"] == 8 and not by_name["ours-v3-os8"].config["decoder"]
+    )
+    cands, _ = default_candidates(dataclasses.replace(cfg, separable=False), peers=("smp",))
+    assert [c.name for c in cands][:2] == ["ours", "ours-sc"] and cands[1].compare_to == ("smp",)
+
+
+def test_onnx_row_runs_the_export_under_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from deeplabv3plus.benchmark import onnx_candidate
+
+    cfg = ModelConfig(backbone="resnet18", num_classes=5, head_channels=16)
+    cand = onnx_candidate("ours-onnx", cfg, 33, 33, threads=1)
+    report = run_benchmark([cand], _opts(batch=1, modes=("infer", "train"), memory=False))
+    (row,) = report["results"]  # inference only
+    assert row["mode"] == "infer" and row["latency_ms"] > 0 and "onnxruntime" in row["description"]
+    with torch.device("meta"):
+        expected = count_macs(build_model(**dataclasses.asdict(cfg)).eval(), 33, 33)
+    assert row["macs_g"] == pytest.approx(expected / 1e9)  # counted on the PyTorch source
+
+
+def test_training_loader_images_per_s(synthetic_voc):
+    from deeplabv3plus.benchmark import benchmark_loader
+
+    cfg = DataConfig(root=str(synthetic_voc), num_classes=6, crop_size=33)
+    result = benchmark_loader(cfg, batch_size=2, num_batches=2, workers=0)
+    assert result["num_images"] == 4 and result["workers"] == 0 and result["images_per_s"] > 0
+
+
+def test_markdown_and_gpu_summary_state_each_target(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from deeplabv3plus.benchmark import format_markdown
+
+    cand = Candidate("ours", lambda: build_model("resnet18", num_classes=5, head_channels=8), "tiny")
+    report = run_benchmark([cand], _opts(memory=False, peak_tflops=1.0))
+    table = format_markdown(report)
+    assert "| infer | ours |" in table and "| train | ours |" in table and "load average" in table
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.py"
+    spec = importlib.util.spec_from_file_location("gpu_checks", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    fast = json.loads(json.dumps(report))
+    for row in fast["results"]:
+        row["images_per_s"] *= 2
+    fast["loader"] = {"images_per_s": 3 * fast["results"][1]["images_per_s"], "workers": 4, "num_images": 160}
+    fast["loader"].update(layout="synthetic", crop_size=513, batch_size=16)
+    for name, r in (("ours_513_fp32", report), ("ours_513_bf16_cl", fast), ("peers_512_bf16_cl", fast)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    text = gpu.write_summary(tmp_path, [{"name": "ours_513_fp32", "rc": 0, "seconds": 1.0}]).read_text()
+    assert "**2.00x** (target >= 1.5x)" in text
+    assert "**3.00x** (target >= 2x)" in text
+    assert "inference % of peak, ours_513_bf16_cl_compile: not measured" in text
+    assert "## ours_513_bf16_cl" in text and "| infer | ours |" in text

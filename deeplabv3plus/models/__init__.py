@@ -17,6 +17,7 @@ from .deeplab import (
     deeplabv3plus_xception65,
     deeplabv3plus_xception71,
 )
+from .fuse import prepare_for_inference
 from .resnet import RESNET_DEPTHS, ResNet
 from .xception import XCEPTION_BLOCKS, Xception
 
@@ -41,4 +42,5 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "prepare_for_inference",
 ]

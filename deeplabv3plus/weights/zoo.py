@@ -497,6 +497,7 @@ def load_weights_model(
     overrides: Optional[Sequence[str]] = None,
     device: Union[str, torch.device] = "cpu",
     config: Optional[Union[str, Path]] = None,
+    prepare: bool = True,
 ):
     """The model of an entry and the config it was published with (as ``load_model_from_checkpoint``).
 
@@ -507,10 +508,12 @@ def load_weights_model(
         device: where the model goes.
         config: a YAML file whose values go on top of :meth:`PretrainedWeights.config` (only the
             keys it sets), before the overrides.
+        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN folded,
+            channels_last, frozen: for inference only); False returns the plain eval-mode model.
 
     Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` (channels_last) and its
-        :class:`~deeplabv3plus.config.Config`.
+        ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
+        ``prepare=False``) and its :class:`~deeplabv3plus.config.Config`.
     """
     from ..config import ConfigError, config_from_dict, parse_override, read_config_file, validate_config
     from ..models import build_model
@@ -526,5 +529,9 @@ def load_weights_model(
         cfg = config_from_dict(parse_override(text), base=cfg)
     validate_config(cfg)
     kwargs = dataclasses.asdict(cfg.model)
-    model = build_model(**kwargs, weights=entry)
-    return model.to(device, memory_format=torch.channels_last).eval(), cfg
+    model = build_model(**kwargs, weights=entry).to(device).eval()
+    if prepare:
+        from ..models.fuse import prepare_for_inference
+
+        model = prepare_for_inference(model)
+    return model, cfg

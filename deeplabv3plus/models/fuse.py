@@ -1,0 +1,341 @@
+"""The inference fast path: :func:`prepare_for_inference`, a copy of a model made for fast exact inference.
+
+In eval mode a BatchNorm after a convolution is an affine map per output channel,
+``y = (conv(x) - mean) / sqrt(var + eps) * gamma + beta``, so it can be folded into the conv's
+weights and bias: ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``.
+That removes one full pass over every activation (113 BatchNorms in ResNet-101) and is exact up
+to fp32 rounding. On CPU the convs then run oneDNN on a weight reordered once
+(:class:`PackedConv2d`), and the copy is channels_last (docs/benchmarks.md has the timings).
+
+The folding keeps the module tree: every conv stays an ``nn.Conv2d`` at the same place (with a
+bias now) and each folded BatchNorm becomes an ``nn.Identity``. Everything that changes a built
+model's geometry therefore keeps working on the prepared copy: the ``output_stride`` setter
+(:func:`deeplabv3plus.models.layers.set_conv_geometry` edits conv stride/dilation/padding, not
+weights), multi-scale and flip inference, ``torch.export`` / ONNX export.
+
+Which conv feeds which BatchNorm is read from the data flow (a ``torch.fx`` trace), not from
+names: a pair is folded only when the BatchNorm's sole input is the conv's output and nothing else
+reads that output, so a custom model with other wiring is never folded wrongly.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+from typing import Optional
+
+import torch
+from torch import fx, nn
+
+__all__ = ["PackedConv2d", "conv_bn_pairs", "fold_batchnorm", "pack_convs", "prepare_for_inference"]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module under DDP (``.module``) or torch.compile (``._orig_mod``) wrappers."""
+    from ..inference import unwrap_model  # lazily: inference imports nothing from models
+
+    return unwrap_model(model)
+
+
+def _analyse(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
+    """One ``torch.fx`` trace: the foldable (conv, batchnorm) pairs and the ReLUs safe to run in place.
+
+    The trace is of the eval-mode forward (the mode is restored afterwards).
+    """
+    was_training = model.training
+    try:
+        graph = fx.symbolic_trace(model.eval()).graph
+    finally:
+        model.train(was_training)
+    # A weight tied to another module cannot take one BatchNorm's fold.
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs, relu_ok, relu_unsafe = [], set(), set()
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = model.get_submodule(node.target)
+        src = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        single_module_src = isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+        if isinstance(module, nn.ReLU):
+            # A conv or BatchNorm output read by nothing else is a fresh tensor (never a view).
+            fresh = single_module_src and isinstance(
+                model.get_submodule(src.target), (nn.Conv2d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Identity)
+            )
+            (relu_ok if fresh else relu_unsafe).add(node.target)
+            continue
+        if type(module) not in (nn.BatchNorm2d, nn.SyncBatchNorm) or module.running_mean is None:
+            continue
+        if calls[node.target] != 1 or not single_module_src or calls[src.target] != 1:
+            continue
+        conv = model.get_submodule(src.target)
+        if (
+            type(conv) is nn.Conv2d
+            and conv.out_channels == module.num_features
+            and uses[id(conv.weight)] == 1
+        ):
+            pairs.append((src.target, node.target))
+    relus = [n for n in relu_ok - relu_unsafe if not model.get_submodule(n).inplace]
+    return pairs, sorted(relus)
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Qualified names of every ``(conv, batchnorm)`` pair whose BatchNorm can be folded.
+
+    A pair qualifies when the BatchNorm (``nn.BatchNorm2d`` or ``nn.SyncBatchNorm`` with running
+    statistics, which is what both normalise with in eval mode) is called once, on the output of
+    one ``nn.Conv2d`` call, that output has no other reader, and the conv is called only once (a
+    shared conv cannot absorb one of several BatchNorms).
+
+    Raises:
+        torch.fx.proxy.TraceError (or another tracing error): when ``model`` cannot be traced
+            symbolically (data-dependent control flow).
+    """
+    return _analyse(model)[0]
+
+
+def _folded(
+    conv: nn.Conv2d,
+    bn: nn.modules.batchnorm._BatchNorm,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight (in ``memory_format``) and bias of ``conv`` followed by eval-mode ``bn``, as one conv.
+
+    The per-channel scale and the bias are computed in float64 and rounded once; the weight is
+    multiplied in its own dtype (one rounding per element, as the unfolded BN's multiply).
+    """
+    scale = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    bias = -bn.running_mean.double() * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.double() * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias.double()
+    w = conv.weight.detach()
+    weight = torch.empty_like(w, memory_format=memory_format)  # one pass: scale and change layout
+    torch.mul(w, scale.to(w.dtype).view(-1, *([1] * (w.dim() - 1))), out=weight)
+    return weight, bias.to(w.dtype)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every foldable eval-mode BatchNorm into its conv, in place (see :func:`conv_bn_pairs`).
+
+    The conv gets the folded weight and a bias; the BatchNorm is replaced by ``nn.Identity``.
+    Only meaningful for inference: the BatchNorms' running statistics are baked in, and the
+    model's state_dict no longer matches its class's (do not save it as a checkpoint).
+    :func:`prepare_for_inference` does this on a copy.
+
+    Args:
+        model: the model to change; must be in eval mode (a training-mode BatchNorm normalises
+            with batch statistics, which cannot be folded).
+
+    Returns:
+        The number of BatchNorms folded.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (call model.eval() first)")
+    pairs = conv_bn_pairs(model)
+    for conv_name, bn_name in pairs:
+        conv = model.get_submodule(conv_name)
+        weight, bias = _folded(conv, model.get_submodule(bn_name))
+        conv.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
+        conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
+        _set_submodule(model, bn_name, nn.Identity())
+    return len(pairs)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()  # torch < 2.3
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+class PackedConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose CPU fp32 inference runs oneDNN on a weight reordered once, not every call.
+
+    PyTorch's eager CPU convolution hands the weight to oneDNN (mkldnn) in PyTorch's layout, and
+    oneDNN reorders it into its blocked layout on *every* call: for ResNet-101 that is ~180 MB
+    copied per forward, a large share of the time at OS 16 where the deep layers are small. This
+    conv keeps the reordered weight (``torch.ops.mkldnn._reorder_convolution_weight``, what
+    inductor's freezing pass uses) and calls ``torch.ops.mkldnn._convolution_pointwise`` with it:
+    the same oneDNN convolution (bit-identical outputs to the eager conv's in our checks).
+
+    The reordered weight is re-made whenever stride, padding, dilation or the weight itself change
+    (so ``output_stride`` stays settable); it is not in the state_dict and not copied by
+    ``deepcopy``/pickle. Everything else falls back to ``nn.Conv2d.forward``: CUDA, other dtypes,
+    autocast, autograd, and tracing/export/compilation (FakeTensors, ``torch.jit`` tracing,
+    ``torch.compile``), so ONNX export and ``torch.export`` see a plain convolution.
+    """
+
+    _packed: Optional[torch.Tensor] = None
+    _packed_key: Optional[tuple] = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> PackedConv2d:
+        """Turn ``conv`` (an exact ``nn.Conv2d``) into a PackedConv2d in place; returns it.
+
+        The object stays the same (its class changes), so every reference to it (and every
+        ``set_conv_geometry`` on it) keeps working, and no weight is copied or re-initialised.
+        """
+        if type(conv) is not nn.Conv2d:
+            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        conv.__class__ = cls
+        return conv
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_packed", None)
+        state.pop("_packed_key", None)
+        return state
+
+    def _fast(self, x: torch.Tensor) -> bool:
+        w = self.weight
+        return (
+            type(x) is torch.Tensor  # not a FakeTensor / subclass (export, compile)
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and w.device.type == "cpu"
+            and w.dtype == torch.float32
+            and x.dim() == 4
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and torch.backends.mkldnn.enabled
+            and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()
+            and not _compiling()
+            and not _cpu_autocast()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._fast(x):
+            return super().forward(x)
+        padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)
+        w = self.weight
+        # The version counter catches in-place weight updates (inference tensors have none).
+        version = 0 if w.is_inference() else w._version
+        key = (tuple(padding), tuple(stride), tuple(dilation), w.data_ptr(), version)
+        if self._packed_key != key:
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), padding, stride, dilation, self.groups, list(x.shape)
+            )
+            self._packed_key = key
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed, self.bias, padding, stride, dilation, self.groups, "none", [], ""
+        )
+
+
+@functools.cache
+def _mkldnn_packing_works() -> bool:
+    """Whether this torch build has the oneDNN ops PackedConv2d needs, and they agree with conv2d."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        conv = nn.Conv2d(3, 4, 3, padding=2, dilation=2)
+        x = torch.randn(1, 3, 7, 6)
+        with torch.no_grad():
+            expected = conv(x)
+            got = PackedConv2d.from_conv(copy.deepcopy(conv)).requires_grad_(False)(x)
+        return torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def pack_convs(model: nn.Module) -> int:
+    """Make every plain ``nn.Conv2d`` of ``model`` a :class:`PackedConv2d`, in place, where oneDNN can.
+
+    Returns:
+        The number of convs changed (0 when this torch build lacks the oneDNN ops).
+    """
+    convs = [m for m in model.modules() if type(m) is nn.Conv2d]
+    if not convs or not _mkldnn_packing_works():
+        return 0
+    for conv in convs:
+        PackedConv2d.from_conv(conv)
+    return len(convs)
+
+
+def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack: bool = True) -> nn.Module:
+    """A copy of ``model`` made for fast exact inference; ``model`` itself is left untouched.
+
+    The copy is in eval mode, its BatchNorms folded into the preceding convs
+    (:func:`fold_batchnorm`), its ReLUs in place where that is safe, its parameters frozen
+    (``requires_grad=False``), its convs running on once-reordered oneDNN weights on CPU
+    (:class:`PackedConv2d`) and, by default, in channels_last memory format (the faster layout
+    for convolutions on CPU/oneDNN and on GPU/cuDNN, docs/benchmarks.md). All of this is exact to
+    fp32 rounding: its outputs equal ``model.eval()``'s within ~1e-5 relative
+    (tests/test_fuse.py). ``output_stride`` stays settable on the copy.
+
+    A model that cannot be traced symbolically with ``torch.fx`` is copied without folding, with
+    a warning.
+
+    Args:
+        model: any segmentation model (a DDP or torch.compile wrapper is unwrapped first).
+        channels_last: convert the copy's parameters to channels_last; inputs need no conversion
+            (a conv with channels_last weights returns channels_last activations).
+        pack: make the convs :class:`PackedConv2d` (CPU fp32 inference on a once-reordered
+            oneDNN weight; the same outputs as the eager conv, no effect elsewhere).
+
+    Returns:
+        The prepared copy, on ``model``'s device. Use it for inference only; keep training and
+        saving checkpoints with ``model``.
+    """
+    source = _unwrap(model)
+    try:
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in source.modules())
+        pairs, relus = _analyse(source) if has_bn else ([], [])  # no BN: nothing to fold, no trace
+    except Exception as e:  # fx cannot trace data-dependent control flow: stay unfolded, but say so
+        warnings.warn(
+            f"prepare_for_inference: {type(source).__name__} cannot be traced with torch.fx "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); BatchNorm is not folded",
+            stacklevel=2,
+        )
+        pairs, relus = [], []
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    # The copy is made with the folded weights in place of the originals (deepcopy's memo), so no
+    # weight is copied twice and the source (e.g. the live training model) is only read.
+    memo: dict[int, object] = {}
+    biases = {}
+    with torch.no_grad():
+        for conv_name, bn_name in pairs:
+            conv, bn = source.get_submodule(conv_name), source.get_submodule(bn_name)
+            weight, bias = _folded(conv, bn, fmt)
+            memo[id(conv.weight)] = nn.Parameter(weight, requires_grad=False)
+            if conv.bias is not None:
+                memo[id(conv.bias)] = nn.Parameter(bias, requires_grad=False)
+            else:
+                biases[conv_name] = nn.Parameter(bias, requires_grad=False)
+            memo[id(bn)] = nn.Identity()
+    prepared = copy.deepcopy(source, memo).eval()
+    for conv_name, bias in biases.items():
+        prepared.get_submodule(conv_name).bias = bias
+    for name in relus:
+        prepared.get_submodule(name).inplace = True
+    prepared.requires_grad_(False)
+    if pack:
+        pack_convs(prepared)
+    if channels_last:
+        prepared = prepared.to(memory_format=torch.channels_last)  # the parameters not folded
+    prepared.prepared_for_inference = True  # evaluate() runs such a model as it is
+    return prepared
