@@ -283,10 +283,18 @@ def test_weights_download_convert_and_cache_give_exactly_the_original_model(
 
     # The scripts' loader, by name: the published config (with overrides) and the model.
     monkeypatch.setitem(zoo.WEIGHTS, entry.name, entry)
-    model, cfg = load_weights_model("test_voc", ["data.root=/data/voc", "eval.output_stride=8"])
+    overrides = ["data.root=/data/voc", "eval.output_stride=8"]
+    model, cfg = load_weights_model("test_voc", overrides, prepare=False)
     assert cfg.data.root == "/data/voc" and cfg.eval.output_stride == 8 and cfg.eval.pad_to == 513
-    assert not model.training and model.classifier.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.training
     _assert_same_weights(model, original.state_dict())
+    # By default the inference copy (BN folded, channels_last): the same outputs to fp32 rounding.
+    prepared, _ = load_weights_model("test_voc", overrides)
+    assert prepared.prepared_for_inference and prepared.classifier.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_output_stride_is_free_with_weights_and_defaults_to_the_published_one():
