@@ -18,7 +18,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Callable, Union
 
 import torch
 from torch import nn
@@ -28,17 +28,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or lacks an expected entry."""
 
 
-def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
-    """Write ``state`` to ``path`` through a temporary file and a rename.
+def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], object]) -> Path:
+    """Create ``path`` by ``write(file)`` into a temporary file beside it, fsync, then a rename.
 
-    A crash mid-write leaves the previous file intact: a checkpoint is never half-written.
+    A crash or error mid-write leaves the previous file (if any) intact and no temporary file
+    behind: the file is never half-written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,6 +47,11 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
+    """Write ``state`` to ``path`` with :func:`write_atomically`: a checkpoint is never half-written."""
+    return write_atomically(path, lambda f: torch.save(state, f))
 
 
 def read_torch_file(path: Union[str, Path], what: str = "checkpoint") -> Any:

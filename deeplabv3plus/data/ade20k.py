@@ -20,9 +20,6 @@ Either way the raw values are checked against 0..150 before the mapping.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -32,6 +29,7 @@ from PIL import Image, ImageDraw
 from ..config import DataConfig
 from .ade20k_meta import ADE20K_CLASSES, ADE20K_PALETTE
 from .datasets import DatasetError, LabelMap, Sample
+from .synthetic import publish_dataset_dir
 
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 """Aliases of the release's split folders."""
@@ -170,9 +168,7 @@ def make_synthetic_ade20k(root: Union[str, Path], num_images: int = 6, size: int
     root = Path(root)
     if (root / _MARKER).is_file():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp", dir=root.parent))
-    try:
+    with publish_dataset_dir(root, _MARKER) as tmp:
         num_train = max(1, round(2 * num_images / 3))
         for i in range(num_images):
             folder, prefix, j = (
@@ -187,13 +183,4 @@ def make_synthetic_ade20k(root: Union[str, Path], num_images: int = 6, size: int
         (tmp / _MARKER).write_text(
             f"synthetic ADE20K SceneParsing layout: {num_images} images, seed {seed}\n"
         )
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()  # an empty folder is not a dataset
-        try:
-            os.rename(tmp, root)
-        except OSError as e:
-            if not (root / _MARKER).is_file():  # not another process having won the race
-                raise FileExistsError(f"cannot create a synthetic dataset: '{root}' exists") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root

@@ -25,9 +25,6 @@ Label IDs are checked against 0..33 before the mapping, train IDs against 0..18 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -43,6 +40,7 @@ from .cityscapes_meta import (
     label_id_lut,
 )
 from .datasets import DatasetError, LabelMap, Sample
+from .synthetic import publish_dataset_dir
 
 NUM_LABEL_IDS = 34
 """Label IDs 0..33 appear in ``*_gtFine_labelIds.png`` (the licence plate, -1, is never drawn)."""
@@ -195,9 +193,7 @@ def make_synthetic_cityscapes(
     root = Path(root)
     if (root / _MARKER).is_file():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp", dir=root.parent))
-    try:
+    with publish_dataset_dir(root, _MARKER) as tmp:
         num_train = max(1, round(2 * num_images / 3))
         lut = label_id_lut()
         for i in range(num_images):
@@ -215,13 +211,4 @@ def make_synthetic_cityscapes(
             if train_ids:
                 Image.fromarray(lut[label], mode="L").save(gt / f"{name}_gtFine_labelTrainIds.png")
         (tmp / _MARKER).write_text(f"synthetic Cityscapes layout: {num_images} images, seed {seed}\n")
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()  # an empty folder is not a dataset
-        try:
-            os.rename(tmp, root)
-        except OSError as e:
-            if not (root / _MARKER).is_file():  # not another process having won the race
-                raise FileExistsError(f"cannot create a synthetic dataset: '{root}' exists") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root

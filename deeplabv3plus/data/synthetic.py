@@ -26,10 +26,12 @@ Labels are VOC class indices: with the default ``num_classes=6`` the classes are
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional, Union
 
@@ -173,6 +175,36 @@ def make_sample(
     return image, label
 
 
+@contextlib.contextmanager
+def publish_dataset_dir(root: Union[str, Path], marker: str) -> Iterator[Path]:
+    """Build a generated dataset in a temporary sibling folder, then rename it into ``root``.
+
+    The caller writes every file into the yielded folder, ``marker`` last; ``root`` appears only
+    complete, so an interrupted run or a concurrent caller (DDP ranks) never sees half a dataset.
+    An empty ``root`` is replaced; if another process published ``root`` first (its ``marker``
+    exists), that one is kept. On any error the temporary folder is removed.
+
+    Raises:
+        FileExistsError: ``root`` exists, is not empty and is not a generated dataset.
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp", dir=root.parent))
+    try:
+        yield tmp
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # an empty folder (e.g. created by the user) is not a dataset
+        try:
+            os.rename(tmp, root)
+        except OSError as e:
+            if not (root / marker).is_file():  # not another process winning the race: a real error
+                raise FileExistsError(
+                    f"cannot create a generated dataset: '{root}' exists and is not one"
+                ) from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def is_synthetic_root(root: Union[str, Path]) -> bool:
     """Whether ``root`` holds a complete generated dataset (its marker file is written last)."""
     return (Path(root) / _MARKER).is_file()
@@ -245,9 +277,7 @@ def make_synthetic_voc(
         if stale:
             raise ValueError(stale)
         return root / "VOCdevkit" / "VOC2012"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp", dir=root.parent))
-    try:
+    with publish_dataset_dir(root, _MARKER) as tmp:
         voc = tmp / "VOCdevkit" / "VOC2012"
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
             (voc / sub).mkdir(parents=True)
@@ -277,16 +307,4 @@ def make_synthetic_voc(
             class_names=synthetic_class_names(num_classes),
         )
         (tmp / _MARKER).write_text(json.dumps(meta, indent=2) + "\n")
-        if root.exists() and not any(root.iterdir()):
-            root.rmdir()  # an empty folder (e.g. created by the user) is not a dataset
-        try:
-            os.rename(tmp, root)
-        except OSError as e:
-            if not is_synthetic_root(root):  # not another process winning the race: a real error
-                raise FileExistsError(
-                    f"cannot create synthetic dataset: '{root}' exists and is not one"
-                ) from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return root / "VOCdevkit" / "VOC2012"

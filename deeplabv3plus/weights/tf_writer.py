@@ -19,15 +19,14 @@ Example::
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
+from ..checkpoint import write_atomically
 from .tf_bundle import _DTYPES, _TABLE_MAGIC, masked_crc32c
 
 __all__ = ["write_tf_checkpoint"]
@@ -201,20 +200,6 @@ def _sstable(items: list[tuple[bytes, bytes]]) -> bytes:
     return bytes(out)
 
 
-def _write_atomic(path: Path, chunks: list[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_tf_checkpoint(
     prefix: Union[str, Path],
     tensors: Mapping[str, np.ndarray],
@@ -254,6 +239,7 @@ def write_tf_checkpoint(
         offset += len(raw)
     data_path = Path(f"{prefix}.data-00000-of-00001")
     index_path = Path(f"{prefix}.index")
-    _write_atomic(data_path, chunks)
-    _write_atomic(index_path, [_sstable(items)])
+    write_atomically(data_path, lambda f: f.writelines(chunks))
+    index = _sstable(items)
+    write_atomically(index_path, lambda f: f.write(index))
     return index_path, data_path
