@@ -48,6 +48,25 @@ CPU_COMPILED_TRAINING = TORCH_RELEASE >= (2, 3)
 DEVICE_GRAD_SCALER = hasattr(torch.amp, "GradScaler")
 
 
+# torch.compiler.is_compiling(): torch >= 2.3; torch 2.2 has torch._dynamo.is_compiling. Chosen once
+# here, not by a getattr chain at call time: code that dynamo traces (torch.export of a prepared model)
+# must call a function dynamo knows, and torch 2.2's dynamo cannot trace ``module is not None``.
+if TORCH_RELEASE >= (2, 3):
+    is_compiling = torch.compiler.is_compiling
+else:
+    import torch._dynamo
+
+    is_compiling = torch._dynamo.is_compiling
+
+
+def cpu_autocast_enabled() -> bool:
+    """Whether CPU autocast is on: ``torch.is_autocast_enabled("cpu")`` from torch 2.4, before it
+    ``torch.is_autocast_cpu_enabled()`` (deprecated since)."""
+    if TORCH_RELEASE >= (2, 4):
+        return torch.is_autocast_enabled("cpu")
+    return torch.is_autocast_cpu_enabled()
+
+
 # F.resize(mask, interpolation=NEAREST_EXACT) on a tv_tensors.Mask: honoured only since the fix of
 # pytorch/vision#9188 (May 2026); before it every torchvision resized masks with NEAREST whatever was
 # asked, which shifts labels against a bilinearly resized image at non-integer scales.

@@ -152,7 +152,11 @@ def test_ours_is_timed_through_prepare_for_inference_and_compared_per_mac(monkey
     assert "time per Multiply-Add" in format_results(report)
 
 
-def test_default_candidates_pair_ours_with_each_peer():
+def test_default_candidates_pair_ours_with_each_peer(monkeypatch):
+    import deeplabv3plus.benchmark
+
+    # Only the pairing is checked: no model is built, so smp (an optional extra) need not be installed.
+    monkeypatch.setattr(deeplabv3plus.benchmark, "smp_available", lambda: True)
     cfg = ModelConfig(backbone="resnet101", separable=True)
     cands, _ = default_candidates(cfg, peers=("smp", "torchvision"), eager=True)
     by_name = {c.name: c for c in cands}

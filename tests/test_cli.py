@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import zipfile
 from pathlib import Path
@@ -173,9 +174,11 @@ def test_the_wheel_installs_a_working_deeplabv3plus_command(tmp_path):
     assert "[console_scripts]" in entry_points and "deeplabv3plus = deeplabv3plus.cli:main" in entry_points
 
     venv = tmp_path / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True
-    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # The new venv sees this environment's packages (torch, pip, ...) through a .pth file: unlike
+    # --system-site-packages, that also works when this environment is itself a venv (CI's floor).
+    parent = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
+    (next(venv.glob("lib/python*/site-packages")) / "_parent_env.pth").write_text("\n".join(parent) + "\n")
     python = venv / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install", "--no-deps", str(wheel)],

@@ -28,6 +28,8 @@ from typing import Optional
 import torch
 from torch import fx, nn
 
+from .._compat import cpu_autocast_enabled, is_compiling
+
 __all__ = ["PackedConv2d", "conv_bn_pairs", "fold_batchnorm", "pack_convs", "prepare_for_inference"]
 
 
@@ -157,20 +159,6 @@ def fold_batchnorm(model: nn.Module) -> int:
     return len(pairs)
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and hasattr(compiler, "is_compiling"):
-        return compiler.is_compiling()
-    return torch._dynamo.is_compiling()  # torch < 2.3
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
 class PackedConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` whose CPU fp32 inference runs oneDNN on a weight reordered once, not every call.
 
@@ -224,8 +212,8 @@ class PackedConv2d(nn.Conv2d):
             and torch.backends.mkldnn.enabled
             and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()
-            and not _compiling()
-            and not _cpu_autocast()
+            and not is_compiling()
+            and not cpu_autocast_enabled()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
