@@ -173,12 +173,6 @@ def _add_window_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, nargs="+", help="slide step: H W, or one value (eval.stride)")
 
 
-def _window_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """``eval.mode`` / ``crop_size`` / ``stride`` from the flags that were given (one value: square)."""
-    flags = {"mode": args.mode, "crop_size": args.crop_size, "stride": args.stride}
-    return {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in flags.items() if v is not None}
-
-
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     _add_model_source(p)
     p.add_argument(
@@ -240,17 +234,30 @@ def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, 
     return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device)
 
 
+EVAL_FLAGS = (
+    "scales",
+    "flip",
+    "output_stride",
+    "trimap",
+    "trimap_widths",
+    "batch_size",
+    "mode",
+    "crop_size",
+    "stride",
+)
+"""The ``eval.*`` fields a command's flags of the same name set (eval and predict)."""
+
+
 def apply_eval_flags(cfg: Config, args: argparse.Namespace) -> None:
-    """The command-line flags override ``cfg.eval`` (None leaves a field as the config has it)."""
-    flags = {
-        "scales": args.scales,
-        "flip": args.flip,
-        "output_stride": args.output_stride,
-        "trimap": args.trimap,
-        "trimap_widths": args.trimap_widths,
-        "batch_size": args.batch_size,
-    }
-    values = {k: v for k, v in flags.items() if v is not None} | _window_flags(args)
+    """The flags that were given override ``cfg.eval`` (None, or a flag the command lacks, leaves a
+    field as the config has it); one value for ``--crop-size`` / ``--stride`` means a square."""
+    values = {}
+    for name in EVAL_FLAGS:
+        value = getattr(args, name, None)
+        if name in ("crop_size", "stride") and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if value is not None:
+            values[name] = value
     cfg.eval = config_from_dict({"eval": values}, base=cfg).eval
     validate_config(cfg)
 
@@ -434,11 +441,7 @@ def run_predict(args: argparse.Namespace) -> list:
     model, cfg = load_model(args, device)
     if not args.weights:  # a training checkpoint: single scale unless asked (its eval.* is for val)
         cfg.eval.scales, cfg.eval.flip, cfg.eval.output_stride = [1.0], False, None
-    # The flags set eval.* (else the zoo entry's published settings / the defaults above).
-    flags = {"scales": args.scales, "flip": args.flip, "output_stride": args.output_stride}
-    flags = {k: v for k, v in flags.items() if v is not None} | _window_flags(args)
-    cfg = config_from_dict({"eval": flags}, base=cfg)
-    validate_config(cfg)
+    apply_eval_flags(cfg, args)  # the flags win over the zoo entry's published settings / the above
     if args.weights:
         print(
             f"{args.weights}: output stride {cfg.eval.output_stride}, scales {cfg.eval.scales}, "

@@ -24,6 +24,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -296,6 +297,27 @@ def read_config_file(path: Union[str, Path]) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{path}': expected a mapping at the top level")
     return values
+
+
+def layer_config(
+    base: Config, path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None
+) -> Config:
+    """``base`` with the keys a YAML file sets on top (only those), then dotted overrides; validated.
+
+    How eval and predict put a user's ``--config`` and ``a.b=c`` on a checkpoint's stored config or a
+    model-zoo entry's published one.
+    """
+    cfg = base
+    if path is not None:
+        values = read_config_file(path)
+        try:
+            cfg = config_from_dict(values, base=cfg)
+        except ConfigError as e:
+            raise ConfigError(f"config file '{path}': {e}") from None
+    for text in overrides or []:
+        cfg = config_from_dict(parse_override(text), base=cfg)
+    validate_config(cfg)
+    return cfg
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:

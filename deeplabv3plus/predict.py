@@ -218,42 +218,25 @@ def load_model_from_checkpoint(
     """
     from deeplabv3plus import build_model  # lazily: the model package is heavy
     from deeplabv3plus.checkpoint import CheckpointError, check_state_dict_fits, read_torch_file
-    from deeplabv3plus.config import (
-        ConfigError,
-        config_from_dict,
-        parse_override,
-        read_config_file,
-        validate_config,
-    )
+    from deeplabv3plus.config import Config, ConfigError, config_from_dict, layer_config
 
     state = read_torch_file(checkpoint)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint '{checkpoint}' holds a {type(state).__name__}, not a state_dict")
     has_wrapper = "model" in state and isinstance(state["model"], dict)
     stored = state.get("config") if has_wrapper else None
-    file_values = read_config_file(config) if config is not None else None
     if isinstance(stored, dict):
         try:
-            cfg = config_from_dict(stored)
+            base = config_from_dict(stored)
         except ConfigError as e:
             raise ConfigError(f"checkpoint '{checkpoint}', stored config: {e}") from None
-        if file_values is not None:
-            try:
-                cfg = config_from_dict(file_values, base=cfg)
-            except ConfigError as e:
-                raise ConfigError(f"config file '{config}': {e}") from None
-    elif file_values is not None:
-        try:
-            cfg = config_from_dict(file_values)
-        except ConfigError as e:
-            raise ConfigError(f"config file '{config}': {e}") from None
+    elif config is not None:
+        base = Config()  # a bare state_dict: the file is the whole config
     else:
         raise ConfigError(
             f"checkpoint '{checkpoint}' holds no config: pass the training config with --config"
         )
-    for text in overrides or []:
-        cfg = config_from_dict(parse_override(text), base=cfg)
-    validate_config(cfg)
+    cfg = layer_config(base, config, overrides)
     model_kwargs = dataclasses.asdict(cfg.model)
     model_kwargs["pretrained_backbone"] = None  # the checkpoint holds every weight
     model = build_model(**model_kwargs)

@@ -515,19 +515,11 @@ def load_weights_model(
         ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
         ``prepare=False``) and its :class:`~deeplabv3plus.config.Config`.
     """
-    from ..config import ConfigError, config_from_dict, parse_override, read_config_file, validate_config
+    from ..config import layer_config
     from ..models import build_model
 
     entry = get_weights(weights)
-    cfg = entry.config()
-    if config is not None:
-        try:
-            cfg = config_from_dict(read_config_file(config), base=cfg)
-        except ConfigError as e:
-            raise ConfigError(f"config file '{config}': {e}") from None
-    for text in overrides or []:
-        cfg = config_from_dict(parse_override(text), base=cfg)
-    validate_config(cfg)
+    cfg = layer_config(entry.config(), config, overrides)
     kwargs = dataclasses.asdict(cfg.model)
     model = build_model(**kwargs, weights=entry).to(device).eval()
     if prepare:
