@@ -30,8 +30,8 @@ from .data.datasets import build_dataset, eval_collate, find_voc_dir, read_label
 from .data.synthetic import SYNTHETIC_SIZE
 from .data.voc_meta import voc_palette
 from .evaluate import evaluate
-from .inference import PAPER_SCALES, scaled_size, use_output_stride
-from .macs import count_macs
+from .inference import PAPER_SCALES, use_output_stride
+from .macs import multi_scale_macs
 from .train import train
 
 TRIMAP_WIDTHS: tuple[int, ...] = tuple(range(2, 41, 2))
@@ -66,8 +66,7 @@ def inference_macs(
     """Multiply-Adds of segmenting one MACS_SIZE x MACS_SIZE image: summed over scales, x2 with flip."""
     model = copy.deepcopy(model).to("meta")  # counted without computing anything
     with use_output_stride(model, output_stride):
-        total = sum(count_macs(model, *scaled_size(MACS_SIZE, MACS_SIZE, s)) for s in scales)
-    return total * (2 if flip else 1)
+        return multi_scale_macs(model, MACS_SIZE, MACS_SIZE, scales, flip)
 
 
 def _val_loader(cfg: Config) -> tuple[DataLoader, list[str]]:

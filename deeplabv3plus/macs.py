@@ -136,9 +136,21 @@ def macs_of_row(row: PaperRow, size: int = 513, strided_shortcut: str = "project
         model = build_model(
             row.backbone, output_stride=row.eval_os, decoder=row.decoder, separable=row.sc, **kwargs
         ).eval()
-    scales = PAPER_SCALES if row.ms else (1.0,)
-    total = sum(count_macs(model, *scaled_size(size, size, s)) for s in scales)
-    return total * (2 if row.flip else 1)
+    return multi_scale_macs(model, size, size, PAPER_SCALES if row.ms else (1.0,), row.flip)
+
+
+def multi_scale_macs(
+    model: torch.nn.Module,
+    height: int = 513,
+    width: int = 513,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+) -> int:
+    """Multiply-Adds of segmenting one ``height`` x ``width`` image as ``predict_probs`` does: one
+    forward pass per scale at the reference's scaled size, doubled with flip (the flipped copies
+    are the same passes again)."""
+    total = sum(count_macs(model, *scaled_size(height, width, s)) for s in scales)
+    return total * (2 if flip else 1)
 
 
 def macs_table(
