@@ -14,7 +14,8 @@ types, and ``a.b=c`` overrides from the command line are parsed as YAML scalars
 
 Numbers are read as people write them: ``1e-3`` and ``5e4`` are floats (YAML 1.2; PyYAML's
 YAML 1.1 rules would make them strings), and a whole float such as ``3e4`` is accepted where an
-int is expected.
+int is expected. Booleans are YAML 1.2's too, ``true`` / ``false`` only: ``on``, ``off``, ``yes``
+and ``no`` stay words, so ``train.channels_last=off`` and ``train.amp=off`` mean the option ``off``.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class TrainConfig:
     amp: str = "auto"
     """'auto' (bf16 on CUDA when supported, off on CPU), 'off', 'bf16' or 'fp16'."""
     channels_last: str = "auto"
-    """'auto' (on for CUDA), 'on', 'off'."""
+    """'auto' (on for CUDA and CPU, the faster layout on both), 'on', 'off'."""
     compile: bool = False
     init_from: Optional[str] = None
     """Start from the weights of this checkpoint (e.g. the OS-16 stage's best.pth) with a fresh
@@ -183,7 +184,7 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3``, ``5e4``, ``1.0e4``, ``.5e3``."""
+    """PyYAML's safe loader with YAML 1.2 floats (``1e-3``, ``5e4``, ``.5e3``) and booleans (``true``, ``false``)."""
 
 
 # YAML 1.1 (PyYAML) needs a dot and a signed exponent ("1.0e-3"); YAML 1.2 and Python do not. The
@@ -193,6 +194,14 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+# YAML 1.1 also reads on/off/yes/no (and y/n in some parsers) as booleans: a config option whose
+# values are words ("channels_last: off") would arrive as False. YAML 1.2's core schema has only true/false.
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def load_yaml(text: str, source: str = "<string>") -> Any:

@@ -158,9 +158,11 @@ def test_checkpoints_are_never_half_written(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
 
 
-def test_cpu_runtime_defaults_to_fp32_and_contiguous(tmp_path):
+def test_cpu_runtime_defaults_to_fp32_and_channels_last(tmp_path):
     runtime = setup_runtime(config_from_dict({"train": {"device": "cpu"}}))
-    assert runtime.amp_dtype is None and not runtime.channels_last and runtime.world_size == 1
+    assert runtime.amp_dtype is None and runtime.channels_last and runtime.world_size == 1
+    off = setup_runtime(config_from_dict({"train": {"device": "cpu", "channels_last": "off"}}))
+    assert not off.channels_last
 
 
 def _free_port() -> int:

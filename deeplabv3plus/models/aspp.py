@@ -20,6 +20,24 @@ def aspp_rates_for(output_stride: int, rates_at_os16: Sequence[int] = ASPP_RATES
     return tuple(max(1, round(r * 16 / output_stride)) for r in rates_at_os16)
 
 
+def broadcast_like(pooled: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The (N, C, 1, 1) image-pooling map broadcast to ``like``'s (N, C, h, w), in ``like``'s layout.
+
+    Bilinear upsampling of a 1x1 map is a broadcast: an expand, no interpolation op. A
+    channels_last ``like`` gets a channels_last copy: concatenated with a stride-0 view,
+    channels_last maps give an NCHW result, and the projection would run on that (3x slower on
+    CPU, docs/benchmarks.md).
+    """
+    pooled = pooled.expand_as(like)
+    if like.is_contiguous(memory_format=torch.channels_last):
+        pooled = pooled.contiguous(memory_format=torch.channels_last)
+    return pooled
+
+
+# A leaf for torch.fx (prepare_for_inference traces the model): its branch is on the layout.
+torch.fx.wrap("broadcast_like")
+
+
 class ASPP(nn.Module):
     """Image pooling + 1x1 + three atrous 3x3 branches, concatenated and projected.
 
@@ -64,7 +82,7 @@ class ASPP(nn.Module):
             set_conv_geometry(branch.conv_dw if hasattr(branch, "conv_dw") else branch.conv, 1, r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Bilinear upsampling of a 1x1 map is a broadcast; expand avoids an interpolation op.
-        pooled = self.pooling(x).expand(-1, -1, x.shape[2], x.shape[3])
-        branches = [pooled, self.conv1x1(x), *(branch(x) for branch in self.atrous)]
-        return self.dropout(self.project(torch.cat(branches, dim=1)))
+        pooled = self.pooling(x)  # first, as before: the backward's summation order into x is kept
+        branches = [self.conv1x1(x), *(branch(x) for branch in self.atrous)]
+        pooled = broadcast_like(pooled, branches[0])
+        return self.dropout(self.project(torch.cat([pooled, *branches], dim=1)))

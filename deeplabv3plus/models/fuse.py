@@ -26,6 +26,7 @@ import warnings
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from .._compat import cpu_autocast_enabled, is_compiling
@@ -159,6 +160,13 @@ def fold_batchnorm(model: nn.Module) -> int:
     return len(pairs)
 
 
+# oneDNN's fast depthwise kernels (jit_dw, brdgmm_dw) take at most 6 pixels of implicit zero
+# padding; beyond that it runs its generic grouped kernel, 8-15x slower on the ASPP's depthwise
+# convs (rates 12 and 18 at OS 16, 12-36 at OS 8; docs/benchmarks.md). Padding the input
+# explicitly by the rest keeps the fast kernel; zeros either way, so the result is the same.
+ONEDNN_DEPTHWISE_MAX_PADDING = 6
+
+
 class PackedConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` whose CPU fp32 inference runs oneDNN on a weight reordered once, not every call.
 
@@ -174,6 +182,9 @@ class PackedConv2d(nn.Conv2d):
     ``deepcopy``/pickle. Everything else falls back to ``nn.Conv2d.forward``: CUDA, other dtypes,
     autocast, autograd, and tracing/export/compilation (FakeTensors, ``torch.jit`` tracing,
     ``torch.compile``), so ONNX export and ``torch.export`` see a plain convolution.
+
+    A depthwise conv with more padding than oneDNN's depthwise kernels take
+    (:data:`ONEDNN_DEPTHWISE_MAX_PADDING`) pads its input explicitly by the rest first.
     """
 
     _packed: Optional[torch.Tensor] = None
@@ -220,6 +231,10 @@ class PackedConv2d(nn.Conv2d):
         if not self._fast(x):
             return super().forward(x)
         padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)
+        if self.groups == self.in_channels > 1 and max(padding) > ONEDNN_DEPTHWISE_MAX_PADDING:
+            extra = [max(p - ONEDNN_DEPTHWISE_MAX_PADDING, 0) for p in padding]
+            x = F.pad(x, (extra[1], extra[1], extra[0], extra[0]))
+            padding = [p - e for p, e in zip(padding, extra)]
         w = self.weight
         # The version counter catches in-place weight updates (inference tensors have none).
         version = 0 if w.is_inference() else w._version
