@@ -65,7 +65,9 @@ def test_on_and_off_are_option_words_not_booleans(tmp_path):
     # YAML 1.1 would read them as True/False and reject "channels_last: off" as "expected str".
     cfg = load_config(None, ["train.channels_last=off", "train.amp=off"])
     assert (cfg.train.channels_last, cfg.train.amp) == ("off", "off")
-    (tmp_path / "c.yaml").write_text("train:\n  channels_last: on\n  compile: true\nmodel:\n  decoder: False\n")
+    (tmp_path / "c.yaml").write_text(
+        "train:\n  channels_last: on\n  compile: true\nmodel:\n  decoder: False\n"
+    )
     cfg = load_config(tmp_path / "c.yaml")
     assert (cfg.train.channels_last, cfg.train.compile, cfg.model.decoder) == ("on", True, False)
     with pytest.raises(ConfigError, match="model.decoder: expected bool, got 'yes'"):
