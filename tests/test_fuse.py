@@ -199,6 +199,41 @@ def test_packed_conv_equals_the_eager_conv_through_geometry_and_weight_changes()
         torch.testing.assert_close(packed(x), conv(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dilation", [7, 12, 18, 36])
+def test_depthwise_conv_padded_beyond_onednn_kernels_equals_the_eager_conv(dilation):
+    # The ASPP's rates: beyond 6 px of padding the input is padded explicitly (same zeros).
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 32, 3, padding=dilation, dilation=dilation, groups=32).eval().requires_grad_(False)
+    packed = PackedConv2d.from_conv(copy.deepcopy(conv))
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(2, 32, 21, 26).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            out = packed(x)
+            torch.testing.assert_close(out, conv(x), rtol=1e-5, atol=1e-5)
+        assert out.shape == (2, 32, 21, 26)
+    x = torch.randn(1, 32, 33, 33).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert packed(x).is_contiguous(memory_format=torch.channels_last)
+        for c in (conv, packed):  # output_stride 8 doubles the rate
+            set_conv_geometry(c, 1, 2 * dilation)
+        torch.testing.assert_close(packed(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_aspp_concatenation_keeps_channels_last_for_the_projection():
+    # A stride-0 pooled map concatenated with channels_last maps would make the projection's input NCHW.
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model("resnet18", **SMALL)).eval()
+    prepared = prepare_for_inference(model)
+    seen = []
+    prepared.aspp.project.conv.register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+    x = torch.randn(2, 3, 65, 65)
+    with torch.inference_mode():
+        out = prepared(x)
+        expected = model(x)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    torch.testing.assert_close(out, expected, rtol=0, atol=TOL * expected.abs().max().item())
+
+
 def test_packed_conv_falls_back_for_autograd_and_is_not_saved():
     conv, packed = _packed_pair(padding=1)
     x = torch.randn(1, 8, 9, 9, requires_grad=True)

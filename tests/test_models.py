@@ -12,7 +12,12 @@ from torch import nn
 from deeplabv3plus import build_model, deeplabv3plus_resnet101, deeplabv3plus_xception65
 from deeplabv3plus._compat import TORCH_EXPORT_DYNAMIC_HW
 from deeplabv3plus.models import ResNet, Xception, aspp_rates_for
-from deeplabv3plus.models.layers import atrous_plan
+from deeplabv3plus.models.layers import (
+    SeparableConv2d,
+    atrous_plan,
+    depthwise_space_to_batch,
+    space_to_batch_pays,
+)
 
 torch.backends.cudnn.deterministic = True
 
@@ -260,6 +265,39 @@ def test_channels_last_gives_the_same_logits():
         model = model.to(memory_format=torch.channels_last)
         out = model(x.to(memory_format=torch.channels_last))
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("rate", "size"), [(2, (17, 20)), (6, (33, 33)), (12, (33, 29)), (18, (7, 9)), (36, (65, 65))]
+)
+def test_space_to_batch_depthwise_conv_equals_the_dilated_conv_forward_and_backward(rate, size):
+    # Sizes not divisible by the rate, and rates above the size (only the centre tap reads the image).
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, padding=rate, dilation=rate, groups=16).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, *size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert space_to_batch_pays(conv, x)
+    grad = torch.randn(2, 16, *size)
+    out = depthwise_space_to_batch(conv, x)
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
+    expected = conv(x)
+    want = torch.autograd.grad(expected, (x, conv.weight, conv.bias), grad)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_separable_conv_takes_space_to_batch_only_where_it_pays():
+    conv = SeparableConv2d(8, 8, dilation=4).to(memory_format=torch.channels_last)
+    cl = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    assert space_to_batch_pays(conv.conv_dw, cl)
+    assert not space_to_batch_pays(conv.conv_dw, cl.contiguous())  # NCHW: the rearrangement costs more
+    assert not space_to_batch_pays(SeparableConv2d(8, 8).conv_dw, cl)  # rate 1: the fast kernels already
+    assert not space_to_batch_pays(SeparableConv2d(8, 8, stride=2, dilation=2).conv_dw, cl)
+    conv.train()
+    out = conv(cl)  # space-to-batch
+    plain = conv(cl.contiguous())  # the dilated conv itself
+    torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -74,8 +75,69 @@ class SeparableConv2d(nn.Module):
         self.act_pw = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act_dw(self.bn_dw(self.conv_dw(x)))
+        # self.training first: torch.fx traces the eval-mode model, which never takes this branch.
+        if self.training and space_to_batch_pays(self.conv_dw, x):
+            x = depthwise_space_to_batch(self.conv_dw, x)
+        else:
+            x = self.conv_dw(x)
+        x = self.act_dw(self.bn_dw(x))
         return self.act_pw(self.bn_pw(self.conv_pw(x)))
+
+
+def space_to_batch_pays(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether :func:`depthwise_space_to_batch` should run ``conv`` on ``x``: CPU, channels_last, rate > 1.
+
+    oneDNN's depthwise kernels (the fast ones, forward and backward) take no dilation in the
+    backward pass and at most 6 px of padding in the forward; a dilated depthwise conv falls back to
+    its generic grouped kernel, several times slower in training (docs/benchmarks.md). Only the
+    channels_last layout gains: in NCHW the rearrangement costs more than it saves.
+    """
+    d = conv.dilation
+    return (
+        type(x) is torch.Tensor  # not a FakeTensor / subclass (export, compile)
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and d[0] == d[1] > 1
+        and conv.padding == d
+        and conv.padding_mode == "zeros"
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+    )
+
+
+def depthwise_space_to_batch(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 3x3 depthwise conv of rate ``d`` as an undilated conv on ``d * d`` phase images.
+
+    Output pixel (y, x) reads the input at (y + i*d, x + j*d), i, j in {-1, 0, 1}: only pixels of
+    its own phase (y mod d, x mod d). Gathering every phase into an image of its own
+    (ceil(H/d) x ceil(W/d), zero-padded at the end) makes the rate-d conv an ordinary 3x3 conv with
+    padding 1 on a batch of ``N * d * d`` images: the space-to-batch rewrite of TF's atrous
+    convolution. The same sums, so the same result to fp32 rounding, and differentiable.
+
+    Args:
+        conv: a depthwise ``nn.Conv2d`` (3x3, stride 1, padding = dilation = d).
+        x: (N, C, H, W) float, channels_last.
+
+    Returns:
+        (N, C, H, W), channels_last.
+    """
+    d = conv.dilation[0]
+    n, c, h, w = x.shape
+    hq, wq = -(-h // d), -(-w // d)
+    xh = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, wq * d - w, 0, hq * d - h))  # (N, H', W', C) memory order
+    phases = xh.reshape(n, hq, d, wq, d, c).permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, hq, wq, c)
+    y = F.conv2d(phases.permute(0, 3, 1, 2), conv.weight, conv.bias, 1, 1, 1, conv.groups)
+    y = (
+        y.permute(0, 2, 3, 1)
+        .reshape(n, d, d, hq, wq, c)
+        .permute(0, 3, 1, 4, 2, 5)
+        .reshape(n, hq * d, wq * d, c)
+    )
+    return y[:, :h, :w].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def set_conv_geometry(conv: nn.Conv2d, stride: int, dilation: int = 1) -> None:
