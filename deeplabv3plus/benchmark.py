@@ -274,9 +274,9 @@ def default_candidates(
     Args:
         model_cfg: ours' configuration ('ours').
         peers: any of :data:`PEERS`.
-        both_memory_formats: add ours again as 'ours-nhwc', always channels_last input (and, for
-            training, model), to time both memory formats in one run (the other rows follow
-            :attr:`BenchOptions.channels_last`).
+        both_memory_formats: add ours again as 'ours-nhwc' (and each peer-matching row, e.g.
+            'ours-v3-os8-nhwc'), always channels_last input (and, for training, model), to time
+            both memory formats in one run (the other rows follow :attr:`BenchOptions.channels_last`).
         eager: add 'ours-eager', inference of the plain model (not prepared), for the gain.
         onnx: (height, width) to export ours at: adds 'ours-onnx', the ONNX export of the prepared
             model under onnxruntime (inference only, CPU; skipped with a note without the extra).
@@ -285,12 +285,17 @@ def default_candidates(
     Returns:
         The candidates and notes on peers that were skipped.
     """
-    cands = [ours_candidate("ours", model_cfg)]
-    if both_memory_formats:
-        cand = ours_candidate("ours-nhwc", model_cfg)
+
+    def nhwc_twin(name: str, cfg: ModelConfig, compare_to: tuple[str, ...] = ()) -> Candidate:
+        cand = ours_candidate(name + "-nhwc", cfg)
         cand.channels_last = True
         cand.description += ", channels_last input (and model, for training)"
-        cands.append(cand)
+        cand.compare_to = compare_to
+        return cand
+
+    cands = [ours_candidate("ours", model_cfg)]
+    if both_memory_formats:
+        cands.append(nhwc_twin("ours", model_cfg))
     notes = []
     if eager:
         cand = ours_candidate("ours-eager", model_cfg, prepared=False)
@@ -312,6 +317,8 @@ def default_candidates(
             if sc != model_cfg:
                 cands.append(ours_candidate("ours-sc", sc))
                 cands[-1].compare_to = ("smp",)
+                if both_memory_formats:
+                    cands.append(nhwc_twin("ours-sc", sc, ("smp",)))
             else:
                 for cand in own:
                     cand.compare_to += ("smp",)
@@ -324,6 +331,8 @@ def default_candidates(
         if v3 != model_cfg:
             cands.append(ours_candidate("ours-v3-os8", v3))
             cands[-1].compare_to = ("torchvision",)
+            if both_memory_formats:
+                cands.append(nhwc_twin("ours-v3-os8", v3, ("torchvision",)))
         else:
             for cand in own:
                 cand.compare_to += ("torchvision",)

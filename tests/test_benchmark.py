@@ -169,6 +169,15 @@ def test_default_candidates_pair_ours_with_each_peer(monkeypatch):
     )
     cands, _ = default_candidates(dataclasses.replace(cfg, separable=False), peers=("smp",))
     assert [c.name for c in cands][:2] == ["ours", "ours-sc"] and cands[1].compare_to == ("smp",)
+    # Both memory formats: every peer-matching row gets a channels_last twin compared with the same peer.
+    cands, _ = default_candidates(
+        dataclasses.replace(cfg, separable=False), peers=("smp", "torchvision"), both_memory_formats=True
+    )
+    twins = {c.name: c for c in cands if c.name.endswith("-nhwc")}
+    assert set(twins) == {"ours-nhwc", "ours-sc-nhwc", "ours-v3-os8-nhwc"}
+    assert all(c.channels_last for c in twins.values())
+    assert twins["ours-sc-nhwc"].compare_to == ("smp",)
+    assert twins["ours-v3-os8-nhwc"].compare_to == ("torchvision",)
 
 
 def test_onnx_row_runs_the_export_under_onnxruntime():
