@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .._compat import cpu_autocast_enabled, is_compiling
+from .._compat import cpu_autocast_enabled
+from .layers import runs_eagerly
 
 __all__ = ["PackedConv2d", "conv_bn_pairs", "fold_batchnorm", "pack_convs", "prepare_for_inference"]
 
@@ -211,7 +212,7 @@ class PackedConv2d(nn.Conv2d):
     def _fast(self, x: torch.Tensor) -> bool:
         w = self.weight
         return (
-            type(x) is torch.Tensor  # not a FakeTensor / subclass (export, compile)
+            runs_eagerly(x)
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and w.device.type == "cpu"
@@ -221,9 +222,6 @@ class PackedConv2d(nn.Conv2d):
             and not isinstance(self.padding, str)
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             and torch.backends.mkldnn.enabled
-            and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting()
-            and not is_compiling()
             and not cpu_autocast_enabled()
         )
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._compat import is_compiling
+
 
 class ConvBNReLU(nn.Sequential):
     """conv -> BatchNorm -> ReLU (ReLU optional). Keys: ``conv.weight``, ``bn.*``.
@@ -84,6 +86,21 @@ class SeparableConv2d(nn.Module):
         return self.act_pw(self.bn_pw(self.conv_pw(x)))
 
 
+def runs_eagerly(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a plain tensor in eager code: no FakeTensor / subclass, and nothing is
+    tracing, scripting or compiling (``torch.jit``, ``torch.export``, ``torch.compile``).
+
+    The CPU fast paths (:func:`depthwise_space_to_batch`, ``fuse.PackedConv2d``) run only then, so
+    export and compilation see a plain convolution.
+    """
+    return (
+        type(x) is torch.Tensor
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not is_compiling()
+    )
+
+
 def space_to_batch_pays(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether :func:`depthwise_space_to_batch` should run ``conv`` on ``x``: CPU, channels_last, rate > 1.
 
@@ -94,7 +111,7 @@ def space_to_batch_pays(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """
     d = conv.dilation
     return (
-        type(x) is torch.Tensor  # not a FakeTensor / subclass (export, compile)
+        runs_eagerly(x)
         and x.device.type == "cpu"
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
@@ -104,8 +121,6 @@ def space_to_batch_pays(conv: nn.Conv2d, x: torch.Tensor) -> bool:
         and d[0] == d[1] > 1
         and conv.padding == d
         and conv.padding_mode == "zeros"
-        and not torch.jit.is_tracing()
-        and not torch.jit.is_scripting()
     )
 
 
