@@ -724,7 +724,8 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--channels-last", action="store_true", help="model and input in NHWC")
     r.add_argument(
         "--both-memory-formats", action="store_true",
-        help="also run ours as 'ours-nhwc' (channels_last) in the same interleaved run",
+        help="also run every ours row compared with a peer in channels_last ('ours-nhwc', "
+        "'ours-v3-os8-nhwc', ...) in the same interleaved run (ours' default layout for training)",
     )  # fmt: skip
     r.add_argument(
         "--eager", action="store_true",
