@@ -105,7 +105,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The paper's recipe (SPEC.md section 2): SGD, poly LR, batch 16, 30k iterations."""
+    """The paper's recipe (paper section 4; reference train.py flags): SGD, poly LR, batch 16, 30k iterations."""
 
     max_iters: int = 30000
     batch_size: int = 16

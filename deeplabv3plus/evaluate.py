@@ -1,7 +1,7 @@
 """The evaluation loop: mIoU (and optionally trimap boundary mIoU) of a model over a split.
 
 Used by the training loop's periodic validation and by ``scripts/eval.py``. One confusion
-matrix is accumulated over the whole split (SPEC.md section 2) and, under DDP, summed over the
+matrix is accumulated over the whole split (paper section 4) and, under DDP, summed over the
 ranks before the scores are computed, so every rank returns the same results.
 """
 

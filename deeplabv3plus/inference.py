@@ -1,4 +1,5 @@
-"""Single- and multi-scale inference with left-right flipping (paper section 4, SPEC.md section 2).
+"""Single- and multi-scale inference with left-right flipping (paper section 4; the reference's
+``eval.py`` flags ``eval_scales`` and ``add_flipped_images``).
 
 The paper's best numbers average the softmax probabilities over scales {0.5, ..., 1.75} and
 their left-right flips before the argmax. As the reference (``predict_labels_multi_scale`` in

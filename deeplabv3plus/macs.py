@@ -42,7 +42,7 @@ class PaperRow:
         """Whether the row runs regular (non-separable) atrous 3x3 convs.
 
         The reference TF code runs those through space-to-batch and its profiler counts the
-        padded positions, so these rows come out *below* the paper (SPEC.md section 3).
+        padded positions, so these rows come out *below* the paper (docs/macs.md).
         """
         return not self.sc and self.eval_os != 32
 

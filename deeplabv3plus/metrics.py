@@ -1,6 +1,6 @@
 """Segmentation metrics: a streaming confusion matrix (mIoU) and the trimap boundary accuracy.
 
-The paper's metric (SPEC.md section 2) is the mean intersection-over-union over the 21 VOC
+The paper's metric (section 4) is the mean intersection-over-union over the 21 VOC
 classes, from **one** confusion matrix accumulated over the whole split (not a mean of
 per-image IoUs). Void pixels (label 255) are ignored. A class that appears neither in the
 labels nor in the predictions of the split has an undefined IoU (0/0): it is reported as

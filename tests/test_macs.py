@@ -1,4 +1,4 @@
-"""Multiply-Adds against the paper's Tables 3 and 5, as SPEC.md section 3 states a faithful model gives.
+"""Multiply-Adds against the paper's Tables 3 and 5 (counted at 513x513, docs/macs.md says why rows differ).
 
 The whole table is counted once per module (on the meta device, ~25 s on one CPU core).
 """
@@ -53,7 +53,7 @@ def test_count_macs_counts_depthwise_convs_per_group():
 
 
 def test_separable_and_output_stride_32_rows_within_1_percent(table):
-    """SPEC.md section 3: no regular atrous conv, so nothing is padded by space-to-batch."""
+    """No regular atrous conv, so nothing is padded by the reference's space-to-batch (docs/macs.md)."""
     checked = [r for r in table if not r["row"].regular_atrous]
     assert len(checked) == 9  # 7 SC rows (Table 5) + 2 OS-32 rows (Table 3)
     for r in checked:
@@ -61,7 +61,7 @@ def test_separable_and_output_stride_32_rows_within_1_percent(table):
 
 
 def test_regular_atrous_rows_between_0_and_10_percent_below(table):
-    """SPEC.md section 3: the reference counts space-to-batch padding of regular atrous convs."""
+    """The reference's profiler counts the space-to-batch padding of regular atrous convs (docs/macs.md)."""
     checked = [r for r in table if r["row"].regular_atrous]
     assert len(checked) == len(PAPER_ROWS) - 9
     for r in checked:
@@ -111,7 +111,7 @@ def test_reference_code_resnet_is_below_by_the_three_shortcut_convs(eval_os: int
     projection = macs_of_row(row, strided_shortcut="projection")
     subsample = macs_of_row(row, strided_shortcut="subsample")
     assert projection - subsample == _shortcut_macs(513, eval_os)
-    if eval_os == 32:  # ... which puts the reference-code form outside SPEC.md's 1% at OS 32
+    if eval_os == 32:  # ... which puts the reference-code form outside 1% of the paper at OS 32
         assert subsample / 1e9 / row.gmacs - 1 < -0.01
 
 

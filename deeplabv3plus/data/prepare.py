@@ -1,6 +1,7 @@
 """Build PASCAL VOC 2012 ``train_aug`` from the VOC 2012 release and the SBD release (offline).
 
-train_aug = VOC 2012 train ∪ SBD train ∪ SBD val − VOC 2012 val: 10,582 images (SPEC.md section 2).
+train_aug = VOC 2012 train ∪ SBD train ∪ SBD val − VOC 2012 val: 10,582 images (paper section 4:
+the extra annotations of Hariharan et al.).
 Written into the VOC2012 folder:
 
 - ``SegmentationClassAug/<name>.png``: palette PNGs for every train_aug and val image; VOC's own
@@ -127,7 +128,7 @@ def _locate(source: Optional[Path], out: Path, kind: str, do_download: bool) -> 
         found = find(source)
         if found is None:
             raise PrepareError(
-                f"'{source}' is not a {kind.upper()} folder (see SPEC.md section 5 for the layout)"
+                f"'{source}' is not a {kind.upper()} folder (see docs/datasets.md for the layout)"
             )
         return found
     if source is None:

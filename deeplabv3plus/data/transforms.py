@@ -1,6 +1,6 @@
 """Joint image/label transforms: the paper's training augmentation and the evaluation preprocessing.
 
-Training (SPEC.md section 2): random scale from a discrete set (image bilinear, label nearest), pad to
+Training (paper section 4; reference ``input_preprocess.py``): random scale from a discrete set (image bilinear, label nearest), pad to
 the crop size (image with the mean pixel, label with the ignore index), random crop, horizontal flip
 with p=0.5, then float conversion and mean/std normalisation. Built from ``torchvision.transforms.v2``
 on ``tv_tensors.Image`` / ``tv_tensors.Mask`` so that every geometric step moves image and label

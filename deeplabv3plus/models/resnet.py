@@ -3,7 +3,7 @@
 * ``standard``: torchvision's ResNet (7x7 stem, stride in the first unit of each stage).
   Its state_dict keys are torchvision's, so ``resnet101(weights=...)`` loads with
   ``strict=True`` once ``fc.*`` is dropped. Low-level feature: the output of ``layer1``.
-* ``beta``: the reference ``resnet_v1_101_beta`` (SPEC.md section 1): three 3x3 stem convs
+* ``beta``: the reference ``resnet_v1_101_beta`` (``core/resnet_v1_beta.py``): three 3x3 stem convs
   (64 s2, 64, 128), a 3x3 s2 max-pool with TF 'SAME' padding (:class:`SamePadMaxPool2d`), the
   stride in the *last* unit of stages 1-3. Low-level feature: the
   conv3+BN output of ``layer1``'s second unit, before its residual add and ReLU

@@ -1,6 +1,6 @@
 """Modified aligned Xception (41, 65, 71), the paper's Xception backbone.
 
-Structure from the reference ``core/xception.py`` (SPEC.md section 1): a stem of two regular
+Structure from the reference ``core/xception.py`` (paper section 3.3, Fig. 4): a stem of two regular
 3x3 convs (32 s2, 64), then blocks of three separable convs each, the stride in the third,
 every max-pool replaced by that strided separable conv, BN after every depthwise conv. Each
 separable conv is pre-activated (ReLU on its input) except in the last exit block, where

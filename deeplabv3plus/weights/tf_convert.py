@@ -29,7 +29,7 @@ XCEPTION65_VOC_SOURCE = {
     "expected_voc_val_miou": {"os16_single_scale": 82.20, "os8_multiscale_flip": 83.58},
     "eval_scales_multiscale": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
 }
-"""Provenance of the reference model zoo's VOC Xception-65 model (model_zoo.md, SPEC.md section 4)."""
+"""Provenance of the reference model zoo's VOC Xception-65 model (the reference's g3doc/model_zoo.md)."""
 
 
 class IncompleteConversionError(ValueError):
