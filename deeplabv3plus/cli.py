@@ -61,6 +61,7 @@ CONVERT_KINDS = (
     "xception65_deeplab",
     "xception41_imagenet",
     "xception71_imagenet",
+    "resnet50_beta_imagenet",
 )
 """``deeplabv3plus.weights.tf_names.KINDS``: what ``convert --kind`` accepts."""
 
