@@ -36,16 +36,6 @@ from .config import (
     shipped_configs,
     validate_config,
 )
-from .data.synthetic import (
-    SYNTHETIC_KIND,
-    SYNTHETIC_KINDS,
-    SYNTHETIC_NUM_CLASSES,
-    SYNTHETIC_NUM_TRAIN,
-    SYNTHETIC_NUM_VAL,
-    SYNTHETIC_SIZE,
-    is_synthetic_root,
-    make_synthetic_voc,
-)
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +57,12 @@ CONVERT_KINDS = (
 
 BENCHMARK_PEERS = ("smp", "torchvision")
 """``deeplabv3plus.benchmark.PEERS``: the peer implementations ``benchmark --peers`` runs."""
+
+SYNTHETIC_DEFAULTS = {"kinds": ("texture", "colour"), "kind": "texture", "num_classes": 6, "num_train": 200,
+                      "num_val": 50, "size": 128}  # fmt: skip
+"""``make-synthetic``'s defaults: ``deeplabv3plus.data.synthetic``'s ``SYNTHETIC_KINDS`` (its keys),
+``SYNTHETIC_KIND``, ``SYNTHETIC_NUM_CLASSES``, ``_NUM_TRAIN``, ``_NUM_VAL`` and ``_SIZE`` (that module
+imports numpy, a fifth of a second that ``--help`` would spend for nothing)."""
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -814,20 +810,27 @@ def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "root", nargs="?", default="data/synthetic", help="output folder (default: data/synthetic)"
     )
-    p.add_argument("--num-train", type=int, default=SYNTHETIC_NUM_TRAIN)
-    p.add_argument("--num-val", type=int, default=SYNTHETIC_NUM_VAL)
-    p.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="nominal image side in pixels")
-    p.add_argument("--num-classes", type=int, default=SYNTHETIC_NUM_CLASSES, help="including background")
+    p.add_argument("--num-train", type=int, default=SYNTHETIC_DEFAULTS["num_train"])
+    p.add_argument("--num-val", type=int, default=SYNTHETIC_DEFAULTS["num_val"])
+    p.add_argument(
+        "--size", type=int, default=SYNTHETIC_DEFAULTS["size"], help="nominal image side in pixels"
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=SYNTHETIC_DEFAULTS["num_classes"], help="including background"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--kind",
-        choices=list(SYNTHETIC_KINDS),
-        default=SYNTHETIC_KIND,
+        choices=list(SYNTHETIC_DEFAULTS["kinds"]),
+        default=SYNTHETIC_DEFAULTS["kind"],
         help="texture: classes differ by shape and texture only; colour: one hue per class (default: %(default)s)",
     )
 
 
 def run_make_synthetic(args: argparse.Namespace) -> Path:
+    # here, not at the top: --help must not import torch
+    from .data.synthetic import is_synthetic_root, make_synthetic_voc
+
     if args.size < 16:
         raise CommandError(f"--size: expected at least 16 pixels, got {args.size}")
     existed = is_synthetic_root(Path(args.root))

@@ -114,11 +114,21 @@ def test_the_package_root_loads_its_public_names_on_first_use():
         _ = deeplabv3plus.deeplabv3plus_resnet7
 
 
-def test_the_parsers_choices_copied_from_torch_modules_equal_their_sources():
+def test_the_parsers_choices_and_defaults_copied_from_heavy_modules_equal_their_sources():
     from deeplabv3plus.benchmark import PEERS
     from deeplabv3plus.weights.tf_names import KINDS
 
     assert cli.CONVERT_KINDS == tuple(KINDS) and cli.BENCHMARK_PEERS == tuple(PEERS)
+    from deeplabv3plus.data import synthetic
+
+    assert cli.SYNTHETIC_DEFAULTS == {
+        "kinds": tuple(synthetic.SYNTHETIC_KINDS),
+        "kind": synthetic.SYNTHETIC_KIND,
+        "num_classes": synthetic.SYNTHETIC_NUM_CLASSES,
+        "num_train": synthetic.SYNTHETIC_NUM_TRAIN,
+        "num_val": synthetic.SYNTHETIC_NUM_VAL,
+        "size": synthetic.SYNTHETIC_SIZE,
+    }
 
 
 def test_configs_lists_every_shipped_config_with_what_it_is_and_prints_one(capsys):
