@@ -46,7 +46,9 @@ def _write_images(folder, sizes):
 def test_label_pngs_read_back_to_the_predicted_indices(tmp_path):
     paths = _write_images(tmp_path / "in", [(20, 30), (20, 30), (17, 13)])
     model = StandIn()
-    outputs = predict_files(model, paths, tmp_path / "out", MEAN, STD, batch_size=2, progress=False)
+    outputs = predict_files(
+        model, paths, tmp_path / "out", MEAN, STD, batch_size=2, progress=False, prepare=False
+    )
     assert model.batch_sizes == [2, 1]  # the two 20x30 images share a pass
     for path, (label_png, overlay) in zip(paths, outputs):
         rgb = np.asarray(Image.open(path).convert("RGB"))
