@@ -414,6 +414,10 @@ def run_predict(args: argparse.Namespace) -> list:
     }[args.format]
     folder = outputs[0][0].parent if outputs else out
     print(f"wrote {len(outputs)} {labels} to {folder}")
+    if args.format == "png" and cfg.data.layout == "cityscapes":
+        print(
+            "(their values are train IDs 0..18; --format cityscapes writes the label IDs the official evaluator reads)"
+        )
     if outputs and outputs[0][1] is not None:
         print(f"wrote {len(outputs)} overlays (<name>_overlay{args.overlay_ext}) to {outputs[0][1].parent}")
     archive = write_archive(args.format, out)
