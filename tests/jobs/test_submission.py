@@ -286,3 +286,27 @@ def test_predict_reports_class_shares_and_writes_to_a_default_folder(tmp_path, c
         assert len(shares) == np.count_nonzero(counts) and shares == sorted(shares, reverse=True)
         assert abs(shares[0] - 100 * counts.max() / labels.size) < 0.051
     assert any(line.startswith("2 images, ") and "by share of all pixels" in line for line in lines)
+
+
+def test_iiou_weights_each_instance_by_the_average_size_of_its_class_over_its_own():
+    # One image: a person instance of 100 px (60 predicted person, 40 road) and 10 road px predicted
+    # person; a second person instance of 20 px fully found. Person's average size: 3462.4756337644.
+    truth = torch.zeros(10, 20, dtype=torch.long)  # road
+    instances = torch.full((10, 20), 7, dtype=torch.long)  # label ID 7 (road), no instance
+    truth[:, :10], instances[:, :10] = 11, 24000  # person instance 0: 100 px
+    truth[:2, 10:20], instances[:2, 10:20] = 11, 24001  # person instance 1: 20 px
+    pred = truth.clone()
+    pred[6:, :10] = 0  # 40 px of instance 0 missed
+    pred[5, 10:20] = 11  # 10 road px called person: false positives
+    matrix, meter = ConfusionMatrix(19), CityscapesMeter()
+    matrix.update(pred, truth)
+    meter.update(pred[None], instances[None])
+    scores = meter.compute(matrix)
+    avg = 3462.4756337644
+    tp, fn = 60 * avg / 100 + 20 * avg / 20, 40 * avg / 100
+    assert abs(scores["per_class_iiou"]["person"] - tp / (tp + 10 + fn)) < 1e-12
+    assert scores["per_class_iiou"]["car"] is None and scores["iIoU"] == scores["per_class_iiou"]["person"]
+    # Categories: human = {person, rider}, flat = {road, sidewalk}: the class table in categories.
+    assert scores["per_category_iou"]["human"] == 80 / (80 + 10 + 40)
+    assert scores["per_category_iou"]["flat"] == 70 / (70 + 40 + 10)
+    assert scores["per_category_iou"]["sky"] is None
