@@ -56,9 +56,12 @@ class LabelMap:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes."""
+    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes;
+    ``instances`` is the image's instance-ID map where the layout has one (Cityscapes'
+    ``*_gtFine_instanceIds.png``, for the official iIoU)."""
 
     name: str
     image: Path
     label: Path
     label_map: Optional[LabelMap] = None
+    instances: Optional[Path] = None
