@@ -352,8 +352,6 @@ class TFBackboneWeights(_WeightsEnum):
                             "xception65", 447)  # fmt: skip
     XCEPTION_71 = _backbone("xception_71", "xception_71_2018_05_09.tar.gz", "xception_71", "xception71_imagenet",
                             "xception71", 474)  # fmt: skip
-    RESNET_V1_50_BETA = _backbone("resnet_v1_50_beta", "resnet_v1_50_2018_05_04.tar.gz", "resnet_v1_50",
-                                  "resnet50_beta_imagenet", "resnet50", 274)  # fmt: skip
     # ImageNet + COCO: the start of the model zoo's xception65_coco_voc_trainaug (82.20% VOC val).
     # g3doc/model_zoo.md lists it as xception_65_imagenet_coco; the checkpoint path inside the
     # tarball is research/feelvos/train.sh's (tensorflow/models bf3d2e61).
@@ -370,6 +368,8 @@ class TFBackboneWeights(_WeightsEnum):
         "head variables are skipped and counted. If the checkpoint is not at the path above, the "
         "tarball's only *.index member is used",
     )
+    RESNET_V1_50_BETA = _backbone("resnet_v1_50_beta", "resnet_v1_50_2018_05_04.tar.gz", "resnet_v1_50",
+                                  "resnet50_beta_imagenet", "resnet50", 274)  # fmt: skip
     RESNET_V1_101_BETA = _backbone("resnet_v1_101_beta", "resnet_v1_101_2018_05_04.tar.gz", "resnet_v1_101",
                                    "resnet101_beta_imagenet", "resnet101", 477)  # fmt: skip
 
