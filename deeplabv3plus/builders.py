@@ -104,7 +104,9 @@ def bn_momenta(backbone: str, bn_momentum: Union[str, float]) -> tuple[float, fl
     if bn_momentum == "reference":
         return REFERENCE_BN_MOMENTUM["resnet" if backbone.startswith("resnet") else "xception"]
     if isinstance(bn_momentum, str) or not 0.0 < bn_momentum <= 1.0:
-        raise ValueError(f"bn_momentum: expected 'pytorch', 'reference' or a number in (0, 1], got {bn_momentum!r}")
+        raise ValueError(
+            f"bn_momentum: expected 'pytorch', 'reference' or a number in (0, 1], got {bn_momentum!r}"
+        )
     return float(bn_momentum), float(bn_momentum)
 
 

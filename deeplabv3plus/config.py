@@ -477,7 +477,9 @@ def _validate_recipe_options(cfg: Config) -> None:
         # The reference resizes only with a min size (resize_to_range's min_size is required).
         raise ConfigError("data.max_resize_value / data.resize_factor need data.min_resize_value (e.g. 513)")
     if cfg.train.logits_bias_lr_mult <= 0:
-        raise ConfigError(f"train.logits_bias_lr_mult: expected a positive factor, got {cfg.train.logits_bias_lr_mult}")
+        raise ConfigError(
+            f"train.logits_bias_lr_mult: expected a positive factor, got {cfg.train.logits_bias_lr_mult}"
+        )
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -39,14 +39,18 @@ def test_bn_momentum_preset_sets_every_batchnorm_of_each_part(backbone, preset, 
 
 
 def test_builder_keywords_set_the_backbone_and_head_momentum_separately():
-    model = deeplabv3plus_resnet18(num_classes=3, head_channels=16, backbone_bn_momentum=0.2, head_bn_momentum=0.3)
+    model = deeplabv3plus_resnet18(
+        num_classes=3, head_channels=16, backbone_bn_momentum=0.2, head_bn_momentum=0.3
+    )
     assert _momenta(model) == ({0.2}, {0.3})
     assert _momenta(deeplabv3plus_resnet18(num_classes=3, head_channels=16)) == ({0.1}, {0.1})
 
 
 def test_running_statistics_move_by_the_momentum_in_one_training_step():
     torch.manual_seed(0)
-    model = deeplabv3plus_resnet18(num_classes=3, head_channels=16, backbone_bn_momentum=0.05, head_bn_momentum=0.0003)
+    model = deeplabv3plus_resnet18(
+        num_classes=3, head_channels=16, backbone_bn_momentum=0.05, head_bn_momentum=0.0003
+    )
     model.train()
     stem_bn, proj_bn = model.backbone.bn1, model.aspp.project.bn
     seen = {}

@@ -97,7 +97,9 @@ def _align_corners_nearest(mask: torch.Tensor, size: Sequence[int]) -> torch.Ten
     idx = []
     for n_in, n_out in zip(mask.shape[-2:], size):
         step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-        idx.append(torch.floor(torch.arange(n_out, dtype=torch.float64) * step + 0.5).long().clamp_(0, n_in - 1))
+        idx.append(
+            torch.floor(torch.arange(n_out, dtype=torch.float64) * step + 0.5).long().clamp_(0, n_in - 1)
+        )
     return mask[..., idx[0][:, None], idx[1][None, :]]
 
 
@@ -123,7 +125,9 @@ class ResizeToRange(v2.Transform):
         if isinstance(inpt, tv_tensors.Mask):
             return tv_tensors.wrap(_align_corners_nearest(inpt.as_subclass(torch.Tensor), size), like=inpt)
         x = inpt.as_subclass(torch.Tensor)
-        out = torch.nn.functional.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=True)[0]
+        out = torch.nn.functional.interpolate(
+            x[None].float(), size=size, mode="bilinear", align_corners=True
+        )[0]
         if x.dtype == torch.uint8:
             out = out.round_().clamp_(0, 255).to(torch.uint8)
         return tv_tensors.wrap(out, like=inpt)

@@ -356,8 +356,14 @@ class TFBackboneWeights(_WeightsEnum):
     # g3doc/model_zoo.md lists it as xception_65_imagenet_coco; the checkpoint path inside the
     # tarball is research/feelvos/train.sh's (tensorflow/models bf3d2e61).
     XCEPTION_65_COCO = dataclasses.replace(
-        _backbone("xception_65_coco", "xception_65_coco_pretrained_2018_10_02.tar.gz", "xception_65_coco_pretrained",
-                  "xception65_imagenet", "xception65", 292),  # fmt: skip
+        _backbone(
+            "xception_65_coco",
+            "xception_65_coco_pretrained_2018_10_02.tar.gz",
+            "xception_65_coco_pretrained",
+            "xception65_imagenet",
+            "xception65",
+            292,
+        ),  # fmt: skip
         checkpoint="xception_65_coco_pretrained/x65-b2u1s2p-d48-2-3x256-sc-cr300k_init.ckpt",
         dataset="ImageNet + COCO",
         trained_on="ImageNet-1k, then COCO (DeepLabv3+ section 4.3, 'Pretraining on COCO')",

@@ -321,7 +321,9 @@ def test_own_data_in_folders_trains_through_config_alone(tmp_path, synthetic_voc
     ]
 
 
-def test_train_applies_the_poly_lr_of_every_group_at_every_iteration(tmp_path, synthetic_voc, no_val, monkeypatch):
+def test_train_applies_the_poly_lr_of_every_group_at_every_iteration(
+    tmp_path, synthetic_voc, no_val, monkeypatch
+):
     """The LRs SGD actually steps with inside train(), read from its param groups at each step."""
     seen: list[list[float]] = []
     sgd_step = torch.optim.SGD.step
@@ -331,7 +333,9 @@ def test_train_applies_the_poly_lr_of_every_group_at_every_iteration(tmp_path, s
         return sgd_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
-    cfg = tiny_config(synthetic_voc, tmp_path, max_iters=3, lr=0.02, backbone_lr_mult=0.5, logits_bias_lr_mult=2.0)
+    cfg = tiny_config(
+        synthetic_voc, tmp_path, max_iters=3, lr=0.02, backbone_lr_mult=0.5, logits_bias_lr_mult=2.0
+    )
     train(cfg)
     assert len(seen) == 3
     for it, lrs in enumerate(seen):

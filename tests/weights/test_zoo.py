@@ -58,7 +58,9 @@ def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def pack_zoo_tarball(path: Path, folder: str, tf_variables: dict[str, np.ndarray], ckpt: str = "model.ckpt") -> str:
+def pack_zoo_tarball(
+    path: Path, folder: str, tf_variables: dict[str, np.ndarray], ckpt: str = "model.ckpt"
+) -> str:
     """``folder/model.ckpt.{index,data-00000-of-00001}`` + ``folder/frozen_inference_graph.pb`` in a
     .tar.gz, as the model zoo ships them; returns its sha256. (gzip level 0: float noise does not compress.)"""
     work = path.parent / f"{path.name}.src"
@@ -526,7 +528,11 @@ def test_a_backbone_entry_with_skip_head_loads_the_backbone_and_reports_the_head
     rng = np.random.default_rng(0)
     head = {p.tf_name: rng.standard_normal(shapes[p.key], dtype=np.float32) for p in name_map("xception65_deeplab")
             if not p.tf_name.startswith("xception_65/")}  # fmt: skip
-    assert len(head) == 72 and "aspp1_depthwise/depthwise_weights" in head and "decoder/decoder_conv1_pointwise/weights" in head
+    assert (
+        len(head) == 72
+        and "aspp1_depthwise/depthwise_weights" in head
+        and "decoder/decoder_conv1_pointwise/weights" in head
+    )
     tf.update(head, global_step=np.int64(300000))
     coco = TFBackboneWeights.XCEPTION_65_COCO.value
     folder, ckpt = coco.checkpoint.split("/")
