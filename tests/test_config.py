@@ -138,7 +138,15 @@ def test_defaults_are_the_papers_voc_recipe():
     assert t.backbone_lr_mult == 1.0 and t.logits_bias_lr_mult == 1.0 and t.depthwise_weight_decay
     assert not t.freeze_bn  # BN fine-tuned at OS 16 (train.py fine_tune_batch_norm True)
     assert d.crop_size == 513  # section 4: crop 513x513; train.py train_crop_size 513,513
-    assert d.scales == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]  # train.py min/max_scale_factor 0.5/2.0, step 0.25
+    assert d.scales == [
+        0.5,
+        0.75,
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+    ]  # train.py min/max_scale_factor 0.5/2.0, step 0.25
     assert d.hflip and d.ignore_index == 255  # input_preprocess.py random flip; VOC ignore_label 255
     assert d.min_resize_value is None and d.max_resize_value is None and d.resize_factor is None  # VOC: none
     assert m.output_stride == 16  # train.py output_stride 16 (section 4.2: train OS 16)
@@ -163,12 +171,20 @@ def test_evaluation_and_inference_defaults_are_the_documented_ones():
     assert ev.trimap_widths == list(range(2, 41, 2)) and ev.trimap_band is None
     assert PAPER_SCALES == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # eval.py eval_scales of the MS rows (model zoo)
     sig = inspect.signature(predict_probs).parameters
-    assert sig["scales"].default == (1.0,) and sig["flip"].default is False and sig["align_corners"].default is True
+    assert (
+        sig["scales"].default == (1.0,)
+        and sig["flip"].default is False
+        and sig["align_corners"].default is True
+    )
     assert sig["mode"].default == "whole" and sig["stride"].default is None
     assert slide_window_pairs(769) == ((769, 769), (513, 513))  # the default stride: 2/3 of the window
     assert slide_window_pairs((1025, 2049)) == ((1025, 2049), (683, 1366))
     # pad value = the mean pixel (0 after normalisation); labels padded with the ignore index
-    assert mean_pixel(DataConfig()) == (124, 116, 104) and mean_pixel(DataConfig(mean=[0.5] * 3)) == (128, 128, 128)
+    assert mean_pixel(DataConfig()) == (124, 116, 104) and mean_pixel(DataConfig(mean=[0.5] * 3)) == (
+        128,
+        128,
+        128,
+    )
     assert DataConfig().ignore_index == 255
     voc = load_config(Path(__file__).parent.parent / "configs" / "voc_eval_os8_ms_flip.yaml")
     assert voc.eval.output_stride == 8 and voc.eval.scales == list(PAPER_SCALES) and voc.eval.flip
