@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MODELS = ("tests/models/test_deeplab.py", "tests/models/test_regression.py", "tests/models/test_semantics.py")
+MODELS = ("tests/models/test_semantics.py", "tests/models/test_regression.py", "tests/models/test_deeplab.py")
 INFERENCE = ("tests/test_inference.py",)
 METRICS = ("tests/test_metrics.py",)
 TRAIN = ("tests/jobs/test_train.py",)
