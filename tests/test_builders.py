@@ -54,9 +54,9 @@ def test_running_statistics_move_by_the_momentum_in_one_training_step():
     model.train()
     stem_bn, proj_bn = model.backbone.bn1, model.aspp.project.bn
     seen = {}
-    # pre-hooks with a copy: the conv output a BN reads is changed in place later in the forward
-    stem_bn.register_forward_pre_hook(lambda m, i: seen.setdefault("stem", i[0].detach().clone()))
-    proj_bn.register_forward_pre_hook(lambda m, i: seen.setdefault("proj", i[0].detach().clone()))
+    # pre-hooks with a copy (the BN's input is changed in place later in the forward), returning None
+    stem_bn.register_forward_pre_hook(lambda m, i: seen.update(stem=i[0].detach().clone()))
+    proj_bn.register_forward_pre_hook(lambda m, i: seen.update(proj=i[0].detach().clone()))
     model(torch.randn(2, 3, 33, 33))
     for bn, key, momentum in ((stem_bn, "stem", 0.05), (proj_bn, "proj", 0.0003)):
         batch_mean = seen[key].mean(dim=(0, 2, 3))  # the running mean started at 0
