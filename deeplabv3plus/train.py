@@ -152,14 +152,17 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
     applied) because the bias has no weight decay, which would otherwise be doubled too.
 
     Returns:
-        SGD over groups keyed by (backbone?, decayed?, logits bias?), in that sorted order.
+        SGD over groups keyed by (backbone?, decayed?, logits bias with its own LR?), in that
+        sorted order.
     """
     undecayed = set() if cfg.train.depthwise_weight_decay else depthwise_parameters(model)
+    # The logits bias gets a group of its own only when its LR differs (the groups stay as before).
+    own_bias_group = cfg.train.logits_bias_lr_mult != 1.0
     groups: dict[tuple[bool, bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             decay = p.ndim > 1 and name not in undecayed
-            key = (name.startswith("backbone."), decay, name == "classifier.bias")
+            key = (name.startswith("backbone."), decay, own_bias_group and name == "classifier.bias")
             groups.setdefault(key, []).append(p)
     param_groups = []
     for (is_backbone, decay, is_logits_bias), params in sorted(groups.items()):
