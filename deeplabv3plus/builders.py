@@ -10,17 +10,19 @@ config's ``model`` section takes: ``build_model(**dataclasses.asdict(cfg.model))
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
 from .models import Backbone, DeepLabV3Plus, ResNet, Xception
+from .models.layers import set_bn_momentum
 from .weights.download import load_state_dict
 from .weights.imagenet import load_pretrained_backbone
 from .weights.zoo import WeightsLike, resolve_builder_args
 
 __all__ = [
     "MODEL_BUILDERS",
+    "REFERENCE_BN_MOMENTUM",
     "build_model",
     "deeplabv3plus_resnet",
     "deeplabv3plus_resnet18",
@@ -31,7 +33,22 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "bn_momenta",
 ]
+
+PYTORCH_BN_MOMENTUM = 0.1
+"""``nn.BatchNorm2d``'s default: the builders' default for backbone and head."""
+
+REFERENCE_BN_MOMENTUM: dict[str, tuple[float, float]] = {
+    # (backbone, ASPP + decoder) as PyTorch momentum = 1 - TF decay. tensorflow/models
+    # research/deeplab: core/feature_extractor.py sets decay 0.9997 in the Xception arg scope and
+    # 0.95 in the ResNet one; model.py uses 0.9997 for ASPP (image_pooling, aspp0..3,
+    # concat_projection) and the decoder (feature_projection0, decoder_conv0/1).
+    # DeepLabv3 (arXiv:1706.05587) section 4.1 states decay 0.9997.
+    "xception": (0.0003, 0.0003),
+    "resnet": (0.05, 0.0003),
+}
+"""``model.bn_momentum: reference``: the reference code's BN momentum per backbone family."""
 
 
 def _resolve_weights(
@@ -70,6 +87,29 @@ def _pretrained(backbone: Backbone, source: Optional[str]) -> Backbone:
     return backbone
 
 
+def _set_momenta(model: DeepLabV3Plus, backbone: float, head: float) -> None:
+    """BN momentum of the backbone's BatchNorms and of the rest (ASPP, decoder)."""
+    set_bn_momentum(model, head)
+    set_bn_momentum(model.backbone, backbone)
+
+
+def bn_momenta(backbone: str, bn_momentum: Union[str, float]) -> tuple[float, float]:
+    """(backbone_bn_momentum, head_bn_momentum) for the config's ``model.bn_momentum``.
+
+    ``"pytorch"``: 0.1 and 0.1; ``"reference"``: :data:`REFERENCE_BN_MOMENTUM` of the backbone's
+    family; a number: that for both.
+    """
+    if bn_momentum == "pytorch":
+        return PYTORCH_BN_MOMENTUM, PYTORCH_BN_MOMENTUM
+    if bn_momentum == "reference":
+        return REFERENCE_BN_MOMENTUM["resnet" if backbone.startswith("resnet") else "xception"]
+    if isinstance(bn_momentum, str) or not 0.0 < bn_momentum <= 1.0:
+        raise ValueError(
+            f"bn_momentum: expected 'pytorch', 'reference' or a number in (0, 1], got {bn_momentum!r}"
+        )
+    return float(bn_momentum), float(bn_momentum)
+
+
 def deeplabv3plus_resnet(
     depth: int = 101,
     *,
@@ -86,6 +126,8 @@ def deeplabv3plus_resnet(
     head_channels: int = 256,
     align_corners: bool = True,
     pretrained_backbone: Optional[str] = None,
+    backbone_bn_momentum: float = PYTORCH_BN_MOMENTUM,
+    head_bn_momentum: float = PYTORCH_BN_MOMENTUM,
 ) -> DeepLabV3Plus:
     """DeepLabv3+ on an atrous ResNet-``depth`` (18, 34, 50, 101, 152).
 
@@ -96,7 +138,9 @@ def deeplabv3plus_resnet(
     accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone` (``"tf:resnet_v1_101_beta"``
     for the reference's beta ResNet). ``weights`` and the defaults of ``num_classes`` (21) and
     ``output_stride`` (16) work as in :func:`deeplabv3plus_xception` (the reference zoo has no
-    trained ResNet DeepLab, so no entry fits yet).
+    trained ResNet DeepLab, so no entry fits yet). ``backbone_bn_momentum`` / ``head_bn_momentum``:
+    the BatchNorm momentum of the trunk and of ASPP + decoder (PyTorch's 0.1 by default; the
+    reference's are 0.05 and 0.0003, :data:`REFERENCE_BN_MOMENTUM`).
     """
     given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
                  head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
@@ -114,6 +158,7 @@ def deeplabv3plus_resnet(
         head_channels=head_channels,
         align_corners=align_corners,
     )
+    _set_momenta(model, backbone_bn_momentum, head_bn_momentum)
     return _load_weights(model, state)
 
 
@@ -131,6 +176,8 @@ def deeplabv3plus_xception(
     head_channels: int = 256,
     align_corners: bool = True,
     pretrained_backbone: Optional[str] = None,
+    backbone_bn_momentum: float = PYTORCH_BN_MOMENTUM,
+    head_bn_momentum: float = PYTORCH_BN_MOMENTUM,
 ) -> DeepLabV3Plus:
     """DeepLabv3+ on a modified aligned Xception-``depth`` (41, 65, 71); SC on by default.
 
@@ -146,6 +193,9 @@ def deeplabv3plus_xception(
         output_stride: 8, 16 or 32; default 16, or the stride of the entry's published evaluation.
         pretrained_backbone: an ImageNet source for the trunk: a state_dict path, ``timm:...`` or
             ``"tf:xception_65"`` (the reference checkpoint; ``tf:xception_41``, ``tf:xception_71``).
+        backbone_bn_momentum, head_bn_momentum: the BatchNorm momentum (PyTorch's convention,
+            1 - TF decay) of the trunk and of ASPP + decoder; PyTorch's 0.1 by default, the
+            reference's 0.0003 for both (:data:`REFERENCE_BN_MOMENTUM`).
         others: as :class:`DeepLabV3Plus`.
     """
     given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
@@ -164,6 +214,7 @@ def deeplabv3plus_xception(
         head_channels=head_channels,
         align_corners=align_corners,
     )
+    _set_momenta(model, backbone_bn_momentum, head_bn_momentum)
     return _load_weights(model, state)
 
 
@@ -218,15 +269,20 @@ def build_model(
     *,
     resnet_variant: str = "standard",
     strided_shortcut: str = "subsample",
+    bn_momentum: Union[str, float] = "pytorch",
     **kwargs,
 ) -> DeepLabV3Plus:
     """Build from a backbone name and the builders' keyword arguments (the config entry point).
 
     ``build_model(**dataclasses.asdict(cfg.model))`` builds the model a config describes.
-    The ResNet-only arguments must keep their defaults for Xception backbones.
+    The ResNet-only arguments must keep their defaults for Xception backbones. ``bn_momentum`` is
+    the config's preset (see :func:`bn_momenta`), turned into the builders'
+    ``backbone_bn_momentum`` and ``head_bn_momentum``.
     """
     if backbone not in MODEL_BUILDERS:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}")
+    if "backbone_bn_momentum" not in kwargs and "head_bn_momentum" not in kwargs:
+        kwargs["backbone_bn_momentum"], kwargs["head_bn_momentum"] = bn_momenta(backbone, bn_momentum)
     if backbone.startswith("resnet"):
         kwargs.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
     elif (resnet_variant, strided_shortcut) != ("standard", "subsample"):

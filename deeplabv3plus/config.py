@@ -64,6 +64,13 @@ class ModelConfig:
     align_corners: bool = True
     pretrained_backbone: Optional[str] = None
     """ImageNet weights of the backbone: a path to a state_dict, or a named source (see weights)."""
+    bn_momentum: Union[str, float] = "pytorch"
+    """BatchNorm running-statistics momentum (PyTorch's ``momentum`` = 1 - TF's ``decay``):
+    'pytorch' (0.1 everywhere, the builders' default), 'reference' (the reference code's values per
+    part: Xception backbone 0.0003, ResNet backbone 0.05, ASPP and decoder 0.0003; see
+    ``deeplabv3plus.builders.REFERENCE_BN_MOMENTUM``) or one number in (0, 1] for every BN. With
+    0.0003 the running statistics average the last ~3,000 batches: right for 30k iterations, too
+    slow for a run of a few hundred (validation would use mostly the initial statistics)."""
 
 
 @dataclass
@@ -108,6 +115,16 @@ class DataConfig:
     allow_val_in_train: bool = False
     """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
     paper's trainval model for the test server."""
+    min_resize_value: Optional[int] = None
+    """Resize every image (training and evaluation, before the scale augmentation) so that its
+    shorter side is this many pixels, unless that makes the longer side exceed
+    ``max_resize_value``: then the longer side gets that. The reference's ``--min_resize_value``
+    (``core/preprocess_utils.py`` ``resize_to_range``); ADE20K: 513. None: no resize."""
+    max_resize_value: Optional[int] = None
+    """The longest side allowed by the resize above (reference ``--max_resize_value``; ADE20K: 513)."""
+    resize_factor: Optional[int] = None
+    """Make both resized sides ``factor * k + 1`` pixels (reference ``--resize_factor``, which
+    ``g3doc/ade20k.md`` says must equal the output stride; ADE20K: 16)."""
 
 
 @dataclass
@@ -146,6 +163,15 @@ class TrainConfig:
     """best.pth holds the model weights and config only (half the size of last.pth, which keeps the
     optimizer, schedule and RNG states for --resume); false writes full checkpoints for both."""
     output_dir: str = "runs/default"
+    depthwise_weight_decay: bool = True
+    """Decay depthwise kernels (separable convs) like the other conv kernels. The reference does
+    not (``core/xception.py`` ``xception_arg_scope(regularize_depthwise=False)``,
+    ``core/utils.py`` ``split_separable_conv2d``): false in the paper's configs."""
+    logits_bias_lr_mult: float = 1.0
+    """LR multiplier of the last layer's bias (``classifier.bias``). The reference multiplies the
+    gradients of every ``biases`` variable by 2 (``utils/train_utils.py``
+    ``get_model_gradient_multipliers``), and the logits conv holds the model's only bias: 2.0 in the
+    paper's configs."""
 
 
 @dataclass
@@ -437,6 +463,7 @@ def validate_config(cfg: Config) -> None:
             + (f"one of {', '.join(conventions)} or null" if conventions else "null")
         )
     _validate_eval_window(cfg.eval)
+    _validate_recipe_options(cfg)
 
 
 LABEL_CONVENTIONS: dict[str, tuple[str, ...]] = {
@@ -479,6 +506,27 @@ def _validate_eval_window(ev: EvalConfig) -> None:
                     f"eval.stride {list(stride)} is larger than eval.crop_size {list(crop)}: "
                     "pixels between windows would get no prediction"
                 )
+
+
+def _validate_recipe_options(cfg: Config) -> None:
+    """``model.bn_momentum``, the resize-to-range keys and the LR multiplier of the logits bias."""
+    m = cfg.model.bn_momentum
+    if isinstance(m, str) and m not in ("pytorch", "reference"):
+        raise ConfigError(f"model.bn_momentum: expected pytorch, reference or a number in (0, 1], got {m!r}")
+    if not isinstance(m, str) and not 0.0 < m <= 1.0:
+        raise ConfigError(f"model.bn_momentum: expected a number in (0, 1], got {m!r}")
+    d = cfg.data
+    for key in ("min_resize_value", "max_resize_value", "resize_factor"):
+        value = getattr(d, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"data.{key}: expected a positive number of pixels or null, got {value}")
+    if d.min_resize_value is None and (d.max_resize_value is not None or d.resize_factor is not None):
+        # The reference resizes only with a min size (resize_to_range's min_size is required).
+        raise ConfigError("data.max_resize_value / data.resize_factor need data.min_resize_value (e.g. 513)")
+    if cfg.train.logits_bias_lr_mult <= 0:
+        raise ConfigError(
+            f"train.logits_bias_lr_mult: expected a positive factor, got {cfg.train.logits_bias_lr_mult}"
+        )
 
 
 def config_to_dict(cfg: Config) -> dict:

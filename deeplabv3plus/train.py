@@ -131,19 +131,43 @@ def freeze_batchnorm(model: nn.Module) -> None:
             m.eval()
 
 
+def depthwise_parameters(model: nn.Module) -> set[str]:
+    """Names of the depthwise conv kernels (``groups == in_channels > 1``) of ``model``."""
+    return {
+        f"{name}.weight" if name else "weight"
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+    }
+
+
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
     """SGD with momentum; weight decay on conv weights only; backbone LR multiplier.
 
     The reference regularises conv kernels (slim's ``weights_regularizer``), not BN parameters
-    or biases.
+    or biases; with ``train.depthwise_weight_decay: false`` not the depthwise kernels either (its
+    default: ``regularize_depthwise=False``). ``train.logits_bias_lr_mult`` puts the classifier's
+    bias in a group of its own with the LR times that factor. The reference multiplies that
+    bias's *gradient* by 2 instead (``utils/train_utils.py``); for SGD with momentum the two are
+    the same update (the momentum buffer then holds 2x the gradients, and LR x buffer is what is
+    applied) because the bias has no weight decay, which would otherwise be doubled too.
+
+    Returns:
+        SGD over groups keyed by (backbone?, decayed?, logits bias with its own LR?), in that
+        sorted order.
     """
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    undecayed = set() if cfg.train.depthwise_weight_decay else depthwise_parameters(model)
+    # The logits bias gets a group of its own only when its LR differs (the groups stay as before).
+    own_bias_group = cfg.train.logits_bias_lr_mult != 1.0
+    groups: dict[tuple[bool, bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith("backbone."), p.ndim > 1), []).append(p)
+            decay = p.ndim > 1 and name not in undecayed
+            key = (name.startswith("backbone."), decay, own_bias_group and name == "classifier.bias")
+            groups.setdefault(key, []).append(p)
     param_groups = []
-    for (is_backbone, decay), params in sorted(groups.items()):
+    for (is_backbone, decay, is_logits_bias), params in sorted(groups.items()):
         lr = cfg.train.lr * (cfg.train.backbone_lr_mult if is_backbone else 1.0)
+        lr *= cfg.train.logits_bias_lr_mult if is_logits_bias else 1.0
         param_groups.append(
             {"params": params, "lr": lr, "weight_decay": cfg.train.weight_decay if decay else 0.0}
         )

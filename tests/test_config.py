@@ -164,3 +164,72 @@ def test_a_path_starting_with_a_tilde_expands_to_the_home_folder(tmp_path, monke
     cfg = load_config(tmp_path / "c.yaml", ["train.output_dir=~/runs/a", "train.init_from=~/w.pth"])
     assert cfg.data.root == str(tmp_path / "voc")
     assert (cfg.train.output_dir, cfg.train.init_from) == (str(tmp_path / "runs/a"), str(tmp_path / "w.pth"))
+
+
+def test_defaults_are_the_papers_voc_recipe():
+    """Each default with its value and source: DeepLabv3+ (arXiv:1802.02611) section 4 and the
+    reference (tensorflow/models research/deeplab) train.py / common.py flags."""
+    from deeplabv3plus.models.aspp import ASPP_RATES_AT_OS16
+
+    cfg = Config()
+    t, d, m = cfg.train, cfg.data, cfg.model
+    assert t.lr == 0.007  # section 4: "initial learning rate 0.007"; train.py base_learning_rate
+    assert t.lr_power == 0.9  # "poly" policy; train.py learning_power 0.9
+    assert t.momentum == 0.9  # train.py momentum 0.9
+    assert t.weight_decay == 1e-4  # train.py: 0.0001 for ResNet (the default backbone)
+    assert t.batch_size == 16  # DeepLabv3 section 4.1: batch 16 for BN; train.py train_batch_size
+    assert t.max_iters == 30000  # train.py training_number_of_steps 30000
+    assert t.backbone_lr_mult == 1.0 and t.logits_bias_lr_mult == 1.0 and t.depthwise_weight_decay
+    assert not t.freeze_bn  # BN fine-tuned at OS 16 (train.py fine_tune_batch_norm True)
+    assert d.crop_size == 513  # section 4: crop 513x513; train.py train_crop_size 513,513
+    assert d.scales == [
+        0.5,
+        0.75,
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+    ]  # train.py min/max_scale_factor 0.5/2.0, step 0.25
+    assert d.hflip and d.ignore_index == 255  # input_preprocess.py random flip; VOC ignore_label 255
+    assert d.min_resize_value is None and d.max_resize_value is None and d.resize_factor is None  # VOC: none
+    assert m.output_stride == 16  # train.py output_stride 16 (section 4.2: train OS 16)
+    assert m.aspp_rates is None and ASPP_RATES_AT_OS16 == (6, 12, 18)  # train.py atrous_rates 6,12,18
+    assert m.low_level_channels == 48  # Table 1: 48 channels; model.py decoder feature projection
+    assert m.head_channels == 256  # section 3.1 / model.py depth 256 for ASPP and decoder convs
+    assert m.aspp_dropout == 0.1  # model.py dropout keep_prob 0.9 after concat_projection
+    assert m.decoder and m.align_corners  # decoder_output_stride 4; common.py / model.py align_corners True
+    assert m.bn_momentum == "pytorch"  # the builders' default; the paper configs ask for "reference"
+
+
+def test_evaluation_and_inference_defaults_are_the_documented_ones():
+    import inspect
+
+    from deeplabv3plus.config import DataConfig, EvalConfig
+    from deeplabv3plus.data.transforms import mean_pixel
+    from deeplabv3plus.inference import PAPER_SCALES, predict_probs, slide_window_pairs
+
+    ev = EvalConfig()
+    assert ev.output_stride is None and ev.scales == [1.0] and not ev.flip  # single scale at the training OS
+    assert ev.mode == "whole" and ev.pad_to is None and ev.batch_size == 1 and ev.stride is None
+    assert ev.trimap_widths == list(range(2, 41, 2)) and ev.trimap_band is None
+    assert PAPER_SCALES == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # eval.py eval_scales of the MS rows (model zoo)
+    sig = inspect.signature(predict_probs).parameters
+    assert (
+        sig["scales"].default == (1.0,)
+        and sig["flip"].default is False
+        and sig["align_corners"].default is True
+    )
+    assert sig["mode"].default == "whole" and sig["stride"].default is None
+    assert slide_window_pairs(769) == ((769, 769), (513, 513))  # the default stride: 2/3 of the window
+    assert slide_window_pairs((1025, 2049)) == ((1025, 2049), (683, 1366))
+    # pad value = the mean pixel (0 after normalisation); labels padded with the ignore index
+    assert mean_pixel(DataConfig()) == (124, 116, 104) and mean_pixel(DataConfig(mean=[0.5] * 3)) == (
+        128,
+        128,
+        128,
+    )
+    assert DataConfig().ignore_index == 255
+    voc = load_config(Path(__file__).parent.parent / "configs" / "voc_eval_os8_ms_flip.yaml")
+    assert voc.eval.output_stride == 8 and voc.eval.scales == list(PAPER_SCALES) and voc.eval.flip
+    assert voc.eval.pad_to == 513  # eval.py eval_crop_size 513

@@ -15,7 +15,7 @@ normalised; label (h, w) int64.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -60,6 +60,87 @@ class RandomScale(v2.Transform):
     # torchvision < 0.21 called these hooks by their private names.
     _get_params = make_params
     _transform = transform
+
+
+def resize_to_range_size(
+    height: int, width: int, min_size: int, max_size: Optional[int] = None, factor: Optional[int] = None
+) -> tuple[int, int]:
+    """The (height, width) the reference's ``resize_to_range`` gives an image of ``height x width``.
+
+    tensorflow/models research/deeplab ``core/preprocess_utils.py`` ``resize_to_range``, step by
+    step and in float32 as there: ``max_size`` is lowered to ``factor * k + 1``; the shorter side is
+    scaled to ``min_size`` (each side floored), unless the longer side then exceeds ``max_size``:
+    then the longer side is scaled to ``max_size``; finally each side is rounded *up* to
+    ``factor * k + 1``. The aspect ratio is kept up to that rounding (``keep_aspect_ratio`` is
+    never turned off in the reference).
+    """
+    f32 = np.float32
+    top = None
+    if max_size is not None:
+        top = f32(max_size)
+        if factor is not None:
+            top = f32(top - (top - 1) % factor)
+    h, w = f32(height), f32(width)
+    large_scale = f32(min_size) / min(h, w)
+    size = np.array([np.floor(h * large_scale), np.floor(w * large_scale)], dtype=np.int64)
+    if top is not None and f32(size.max()) > top:
+        small_scale = top / max(h, w)
+        size = np.array([np.floor(h * small_scale), np.floor(w * small_scale)], dtype=np.int64)
+    if factor is not None:
+        size += (factor - (size - 1) % factor) % factor
+    return int(size[0]), int(size[1])
+
+
+def _align_corners_nearest(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """TF's ``resize_nearest_neighbor(align_corners=True)``: output pixel i takes input pixel
+    ``round(i * (in - 1) / (out - 1))`` along each axis (half away from zero, as C's ``roundf``)."""
+    idx = []
+    for n_in, n_out in zip(mask.shape[-2:], size):
+        step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        idx.append(
+            torch.floor(torch.arange(n_out, dtype=torch.float64) * step + 0.5).long().clamp_(0, n_in - 1)
+        )
+    return mask[..., idx[0][:, None], idx[1][None, :]]
+
+
+class ResizeToRange(v2.Transform):
+    """Resize image and mask to :func:`resize_to_range_size` (the reference's ADE20K preprocessing).
+
+    The image bilinearly, the mask by nearest neighbour, both with ``align_corners=True`` as the
+    reference (``input_preprocess.py`` calls ``resize_to_range(..., align_corners=True)``). The
+    reference keeps the resized image in float; here it is rounded back to uint8 (at most half a
+    grey level) so that the rest of the pipeline stays the same.
+    """
+
+    def __init__(self, min_size: int, max_size: Optional[int] = None, factor: Optional[int] = None) -> None:
+        super().__init__()
+        self.min_size, self.max_size, self.factor = min_size, max_size, factor
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = query_size(flat_inputs)
+        return dict(size=list(resize_to_range_size(h, w, self.min_size, self.max_size, self.factor)))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        size = params["size"]
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(_align_corners_nearest(inpt.as_subclass(torch.Tensor), size), like=inpt)
+        x = inpt.as_subclass(torch.Tensor)
+        out = torch.nn.functional.interpolate(
+            x[None].float(), size=size, mode="bilinear", align_corners=True
+        )[0]
+        if x.dtype == torch.uint8:
+            out = out.round_().clamp_(0, 255).to(torch.uint8)
+        return tv_tensors.wrap(out, like=inpt)
+
+    _get_params = make_params
+    _transform = transform
+
+
+def _resize_steps(cfg: DataConfig) -> list[Any]:
+    """The reference's resize to range, when ``data.min_resize_value`` is set (else nothing)."""
+    if cfg.min_resize_value is None:
+        return []
+    return [ResizeToRange(cfg.min_resize_value, cfg.max_resize_value, cfg.resize_factor)]
 
 
 class PadToSize(v2.Transform):
@@ -128,7 +209,8 @@ def train_transform(cfg: DataConfig) -> _Pipeline:
         A callable ``(image (3,H,W) uint8, label (H,W) uint8) -> (image (3,c,c) float32, label (c,c) int64)``
         with ``c = crop_size``.
     """
-    steps: list[Any] = []
+    # The reference resizes to range first, then draws the scale (input_preprocess.py).
+    steps: list[Any] = _resize_steps(cfg)
     if list(cfg.scales) != [1.0]:
         steps.append(RandomScale(cfg.scales))
     # Images smaller than the crop are padded (the image with the mean pixel, the label with the
@@ -143,10 +225,15 @@ def train_transform(cfg: DataConfig) -> _Pipeline:
 def eval_transform(cfg: DataConfig) -> _Pipeline:
     """Evaluation preprocessing: the full image, only converted to float and normalised.
 
+    With ``data.min_resize_value`` set, image *and label* are first resized to range as in the
+    reference's evaluation (``eval.py`` scores the preprocessed label), so the mIoU is computed at
+    the resized resolution, as the reference's ADE20K figures.
+
     Returns:
-        A callable ``(image (3,H,W) uint8, label (H,W) uint8) -> (image (3,H,W) float32, label (H,W) int64)``.
+        A callable ``(image (3,H,W) uint8, label (H,W) uint8) -> (image (3,h,w) float32, label (h,w) int64)``,
+        ``(h, w) = (H, W)`` unless resized.
     """
-    return _Pipeline(_normalise_steps(cfg))
+    return _Pipeline(_resize_steps(cfg) + _normalise_steps(cfg))
 
 
 class Preprocess:

@@ -12,6 +12,17 @@ from torch import nn
 from .._compat import is_compiling
 
 
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every BatchNorm in ``module`` (in place).
+
+    PyTorch's ``running = (1 - momentum) * running + momentum * batch`` is TF's moving average
+    with ``decay = 1 - momentum``.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
 class ConvBNReLU(nn.Sequential):
     """conv -> BatchNorm -> ReLU (ReLU optional). Keys: ``conv.weight``, ``bn.*``.
 

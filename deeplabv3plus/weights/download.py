@@ -39,6 +39,7 @@ import torch
 from ..checkpoint import save_checkpoint, state_dict_mismatch, write_atomically
 from .tf_bundle import TFCheckpoint
 from .tf_convert import convert, target_module
+from .tf_names import is_head_variable
 from .zoo import PretrainedWeights, PretrainedWeightsError
 
 __all__ = ["archive_path", "cache_dir", "converted_path", "load_state_dict"]
@@ -209,7 +210,9 @@ def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]
     with tempfile.TemporaryDirectory(prefix=f"{entry.name}.", dir=work) as tmp:
         prefix, digest = _extract_checkpoint(entry, archive, Path(tmp))
         try:
-            state = convert(TFCheckpoint(prefix), entry.kind)
+            ckpt = TFCheckpoint(prefix)
+            state = convert(ckpt, entry.kind, skip_head=entry.skip_head)
+            head = [n for n in ckpt.keys() if is_head_variable(n)] if entry.skip_head else []
             _check_fits(state, entry)
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -224,7 +227,13 @@ def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]
             "against it (the model zoo publishes no hash to compare a first download with)",
             file=sys.stderr,
         )
-    source = dict(_source(entry), archive_sha256=digest, tensors=len(state))
+    if head:
+        print(
+            f"{entry.name}: the checkpoint also holds {len(head)} variable(s) of a DeepLab head "
+            f"(e.g. {head[0]}); only the backbone is loaded",
+            file=sys.stderr,
+        )
+    source = dict(_source(entry), archive_sha256=digest, tensors=len(state), skipped_head_variables=len(head))
     path = save_checkpoint({"model": state, "source": source}, converted_path(entry))
     _write_record(path, file_sha256(path))
     print(f"wrote {path} ({len(state)} tensors; tarball sha256 {digest})", file=sys.stderr)

@@ -10,7 +10,7 @@ import torch
 
 from ..config import Config, config_to_dict
 from ..models import DeepLabV3Plus, ResNet, Xception
-from .tf_names import IMAGENET_KINDS, KINDS, TFParam, is_ignored, name_map
+from .tf_names import IMAGENET_KINDS, KINDS, TFParam, is_head_variable, is_ignored, name_map
 from .zoo import DeepLabV3PlusXception65Weights, PretrainedWeights
 
 __all__ = [
@@ -81,12 +81,15 @@ def check_complete(tf_names: Union[Mapping, Any], kind: str) -> tuple[list[str],
     return unmapped, missing
 
 
-def convert(ckpt: _Checkpoint, kind: str) -> dict[str, torch.Tensor]:
+def convert(ckpt: _Checkpoint, kind: str, *, skip_head: bool = False) -> dict[str, torch.Tensor]:
     """Our state_dict from a reference checkpoint.
 
     Args:
         ckpt: a :class:`~deeplabv3plus.weights.TFCheckpoint` or any mapping of TF names to arrays.
         kind: one of :data:`~deeplabv3plus.weights.tf_names.KINDS`.
+        skip_head: for a backbone kind, leave out the variables of a DeepLab head
+            (:func:`~deeplabv3plus.weights.tf_names.is_head_variable`: ASPP, decoder, logits)
+            instead of refusing them: a backbone taken from a whole segmentation checkpoint.
 
     Returns:
         Float32 tensors under our keys: the backbone's own keys for ``*_imagenet`` kinds, the full
@@ -99,7 +102,8 @@ def convert(ckpt: _Checkpoint, kind: str) -> dict[str, torch.Tensor]:
     """
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
-    unmapped, missing = check_complete(list(ckpt.keys()), kind)
+    names = [n for n in ckpt.keys() if not (skip_head and is_head_variable(n))]
+    unmapped, missing = check_complete(names, kind)
     if unmapped or missing:
         parts = []
         if missing:

@@ -34,6 +34,7 @@ __all__ = [
     "KINDS",
     "TFParam",
     "deeplab_map",
+    "is_head_variable",
     "is_ignored",
     "name_map",
     "resnet_beta_map",
@@ -220,6 +221,19 @@ def name_map(kind: str) -> list[TFParam]:
     if kind == "xception65_deeplab":
         return deeplab_map("xception65", separable=True, decoder=True)
     raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+_HEAD_SCOPE = re.compile(
+    r"(image_pooling|aspp\d+(_depthwise|_pointwise)?|concat_projection|decoder|logits|meta_architecture)(/|$)"
+)
+
+
+def is_head_variable(tf_name: str) -> bool:
+    """Whether ``tf_name`` belongs to the reference's DeepLab head, not to a backbone: the top-level
+    scopes of ``model.py`` (``get_extra_layer_scopes``: ``image_pooling``, ``aspp*``,
+    ``concat_projection``, ``decoder``, ``logits``, ``meta_architecture``). A backbone's own
+    ImageNet classifier is ``<backbone>/logits`` and is not one of these."""
+    return _HEAD_SCOPE.match(tf_name) is not None
 
 
 def is_ignored(tf_name: str, kind: str) -> bool:

@@ -132,6 +132,8 @@ class PretrainedWeights:
         sha256: of the tarball, when recorded (then checked); None: trusted after a complete
             conversion.
         notes: what is known but not confirmed.
+        skip_head: a backbone entry whose checkpoint may also hold a DeepLab head (ASPP, decoder,
+            logits): those variables are left out of the conversion, and their count reported.
     """
 
     name: str
@@ -156,6 +158,7 @@ class PretrainedWeights:
     download_mb: Optional[int] = None
     sha256: Optional[str] = None
     notes: str = ""
+    skip_head: bool = False
 
     @property
     def is_backbone(self) -> bool:
@@ -349,6 +352,28 @@ class TFBackboneWeights(_WeightsEnum):
                             "xception65", 447)  # fmt: skip
     XCEPTION_71 = _backbone("xception_71", "xception_71_2018_05_09.tar.gz", "xception_71", "xception71_imagenet",
                             "xception71", 474)  # fmt: skip
+    # ImageNet + COCO: the start of the model zoo's xception65_coco_voc_trainaug (82.20% VOC val).
+    # g3doc/model_zoo.md lists it as xception_65_imagenet_coco; the checkpoint path inside the
+    # tarball is research/feelvos/train.sh's (tensorflow/models bf3d2e61).
+    XCEPTION_65_COCO = dataclasses.replace(
+        _backbone(
+            "xception_65_coco",
+            "xception_65_coco_pretrained_2018_10_02.tar.gz",
+            "xception_65_coco_pretrained",
+            "xception65_imagenet",
+            "xception65",
+            292,
+        ),  # fmt: skip
+        checkpoint="xception_65_coco_pretrained/x65-b2u1s2p-d48-2-3x256-sc-cr300k_init.ckpt",
+        dataset="ImageNet + COCO",
+        trained_on="ImageNet-1k, then COCO (DeepLabv3+ section 4.3, 'Pretraining on COCO')",
+        skip_head=True,
+        notes="not confirmed offline (the tarball cannot be downloaded here): its file list and "
+        "sha256; that the backbone variables are under xception_65/; whether it also holds the ASPP, "
+        "decoder and logits of the COCO model (the file name's d48 / 3x256 / sc suggest so); such "
+        "head variables are skipped and counted. If the checkpoint is not at the path above, the "
+        "tarball's only *.index member is used",
+    )
     RESNET_V1_50_BETA = _backbone("resnet_v1_50_beta", "resnet_v1_50_2018_05_04.tar.gz", "resnet_v1_50",
                                   "resnet50_beta_imagenet", "resnet50", 274)  # fmt: skip
     RESNET_V1_101_BETA = _backbone("resnet_v1_101_beta", "resnet_v1_101_2018_05_04.tar.gz", "resnet_v1_101",

@@ -147,6 +147,11 @@ def test_unknown_key_in_the_file_lists_the_valid_keys(config, capsys):
         ("train.max_iters", "train.max_iters"),
         ("train.max_iters=2.5", "train.max_iters"),
         ("train.device=cuda:7" if not torch.cuda.is_available() else "train.amp=fp8", "train."),
+        ("model.bn_momentum=fast", "model.bn_momentum"),
+        ("model.bn_momentum=1.5", "model.bn_momentum"),
+        ("data.max_resize_value=513", "data.min_resize_value"),
+        ("data.min_resize_value=0", "data.min_resize_value"),
+        ("train.logits_bias_lr_mult=0", "train.logits_bias_lr_mult"),
     ],
 )
 def test_bad_override(config, capsys, override, culprit):

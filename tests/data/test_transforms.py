@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deeplabv3plus.config import DataConfig
-from deeplabv3plus.data.transforms import RandomScale, eval_transform, train_transform
+from deeplabv3plus.data.transforms import RandomScale, eval_transform, resize_to_range_size, train_transform
 
 # Label i is drawn in colour i; label 255 (void) in black. No blend of two colours is near a third.
 COLOURS = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0]])
@@ -105,3 +105,58 @@ def test_small_images_are_padded_at_the_bottom_and_right_like_the_reference():
         assert (out_label[40:] == 255).all() and (out_label[:, 50:] == 255).all()
         # the pad is the mean pixel: 128/255 normalised with mean 0.5 is ~0
         assert out_image[:, 40:].abs().max() < 0.01
+
+
+# --- the reference's resize to range (ADE20K: data.min/max_resize_value 513, resize_factor 16) ----
+
+# Worked by hand from core/preprocess_utils.py resize_to_range with min = max = 513, factor 16:
+# max_size stays 513 (512 is a multiple of 16); scale the shorter side to 513, and if the longer
+# side then exceeds 513 scale the longer side to 513 instead (floor each side); round each side up
+# to 16k + 1.
+RESIZE_BY_HAND = [
+    # (H, W) -> (h, w)
+    ((512, 683), (385, 513)),  # 683 > 513 -> 513/683: 512 * 0.7511 = 384.6 -> 384 -> 385 (16*24 + 1)
+    ((375, 500), (385, 513)),  # 375 -> 513: 500 * 1.368 = 684 > 513 -> 513/500: 384.75 -> 384 -> 385; 513
+    ((256, 256), (513, 513)),  # enlarged: 2x256 = 513 exactly at scale 513/256
+    ((2000, 1500), (513, 385)),  # shrunk: 1500 * 513/2000 = 384.75 -> 384 -> 385
+    ((300, 1200), (129, 513)),  # 300 * 513/1200 = 128.25 -> 128 -> 129 (16*8 + 1)
+    ((513, 513), (513, 513)),
+    ((100, 120), (433, 513)),  # 100 -> 513: 120 * 5.13 = 615.6 > 513 -> 513/120: 427.5 -> 427 -> 433
+]
+
+
+@pytest.mark.parametrize("size, expected", RESIZE_BY_HAND)
+def test_resize_to_range_gives_the_reference_sizes(size, expected):
+    assert resize_to_range_size(*size, min_size=513, max_size=513, factor=16) == expected
+
+
+def test_resize_to_range_without_max_scales_the_shorter_side_and_factor_rounds_up():
+    assert resize_to_range_size(200, 300, min_size=400) == (400, 600)
+    assert resize_to_range_size(200, 300, min_size=400, factor=16) == (401, 609)
+    # max_size is lowered to 16k + 1 first: 520 -> 513
+    assert resize_to_range_size(100, 200, min_size=400, max_size=520, factor=16) == (257, 513)
+
+
+def test_resize_to_range_runs_first_in_training_and_on_image_and_label_in_evaluation():
+    cfg = DataConfig(min_resize_value=513, max_resize_value=513, resize_factor=16, crop_size=513, scales=[1.0],
+                     hflip=False, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 300, 1200), dtype=torch.uint8, generator=g)
+    label = torch.randint(0, 5, (300, 1200), dtype=torch.uint8, generator=g)
+    x, y = eval_transform(cfg)(image, label)
+    assert x.shape == (3, 129, 513) and y.shape == (129, 513)
+    # align_corners=True: the corner pixels are the original corner pixels, in image and label
+    for (i, j), (oi, oj) in {(0, 0): (0, 0), (128, 512): (299, 1199), (0, 512): (0, 1199)}.items():
+        assert y[i, j] == label[oi, oj]
+        torch.testing.assert_close(x[:, i, j], image[:, oi, oj].float() / 127.5 - 1, rtol=0, atol=1e-6)
+    # training: resized to 129 x 513, then padded to the 513 crop (label 255 below row 129)
+    x, y = train_transform(cfg)(image, label)
+    assert x.shape == (3, 513, 513) and int((y != 255).sum()) == 129 * 513
+
+
+def test_resize_to_range_label_is_nearest_with_aligned_corners():
+    # 3 columns -> 5: output i takes input round(i * 2 / 4) = 0, 1, 1, 2, 2 (half away from zero)
+    cfg = DataConfig(min_resize_value=5, scales=[1.0])
+    label = torch.tensor([[1, 2, 3]], dtype=torch.uint8).expand(3, 3).contiguous()
+    _, y = eval_transform(cfg)(torch.zeros(3, 3, 3, dtype=torch.uint8), label)
+    assert y.shape == (5, 5) and y[0].tolist() == [1, 2, 2, 3, 3]

@@ -319,3 +319,61 @@ def test_own_data_in_folders_trains_through_config_alone(tmp_path, synthetic_voc
         "road",
         "car",
     ]
+
+
+def test_train_applies_the_poly_lr_of_every_group_at_every_iteration(
+    tmp_path, synthetic_voc, no_val, monkeypatch
+):
+    """The LRs SGD actually steps with inside train(), read from its param groups at each step."""
+    seen: list[list[float]] = []
+    sgd_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([g["lr"] for g in self.param_groups])
+        return sgd_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    cfg = tiny_config(
+        synthetic_voc, tmp_path, max_iters=3, lr=0.02, backbone_lr_mult=0.5, logits_bias_lr_mult=2.0
+    )
+    train(cfg)
+    assert len(seen) == 3
+    for it, lrs in enumerate(seen):
+        base = 0.02 * (1 - it / 3) ** 0.9  # the paper's poly policy (section 4), power 0.9
+        # groups (backbone?, decayed?, logits bias?) sorted: head BN, logits bias, head convs,
+        # backbone BN, backbone convs
+        assert lrs == pytest.approx([base, 2 * base, base, 0.5 * base, 0.5 * base], rel=1e-12, abs=0)
+
+
+def _expected_groups(model: torch.nn.Module, lr: float, wd: float, depthwise_decay: bool) -> dict[str, tuple]:
+    """(lr, weight decay) of each parameter by name, from the reference's rules written out by hand:
+    kernels decayed (depthwise ones only if asked), BN and bias not; backbone LR x0.5 here; the
+    logits bias LR x2 (utils/train_utils.py: biases' gradient x2)."""
+    out = {}
+    for name, p in model.named_parameters():
+        decayed = p.ndim == 4 and (depthwise_decay or not name.endswith("conv_dw.weight"))
+        scale = 0.5 if name.startswith("backbone.") else 1.0
+        scale *= 2.0 if name == "classifier.bias" else 1.0
+        out[name] = (lr * scale, wd if decayed else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("depthwise_decay", [False, True])
+def test_param_groups_hold_exactly_the_expected_tensors_with_their_decay_and_lr(depthwise_decay):
+    cfg = config_from_dict(
+        {"train": {"lr": 0.01, "weight_decay": 4e-5, "backbone_lr_mult": 0.5, "logits_bias_lr_mult": 2.0,
+                   "depthwise_weight_decay": depthwise_decay}}
+    )  # fmt: skip
+    with torch.device("meta"):  # names and shapes only
+        model = build_model("xception41", num_classes=3, head_channels=16, separable=True)
+    expected = _expected_groups(model, 0.01, 4e-5, depthwise_decay)
+    names = {id(p): n for n, p in model.named_parameters()}
+    got = {}
+    for group in build_optimizer(model, cfg).param_groups:
+        for p in group["params"]:
+            assert names[id(p)] not in got
+            got[names[id(p)]] = (group["lr"], group["weight_decay"])
+    assert got == expected
+    depthwise = [n for n in expected if n.endswith("conv_dw.weight")]
+    assert any(n.startswith("backbone.") for n in depthwise) and any(n.startswith("aspp.") for n in depthwise)
+    assert any(n.startswith("decoder.") for n in depthwise)

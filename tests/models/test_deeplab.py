@@ -191,7 +191,9 @@ def test_beta_low_level_feature_is_the_second_units_residual_before_the_add():
     torch.manual_seed(0)
     backbone = ResNet(50, "beta", output_stride=16).eval()
     captured = {}
-    backbone.layer1[1].bn3.register_forward_hook(lambda m, i, o: captured.setdefault("bn3", o.clone()))
+    # The hook must return None: a value it returns replaces the module's output (the unit's in-place
+    # add would then write into the captured copy, and the check would hold for any tap).
+    backbone.layer1[1].bn3.register_forward_hook(lambda m, i, o: captured.update(bn3=o.clone()))
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 65, 65))
     torch.testing.assert_close(features["low_level"], captured["bn3"], rtol=0, atol=0)

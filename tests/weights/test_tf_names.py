@@ -232,3 +232,131 @@ def test_convert_script_writes_a_checkpoint_the_eval_loader_accepts(tmp_path, mo
     model, cfg = load_model_from_checkpoint(out)
     assert cfg.model.separable and cfg.model.output_stride == 16 and cfg.model.num_classes == 21
     assert torch.equal(model.classifier.bias, saved["model"]["classifier.bias"])
+
+
+# --- the role of every variable scope, from the reference's naming scheme written out by hand ------
+# Independent of tf_names.py's generators: each reference scope (core/xception.py, core/resnet_v1_beta.py,
+# model.py) is mapped to the module that must play its role, so that two same-shaped tensors landing
+# in each other's place (aspp1 <-> aspp2, depthwise <-> another depthwise, middle unit 3 <-> 4, the
+# decoder's two convs) fail here even though every shape fits.
+
+_BN_ROLE = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+_XCEPTION_65_BLOCKS = {"entry_flow": 0, "middle_flow": 3, "exit_flow": 19}  # first block index of each flow
+
+
+def _tensor_role(scope_rest: str, conv: str, bn: str) -> tuple[str, str]:
+    """'weights' / 'depthwise_weights' / 'BatchNorm/<stat>' under a conv scope -> (our suffix, layout)."""
+    if scope_rest == "weights":
+        return f"{conv}.weight", "conv"
+    if scope_rest == "depthwise_weights":
+        return f"{conv}.weight", "depthwise"
+    stat = scope_rest.removeprefix("BatchNorm/")
+    return f"{bn}.{_BN_ROLE[stat]}", "vector"
+
+
+def expected_xception65_deeplab_role(tf_name: str) -> tuple[str, str]:
+    """Our (key, layout) for a variable of the reference DeepLabv3+ Xception-65 (SC, decoder)."""
+    import re
+
+    if tf_name == "logits/semantic/weights":
+        return "classifier.weight", "conv"
+    if tf_name == "logits/semantic/biases":
+        return "classifier.bias", "vector"
+    m = re.fullmatch(r"xception_65/entry_flow/conv1_(\d)/(.+)", tf_name)
+    if m:
+        k = int(m[1]) - 1
+        return _tensor_role(m[2], f"backbone.stem.{k}.conv", f"backbone.stem.{k}.bn")
+    m = re.fullmatch(r"xception_65/(\w+_flow)/block(\d+)/unit_(\d+)/xception_module/(.+)", tf_name)
+    if m:
+        flow, block, unit, rest = m[1], int(m[2]), int(m[3]), m[4]
+        # entry and exit flows: one unit per block; the middle flow: one block of 16 units
+        index = _XCEPTION_65_BLOCKS[flow] + (unit - 1 if flow == "middle_flow" else block - 1)
+        prefix = f"backbone.blocks.{index}"
+        s = re.fullmatch(r"separable_conv(\d)_(depthwise|pointwise)/(.+)", rest)
+        if s:
+            part = "dw" if s[2] == "depthwise" else "pw"
+            return _tensor_role(
+                s[3], f"{prefix}.stack.conv{s[1]}.conv_{part}", f"{prefix}.stack.conv{s[1]}.bn_{part}"
+            )
+        s = re.fullmatch(r"shortcut/(.+)", rest)
+        return _tensor_role(s[1], f"{prefix}.shortcut.conv", f"{prefix}.shortcut.bn")
+    head = {
+        "image_pooling": "aspp.pooling.1",
+        "aspp0": "aspp.conv1x1",
+        "concat_projection": "aspp.project",
+        "decoder/feature_projection0": "decoder.low_level",
+    }
+    scope, _, rest = tf_name.partition("/")
+    if scope == "decoder":
+        sub, _, rest = rest.partition("/")
+        scope = f"decoder/{sub}"
+    if scope in head:
+        return _tensor_role(rest, f"{head[scope]}.conv", f"{head[scope]}.bn")
+    m = re.fullmatch(r"aspp(\d)_(depthwise|pointwise)", scope)
+    if m:  # ASPP branch i (rate 6, 12, 18 at OS 16) is our atrous branch i - 1
+        part = "dw" if m[2] == "depthwise" else "pw"
+        return _tensor_role(
+            rest, f"aspp.atrous.{int(m[1]) - 1}.conv_{part}", f"aspp.atrous.{int(m[1]) - 1}.bn_{part}"
+        )
+    m = re.fullmatch(r"decoder/decoder_conv(\d)_(depthwise|pointwise)", scope)
+    if m:  # the decoder's first and second 3x3 separable convs, in order
+        part = "dw" if m[2] == "depthwise" else "pw"
+        return _tensor_role(rest, f"decoder.fuse.{m[1]}.conv_{part}", f"decoder.fuse.{m[1]}.bn_{part}")
+    raise AssertionError(f"no role known for {tf_name}")
+
+
+def role_mismatches(params) -> list[str]:
+    """Entries of a name map whose key or layout is not the role of their reference scope."""
+    return [
+        f"{p.tf_name} -> {p.key} ({p.layout}), expected {expected_xception65_deeplab_role(p.tf_name)}"
+        for p in params
+        if (p.key, p.layout) != expected_xception65_deeplab_role(p.tf_name)
+    ]
+
+
+def test_every_scope_of_the_xception65_deeplab_map_lands_in_the_module_of_its_role():
+    params = name_map("xception65_deeplab")
+    weights = {n for n in reference_shapes("xception65_deeplab") if not is_ignored(n, "xception65_deeplab")}
+    assert {p.tf_name for p in params} == weights  # every weight of the reference model has a role
+    assert role_mismatches(params) == []
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("aspp1_pointwise/weights", "aspp2_pointwise/weights"),  # ASPP branches, same shape
+        (
+            "decoder/decoder_conv0_pointwise/BatchNorm/gamma",
+            "decoder/decoder_conv1_pointwise/BatchNorm/gamma",
+        ),
+        (  # two middle-flow units, same shapes throughout
+            "xception_65/middle_flow/block1/unit_3/xception_module/separable_conv2_pointwise/weights",
+            "xception_65/middle_flow/block1/unit_4/xception_module/separable_conv2_pointwise/weights",
+        ),
+        (  # depthwise BN vs pointwise BN of one separable conv (728 channels both)
+            "xception_65/middle_flow/block1/unit_1/xception_module/separable_conv1_depthwise/BatchNorm/gamma",
+            "xception_65/middle_flow/block1/unit_1/xception_module/separable_conv1_pointwise/BatchNorm/gamma",
+        ),
+        ("image_pooling/BatchNorm/moving_mean", "aspp0/BatchNorm/moving_mean"),
+    ],
+)
+def test_the_role_check_fails_when_two_same_shaped_entries_are_swapped(a, b):
+    import dataclasses
+
+    params = name_map("xception65_deeplab")
+    shapes = reference_shapes("xception65_deeplab")
+    assert shapes[a] == shapes[b]  # the swap is invisible to every shape check
+    by_name = {p.tf_name: p for p in params}
+    swapped = [
+        dataclasses.replace(p, key=by_name[b].key) if p.tf_name == a
+        else dataclasses.replace(p, key=by_name[a].key) if p.tf_name == b
+        else p
+        for p in params
+    ]  # fmt: skip
+    mismatches = role_mismatches(swapped)
+    assert len(mismatches) == 2 and mismatches[0].startswith(min(a, b, key=[p.tf_name for p in params].index))

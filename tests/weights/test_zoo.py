@@ -58,11 +58,13 @@ def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def pack_zoo_tarball(path: Path, folder: str, tf_variables: dict[str, np.ndarray]) -> str:
+def pack_zoo_tarball(
+    path: Path, folder: str, tf_variables: dict[str, np.ndarray], ckpt: str = "model.ckpt"
+) -> str:
     """``folder/model.ckpt.{index,data-00000-of-00001}`` + ``folder/frozen_inference_graph.pb`` in a
     .tar.gz, as the model zoo ships them; returns its sha256. (gzip level 0: float noise does not compress.)"""
     work = path.parent / f"{path.name}.src"
-    write_tf_checkpoint(work / folder / "model.ckpt", tf_variables)
+    write_tf_checkpoint(work / folder / ckpt, tf_variables)
     (work / folder / "frozen_inference_graph.pb").write_bytes(b"not read by the converter")
     with tarfile.open(path, "w:gz", compresslevel=0) as tar:
         tar.add(work / folder, arcname=folder)
@@ -94,7 +96,7 @@ def test_every_entry_of_the_reference_zoo_is_there_with_its_published_metadata()
         "xception65_ade20k_train",
     ]
     assert list_weights(backbones=True) == [
-        "xception_41", "xception_65", "xception_71", "resnet_v1_50_beta", "resnet_v1_101_beta"
+        "xception_41", "xception_65", "xception_71", "xception_65_coco", "resnet_v1_50_beta", "resnet_v1_101_beta"
     ]  # fmt: skip
     figures = {
         str(w): [(r.metric, r.value, r.split, r.eval.output_stride, r.eval.flip) for r in w.results]
@@ -493,3 +495,64 @@ def test_cityscapes_and_ade20k_entries_configure_their_dataset_readers():
     assert (ade.data.layout, ade.data.label_convention, ade.data.ignore_index) == ("ade20k", "reference", 0)
     for cfg in (cityscapes, ade):
         validate_config(cfg)  # the readers accept what the entries ask for
+
+
+# --------------------------------------------------------------------------------------------------
+# The ImageNet + COCO Xception-65 (tf:xception_65_coco): a backbone from a checkpoint that may hold a head
+
+
+def test_the_coco_xception_entry_names_its_tarball_and_checkpoint_path():
+    coco = TFBackboneWeights.XCEPTION_65_COCO
+    assert coco.url == "https://download.tensorflow.org/models/xception_65_coco_pretrained_2018_10_02.tar.gz"
+    assert coco.checkpoint == "xception_65_coco_pretrained/x65-b2u1s2p-d48-2-3x256-sc-cr300k_init.ckpt"
+    assert coco.kind == "xception65_imagenet" and coco.backbone == "xception65" and coco.is_backbone
+    assert coco.skip_head and "not confirmed" in coco.notes
+    assert not any(w.skip_head for w in list(TFBackboneWeights) if w is not coco)
+
+
+@pytest.mark.slow  # a 100 MB tarball written and converted (~5 s on 2 quiet cores)
+def test_a_backbone_entry_with_skip_head_loads_the_backbone_and_reports_the_head_variables(
+    hub_dir, monkeypatch, tmp_path, capsys
+):
+    """A COCO-like tarball: an Xception backbone + ASPP/decoder/logits variables + a step counter, at
+    the COCO entry's path; the backbone loads exactly, the 72 head variables are skipped and counted.
+    (Xception-41 stands in for 65 to keep the file small; the head scopes do not depend on depth.)"""
+    from deeplabv3plus.models import Xception
+    from deeplabv3plus.weights.tf_convert import target_module
+    from deeplabv3plus.weights.tf_names import name_map
+
+    torch.manual_seed(0)
+    backbone = _perturb(Xception(41), seed=3)
+    tf = to_tf_variables(backbone.state_dict(), "xception41_imagenet")
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in target_module("xception65_deeplab", 21).state_dict().items()}
+    rng = np.random.default_rng(0)
+    head = {p.tf_name: rng.standard_normal(shapes[p.key], dtype=np.float32) for p in name_map("xception65_deeplab")
+            if not p.tf_name.startswith("xception_65/")}  # fmt: skip
+    assert (
+        len(head) == 72
+        and "aspp1_depthwise/depthwise_weights" in head
+        and "decoder/decoder_conv1_pointwise/weights" in head
+    )
+    tf.update(head, global_step=np.int64(300000))
+    coco = TFBackboneWeights.XCEPTION_65_COCO.value
+    folder, ckpt = coco.checkpoint.split("/")
+    tarball = tmp_path / "xception_41_coco_test.tar.gz"
+    sha = pack_zoo_tarball(tarball, folder, tf, ckpt=ckpt)
+    entry = dataclasses.replace(coco, name="test_x41_coco", url=tarball.as_uri(), kind="xception41_imagenet",
+                                backbone="xception41", sha256=sha)  # fmt: skip
+    monkeypatch.setitem(zoo.WEIGHTS, entry.name, entry)
+    model = build_model("xception41", pretrained_backbone="tf:test_x41_coco", head_channels=16)
+    _assert_same_weights(model.backbone, backbone.state_dict())
+    err = capsys.readouterr().err
+    assert "test_x41_coco: the checkpoint also holds 72 variable(s) of a DeepLab head" in err
+    assert "only the backbone is loaded" in err
+
+    # Without skip_head (every other backbone entry) the same variables are refused, naming the extras.
+    from deeplabv3plus.weights.tf_convert import IncompleteConversionError, convert
+
+    with pytest.raises(IncompleteConversionError, match=r"72 unmapped variable\(s\)"):
+        convert(tf, "xception41_imagenet")
+    assert convert(tf, "xception41_imagenet", skip_head=True).keys() == model.backbone.state_dict().keys() - {
+        k for k in model.backbone.state_dict() if k.endswith("num_batches_tracked")
+    }
