@@ -135,6 +135,27 @@ def test_resume_after_an_interruption_gives_bitwise_the_same_weights(tmp_path, s
     assert all(torch.equal(a, b) for a, b in zip(momentum_a, momentum_b))
 
 
+def test_resume_in_a_new_process_with_validation_mid_run_gives_bitwise_the_same_weights(
+    tmp_path, synthetic_voc
+):
+    """Validation runs once-per-process checks (the oneDNN packing probe of models/fuse.py); they
+    must not draw from the global RNG, or a run resumed in a new process diverges after its first
+    validation (dropout 0.5 makes any shift of the stream visible)."""
+    from deeplabv3plus.models.fuse import _mkldnn_packing_works
+
+    def run(out: Path, **kwargs) -> torch.nn.Module:
+        _mkldnn_packing_works.cache_clear()  # each call as a fresh process would see it
+        cfg = tiny_config(synthetic_voc, out, max_iters=5, val_interval=2)
+        cfg.model.aspp_dropout = 0.5
+        return train(cfg, **kwargs)[0]
+
+    straight = run(tmp_path / "straight")
+    run(tmp_path / "interrupted", stop_after=3)  # validated at 2, stopped at 3, next validation at 4
+    resumed = run(tmp_path / "interrupted", resume=str(tmp_path / "interrupted" / "last.pth"))
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
 def test_data_order_and_augmentation_do_not_depend_on_the_number_of_workers(tmp_path, synthetic_voc, no_val):
     model_0, _ = train(tiny_config(synthetic_voc, tmp_path / "w0", max_iters=2))
     cfg = tiny_config(synthetic_voc, tmp_path / "w2", max_iters=2)
