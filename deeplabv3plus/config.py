@@ -106,6 +106,10 @@ class DataConfig:
     allow_val_in_train: bool = False
     """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
     paper's trainval model for the test server."""
+    generate: bool = False
+    """'synthetic' layout: generate the dataset into root when root holds none. The default root
+    (data/synthetic, the quickstart's) is generated on first use without it; any other root that
+    holds no dataset is an error, so that a mistyped data.root never silently gets a new dataset."""
 
 
 @dataclass
