@@ -111,13 +111,24 @@ Examples::
 
 SIGTERM or SIGINT (pre-emption, Ctrl-C) finishes the current step, writes last.pth and exits with
 128 + the signal number; continue with --resume <output_dir>/last.pth (or --resume auto).
+
+A train.output_dir that already holds a run is refused before any work: continue it with
+--resume auto, pick another train.output_dir, or replace it whole with --overwrite.
 """
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/quickstart.yaml")
     p.add_argument(
-        "--resume", help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth"
+        "--resume",
+        help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth if it "
+        "exists, else a new run",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in train.output_dir (its checkpoints, config.yaml, run_info.json, "
+        "metrics.jsonl, val_results.json, TensorBoard events)",
     )
     p.add_argument("--stop-after", type=int, help="stop at this iteration with a checkpoint (resume later)")
     p.add_argument(
@@ -132,8 +143,8 @@ def run_train(args: argparse.Namespace) -> Any:
         resume = args.resume
         if resume == "auto":
             last = Path(cfg.train.output_dir) / "last.pth"
-            resume = str(last) if last.is_file() else None
-        if resume:
+            resume = str(last) if last.is_file() else "auto"  # "auto" without last.pth: a new run
+        if resume and resume != "auto":
             # The run's own config wins over the file, so that a resumed run is the same run.
             saved = config_from_dict(load_checkpoint(resume)["config"])
             if saved != cfg and rank() == 0:
@@ -144,7 +155,7 @@ def run_train(args: argparse.Namespace) -> Any:
             raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same files
         raise
     try:
-        return train(cfg, resume=resume, stop_after=args.stop_after)
+        return train(cfg, resume=resume, stop_after=args.stop_after, overwrite=args.overwrite)
     finally:
         if is_distributed():
             dist.destroy_process_group()

@@ -99,6 +99,17 @@ def test_val_image_in_the_training_list_is_an_error(tmp_path, synthetic_voc):
         train(cfg)
 
 
+def test_a_folder_holding_a_run_is_refused_with_a_user_error_before_any_work(tmp_path, synthetic_voc):
+    from deeplabv3plus.cli import is_user_error
+    from deeplabv3plus.train import RunExistsError
+
+    (tmp_path / "config.yaml").write_text("train: {}\n")
+    with pytest.raises(RunExistsError, match="already holds a run \\(config.yaml\\)") as e:
+        train(tiny_config(synthetic_voc, tmp_path))
+    assert is_user_error(e.value) and "\n" not in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
 def test_a_short_run_lowers_the_loss_and_writes_its_records(tmp_path, synthetic_voc, no_val):
     cfg = tiny_config(synthetic_voc, tmp_path, max_iters=16, lr=0.02, log_interval=4)
     train(cfg)
