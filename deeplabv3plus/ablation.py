@@ -102,15 +102,20 @@ def evaluate_row(
     }
 
 
-def train_variant(cfg: Config, out_dir: Path, **changes: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a copy of ``cfg`` with ``changes`` ("section.key" -> value) into ``out_dir``; time it."""
+def train_variant(
+    cfg: Config, out_dir: Path, *, overwrite: bool = False, **changes: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a copy of ``cfg`` with ``changes`` ("section.key" -> value) into ``out_dir``; time it.
+
+    ``overwrite``: replace a run already in ``out_dir`` (else that is an error, see :func:`train`).
+    """
     cfg = copy.deepcopy(cfg)
     for dotted, value in changes.items():
         section, key = dotted.split(".")
         setattr(getattr(cfg, section), key, value)
     cfg.train.output_dir = str(out_dir)
     start = time.perf_counter()
-    model, _ = train(cfg)
+    model, _ = train(cfg, overwrite=overwrite)
     wall = time.perf_counter() - start
     model.eval()
     row = evaluate_row(model, cfg, cfg.model.output_stride)
@@ -163,6 +168,7 @@ def run_ablation(
     *,
     controls: bool = False,
     eval_rows: Optional[Sequence[tuple[str, int, tuple[float, ...], bool]]] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train with and without the decoder, then the eval-time rows (and the broken controls).
 
@@ -172,6 +178,7 @@ def run_ablation(
         controls: Also train the two broken recipes (shuffled labels, frozen random backbone).
         eval_rows: The eval-time settings of the decoder model, (name, output stride, scales, flip);
             None: :func:`default_eval_rows`; empty: none.
+        overwrite: Replace the runs of an earlier ablation in ``out_dir`` (else they are an error).
 
     Returns:
         JSON-ready dict with ``train`` (variant -> row), ``eval`` (setting -> row), ``controls``.
@@ -179,7 +186,7 @@ def run_ablation(
     results: dict[str, Any] = {"train": {}, "eval": {}, "controls": {}}
     decoder_model = None
     for name, decoder in (("decoder", True), ("no_decoder", False)):
-        model, row = train_variant(cfg, out_dir / name, **{"model.decoder": decoder})
+        model, row = train_variant(cfg, out_dir / name, overwrite=overwrite, **{"model.decoder": decoder})
         results["train"][name] = row
         if decoder:
             decoder_model = model
@@ -189,10 +196,15 @@ def run_ablation(
     if controls:
         shuffled = write_shuffled_label_copy(cfg, out_dir / "shuffled_labels_data", seed=cfg.train.seed)
         _, row = train_variant(
-            cfg, out_dir / "shuffled_labels", **{"data.layout": "voc", "data.root": str(shuffled)}
+            cfg,
+            out_dir / "shuffled_labels",
+            overwrite=overwrite,
+            **{"data.layout": "voc", "data.root": str(shuffled)},
         )
         results["controls"]["labels shuffled across images"] = row
-        _, row = train_variant(cfg, out_dir / "frozen_backbone", **{"train.backbone_lr_mult": 0.0})
+        _, row = train_variant(
+            cfg, out_dir / "frozen_backbone", overwrite=overwrite, **{"train.backbone_lr_mult": 0.0}
+        )
         results["controls"]["frozen random backbone"] = row
     return results
 

@@ -133,6 +133,8 @@ SIGTERM or SIGINT (pre-emption, Ctrl-C) finishes the current step, writes last.p
 --config takes a file or a shipped config's name (deeplabv3plus configs lists them). Relative paths
 in the config (data.root, train.output_dir: data/... and runs/... in the shipped configs) are
 relative to the folder the command runs in; the run prints both folders in full.
+A train.output_dir that already holds a run is refused before any work: continue it with
+--resume auto, pick another train.output_dir, or replace it whole with --overwrite.
 """
 
 
@@ -143,7 +145,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="YAML config file, or a shipped config's name (quickstart; deeplabv3plus configs lists them)",
     )
     p.add_argument(
-        "--resume", help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth"
+        "--resume",
+        help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth if it "
+        "exists, else a new run",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in train.output_dir (its checkpoints, config.yaml, run_info.json, "
+        "metrics.jsonl, val_results.json, TensorBoard events)",
     )
     p.add_argument("--stop-after", type=int, help="stop at this iteration with a checkpoint (resume later)")
     p.add_argument(
@@ -168,8 +178,8 @@ def run_train(args: argparse.Namespace) -> Any:
         resume = args.resume
         if resume == "auto":
             last = Path(cfg.train.output_dir) / "last.pth"
-            resume = str(last) if last.is_file() else None
-        if resume:
+            resume = str(last) if last.is_file() else "auto"  # "auto" without last.pth: a new run
+        if resume and resume != "auto":
             # The run's own config wins over the file, so that a resumed run is the same run.
             saved = config_from_dict(load_checkpoint(resume)["config"])
             if saved != cfg and rank() == 0:
@@ -180,7 +190,7 @@ def run_train(args: argparse.Namespace) -> Any:
             raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same files
         raise
     try:
-        return train(cfg, resume=resume, stop_after=args.stop_after)
+        return train(cfg, resume=resume, stop_after=args.stop_after, overwrite=args.overwrite)
     finally:
         if is_distributed():
             dist.destroy_process_group()
@@ -950,6 +960,11 @@ def add_paper_ablation_arguments(p: argparse.ArgumentParser) -> None:
         help="also train the broken recipes (shuffled labels, frozen backbone)",
     )
     p.add_argument("--no-eval-rows", action="store_true", help="skip the eval-time ablation")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the training runs of an earlier ablation in --output",
+    )
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.max_iters=100")
 
 
@@ -961,7 +976,13 @@ def run_paper_ablation(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, args.overrides)
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = run_ablation(cfg, out_dir, controls=args.controls, eval_rows=() if args.no_eval_rows else None)
+    results = run_ablation(
+        cfg,
+        out_dir,
+        controls=args.controls,
+        eval_rows=() if args.no_eval_rows else None,
+        overwrite=args.overwrite,
+    )
     report = format_report(results)
     print(report)
     (out_dir / "ablation.md").write_text(report + "\n")

@@ -125,6 +125,10 @@ class DataConfig:
     resize_factor: Optional[int] = None
     """Make both resized sides ``factor * k + 1`` pixels (reference ``--resize_factor``, which
     ``g3doc/ade20k.md`` says must equal the output stride; ADE20K: 16)."""
+    generate: bool = False
+    """'synthetic' layout: generate the dataset into root when root holds none. The default root
+    (data/synthetic, the quickstart's) is generated on first use without it; any other root that
+    holds no dataset is an error, so that a mistyped data.root never silently gets a new dataset."""
 
 
 @dataclass

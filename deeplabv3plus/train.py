@@ -40,9 +40,10 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_atomically,
 )
 from .config import Config, ConfigError, config_to_dict, save_config
-from .data.datasets import build_dataset, check_config_leakage, eval_collate
+from .data.datasets import build_dataset, check_config_leakage, check_splits, eval_collate
 from .data.sampling import SeededDataset, TrainStream
 from .data.synthetic import is_synthetic_root
 from .evaluate import evaluate
@@ -189,7 +190,6 @@ def build_loaders(cfg: Config, runtime: Runtime, start_iteration: int):
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {runtime.world_size} processes"
         )
     per_rank = cfg.train.batch_size // runtime.world_size
-    check_config_leakage(cfg.data)
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
     stream = TrainStream(
@@ -363,6 +363,105 @@ def set_train_mode(model: nn.Module, cfg: Config) -> None:
 
 # --- the run's folder ---------------------------------------------------------------------------
 
+RUN_FILES = ("last.pth", "best.pth", "config.yaml", "run_info.json", "metrics.jsonl", "val_results.json")
+"""The files a run writes into ``train.output_dir`` (and TensorBoard's events under ``tensorboard/``)."""
+
+
+class RunExistsError(FileExistsError):
+    """``train.output_dir`` holds a run, and neither continuing nor replacing it was asked for."""
+
+
+def run_files(out_dir: Path) -> list[Path]:
+    """The files of a run that exist in ``out_dir``: :data:`RUN_FILES` and TensorBoard event files.
+
+    Only these: anything else in the folder (eval results, the user's notes) is never touched.
+    """
+    files = [out_dir / name for name in RUN_FILES if (out_dir / name).is_file()]
+    return files + sorted((out_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def claim_run_folder(
+    out_dir: Path, resume: Optional[str], overwrite: bool
+) -> tuple[Optional[str], list[Path]]:
+    """What this run does with ``out_dir``, decided before any work: a run is never overwritten by accident.
+
+    Args:
+        out_dir: ``train.output_dir``.
+        resume: None (a new run), a checkpoint to continue from, or ``"auto"``: ``out_dir/last.pth``
+            when it exists, else a new run (replacing what an attempt stopped before its first
+            checkpoint left: config.yaml, run_info.json, metrics.jsonl).
+        overwrite: replace a run already in ``out_dir`` (all of its :func:`run_files`).
+
+    Returns:
+        The checkpoint to resume from (or None) and the files to remove before the run writes its own.
+
+    Raises:
+        RunExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` says what to do.
+        ConfigError: both ``resume`` and ``overwrite``.
+    """
+    if resume and overwrite:
+        raise ConfigError(
+            f"--resume {resume} and --overwrite contradict each other: continue the run in '{out_dir}' "
+            "or replace it, not both"
+        )
+    if resume == "auto":
+        last = out_dir / "last.pth"
+        if last.is_file():
+            return str(last), []
+        if (out_dir / "best.pth").is_file():
+            raise RunExistsError(
+                f"--resume auto: train.output_dir '{out_dir}' holds best.pth but no last.pth to continue "
+                "from; replace the run with --overwrite, or choose another train.output_dir"
+            )
+        return None, run_files(out_dir)
+    if resume:
+        return resume, []
+    existing = run_files(out_dir)
+    if existing and not overwrite:
+        raise RunExistsError(
+            f"train.output_dir '{out_dir}' already holds a run ({_list_files(existing)}); continue it "
+            "with --resume auto, choose another train.output_dir, or replace it with --overwrite"
+        )
+    return None, existing
+
+
+def _list_files(files: list[Path]) -> str:
+    """``last.pth, metrics.jsonl, 2 TensorBoard event files``: :func:`run_files` for a message."""
+    names = [p.name for p in files if not p.name.startswith("events.out.tfevents.")]
+    events = len(files) - len(names)
+    return ", ".join(names + ([f"{events} TensorBoard event file{'s' * (events > 1)}"] if events else []))
+
+
+def _logged_at(line: str) -> float:
+    """The iteration of a ``metrics.jsonl`` line; infinity for a line cut short by a killed process."""
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def remove_run_files(files: list[Path], out_dir: Path) -> None:
+    """Remove a replaced run's files (rank 0 calls it, just before the new run writes its own)."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    if files:
+        print(f"removed the previous run's files from {out_dir}: {_list_files(files)}")
+
+
+def trim_metrics(out_dir: Path, iteration: int) -> None:
+    """Keep the lines of ``metrics.jsonl`` up to ``iteration``, the resumed checkpoint's.
+
+    The lines after it were logged by the session that went on past that checkpoint before it
+    stopped; the resumed run logs those iterations again, and one file holds one history.
+    """
+    path = out_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_at(line) <= iteration]
+    if len(kept) != len(lines):
+        write_atomically(path, lambda f: f.write("".join(kept).encode()))
+
 
 def write_run_files(cfg: Config, runtime: Runtime, out_dir: Path) -> None:
     """``config.yaml`` and ``run_info.json`` in the run's folder (rank 0 calls it)."""
@@ -388,15 +487,19 @@ def announce(cfg: Config, out_dir: Path, num_train: int, num_val: int, generated
 
 
 class MetricsLog:
-    """JSON lines in ``metrics.jsonl``, mirrored to TensorBoard when it is installed (rank 0)."""
+    """JSON lines in ``metrics.jsonl``, mirrored to TensorBoard when it is installed (rank 0).
 
-    def __init__(self, out_dir: Path, enabled: bool = True):
+    ``start``: the iteration the run starts at; TensorBoard drops what an earlier session logged
+    after it (its ``purge_step``), as :func:`trim_metrics` does for ``metrics.jsonl``.
+    """
+
+    def __init__(self, out_dir: Path, enabled: bool = True, start: int = 0):
         self.enabled, self.path, self.writer = enabled, out_dir / "metrics.jsonl", None
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start or None)
             except ImportError:  # optional extra "tensorboard"
                 self.writer = None
 
@@ -601,7 +704,7 @@ def stop_with_checkpoint(
 
 
 def train(
-    cfg: Config, *, resume: Optional[str] = None, stop_after: Optional[int] = None
+    cfg: Config, *, resume: Optional[str] = None, stop_after: Optional[int] = None, overwrite: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a model as ``cfg`` describes; returns the model and its last validation results.
 
@@ -609,11 +712,20 @@ def train(
         cfg: the full config.
         resume: a checkpoint written by this loop (e.g. ``<output_dir>/last.pth``); training
             continues from its iteration with its optimizer, LR, scaler and RNG states, so the
-            weights equal those of an uninterrupted run.
+            weights equal those of an uninterrupted run. ``"auto"``: ``<output_dir>/last.pth`` if
+            it exists, else a new run (:func:`claim_run_folder`).
         stop_after: stop (with a checkpoint) once this iteration is reached, as if interrupted;
             for pre-emptible jobs and tests. The schedule still runs to ``train.max_iters``.
+        overwrite: replace a run already in ``train.output_dir`` (its files are removed just
+            before this run writes its own); without it, or ``resume``, such a folder is an error.
+
+    Before anything costs (a model built, weights fetched, a file written) the run folder is
+    claimed and the data checked (:func:`~deeplabv3plus.data.datasets.check_splits`, the leakage
+    check).
 
     Raises:
+        RunExistsError: ``train.output_dir`` holds a run (and neither ``resume`` nor ``overwrite``).
+        DatasetError: a split list, a listed file, or the first pair of a split is missing or invalid.
         TrainingInterrupted: on SIGTERM/SIGINT, after the current step and a ``last.pth`` at it
             (under torchrun every rank stops at the same iteration).
         CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
@@ -622,6 +734,13 @@ def train(
     runtime = start_runtime(cfg)
     group = host_group(runtime)
     out_dir = Path(cfg.train.output_dir)
+    # Checked before it costs: what becomes of the run folder, and the data, before any model is
+    # built, weight fetched or file written (generating the default synthetic set aside).
+    with all_or_none(runtime, group):
+        resume, replaced = claim_run_folder(out_dir, resume, overwrite)
+        generating = cfg.data.layout == "synthetic" and not is_synthetic_root(Path(cfg.data.root))
+        check_splits(cfg.data, [cfg.data.train_split, cfg.data.val_split])
+        check_config_leakage(cfg.data)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
 
     # Build and restore: the model, its optimisation, the data, the run's folder.
@@ -631,15 +750,19 @@ def train(
     if saved:
         restore(state, saved)
     train_model = wrap_for_training(model, cfg, runtime)
-    generating = cfg.data.layout == "synthetic" and not is_synthetic_root(Path(cfg.data.root))
     with all_or_none(runtime, group):
         train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, state.iteration)
         if runtime.is_main:
+            remove_run_files(replaced, out_dir)
+            if saved:
+                trim_metrics(out_dir, state.iteration)
             write_run_files(cfg, runtime, out_dir)
     if runtime.is_main:
         announce(cfg, out_dir, len(train_set), len(val_set), generating)
+        if saved:
+            print(f"resumed from {resume} at iteration {state.iteration}")
     class_names = train_set.class_names
-    log = MetricsLog(out_dir, enabled=runtime.is_main)
+    log = MetricsLog(out_dir, enabled=runtime.is_main, start=state.iteration)
     checkpoints = Checkpoints(out_dir, cfg, runtime, resume, state.iteration)
     # Restore the RNG last: everything above (data workers, model init) must not shift it.
     if saved:

@@ -10,7 +10,8 @@
   are either ``name`` or ``/JPEGImages/name.jpg /SegmentationClassAug/name.png`` pairs.
 - ``folders``: ``root/<image_dir>/<stem><image_ext>``, ``root/<mask_dir>/<stem>.png``, lists
   ``root/<split>.txt`` (one stem per line); the user's own ``num_classes``/``class_names``/``ignore_index``.
-- ``synthetic``: generated into ``root`` by :func:`make_synthetic_voc` if absent, then read as ``voc``.
+- ``synthetic``: generated into ``root`` by :func:`make_synthetic_voc` if absent (at the default root
+  ``data/synthetic``, or anywhere with ``data.generate: true``), then read as ``voc``.
 - ``cityscapes``: ``leftImg8bit/<split>/<city>/`` + ``gtFine/<split>/<city>/``, splits by folder
   (:mod:`deeplabv3plus.data.cityscapes`).
 - ``ade20k``: SceneParsing ``ADEChallengeData2016/images|annotations/<training|validation>/``
@@ -20,6 +21,7 @@ Labels are read with PIL as raw class indices (palette indices of "P" PNGs, valu
 converted to RGB. Every sample is validated when loaded: a label value outside ``0..C-1`` and
 ``ignore_index``, an image/label size mismatch, or an unreadable file raises :class:`DatasetError`
 naming the file; missing files, missing or empty split lists raise when the dataset is built.
+:func:`check_splits` runs all of that (and decodes each split's first pair) before a job starts.
 """
 
 from __future__ import annotations
@@ -119,6 +121,27 @@ def check_label_values(label: torch.Tensor, path: Path, num_classes: int, ignore
         )
 
 
+def load_pair(sample: Sample, *, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode and validate one pair: image (3, H, W) uint8, label (H, W) uint8 class indices.
+
+    Raises:
+        DatasetError: naming the file: unreadable, a colour (RGB) label, a raw value outside the
+            layout's convention, image and label of different sizes, or a class outside
+            ``0..num_classes-1`` and ``ignore_index``.
+    """
+    image = read_image(sample.image)
+    label = read_label(sample.label)
+    if sample.label_map is not None:
+        label = sample.label_map.apply(label, sample.label)
+    if tuple(image.shape[1:]) != tuple(label.shape):
+        raise DatasetError(
+            f"image '{sample.image}' is {image.shape[2]}x{image.shape[1]} but label '{sample.label}' "
+            f"is {label.shape[1]}x{label.shape[0]} (width x height)"
+        )
+    check_label_values(label, sample.label, num_classes, ignore_index)
+    return image, label
+
+
 # ---------------------------------------------------------------------------------------------------
 # The dataset.
 
@@ -163,18 +186,7 @@ class SegmentationDataset(Dataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The validated raw pair: image (3, H, W) uint8, label (H, W) uint8."""
-        sample = self.samples[index]
-        image = read_image(sample.image)
-        label = read_label(sample.label)
-        if sample.label_map is not None:
-            label = sample.label_map.apply(label, sample.label)
-        if tuple(image.shape[1:]) != tuple(label.shape):
-            raise DatasetError(
-                f"image '{sample.image}' is {image.shape[2]}x{image.shape[1]} but label '{sample.label}' "
-                f"is {label.shape[1]}x{label.shape[0]} (width x height)"
-            )
-        check_label_values(label, sample.label, self.num_classes, self.ignore_index)
-        return image, label
+        return load_pair(self.samples[index], num_classes=self.num_classes, ignore_index=self.ignore_index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns image (3, h, w) float32 normalised and label (h, w) int64 (after the transform)."""
@@ -325,8 +337,17 @@ _LAYOUTS: dict[str, Callable[[DataConfig, str], tuple[list[Sample], Path]]] = {
 }
 
 
+def _is_default_root(root: Path) -> bool:
+    """Whether ``root`` is the default ``data.root`` (``data/synthetic``, the quickstart's), relative
+    to the current folder like every relative path of a config."""
+    return root.expanduser().resolve() == Path(DataConfig().root).resolve()
+
+
 def ensure_synthetic(cfg: DataConfig) -> Path:
     """Generate the synthetic dataset into ``cfg.root`` unless a VOC layout is already there.
+
+    Generation happens only at the default root (``data/synthetic``: the quickstart works as
+    written) or with ``cfg.generate``; any other root that holds no dataset is an error.
 
     ``cfg.synthetic_size`` > 0 sets the total image count (80% train, 20% val); the class count is
     ``cfg.num_classes`` (2..21), the generator ``cfg.synthetic_kind``. A generated set of another
@@ -351,6 +372,12 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
         return find_voc_dir(root)
     if (root / "VOCdevkit").is_dir():
         return find_voc_dir(root)  # a VOC tree put there by hand: read it as is
+    if not (cfg.generate or _is_default_root(root)):
+        # A mistyped data.root would otherwise silently get a fresh dataset (and a run trained on it).
+        raise DatasetError(
+            f"data.root '{root}' holds no dataset (data.layout=synthetic); fix data.root, or set "
+            "data.generate=true to generate one there"
+        )
     if cfg.synthetic_size > 0:
         num_train = max(1, round(0.8 * cfg.synthetic_size))
         num_val = max(1, cfg.synthetic_size - num_train)
@@ -381,6 +408,32 @@ def split_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
     samples, list_file = _LAYOUTS[cfg.layout](cfg, split)
     _check_exist(samples, list_file)
     return samples, list_file
+
+
+def check_splits(cfg: DataConfig, splits: Iterable[str]) -> dict[str, int]:
+    """Check that the ``splits`` of ``cfg`` can be read, before a job spends anything on them.
+
+    What a job would otherwise find only after building its model, fetching weights or writing
+    files: for each split, its list file exists and is not empty, every listed image and label
+    exists, and the first pair decodes into a valid pair (a class-index label, not an RGB colour
+    mask; classes in ``0..C-1`` or ``ignore_index``; the image's size). The other pairs are
+    checked as they are loaded. The ``synthetic`` layout generates its dataset here where it may
+    (:func:`ensure_synthetic`).
+
+    Returns:
+        The number of samples of each split.
+
+    Raises:
+        DatasetError: naming the list or file and what was expected.
+    """
+    counts = {}
+    for split in dict.fromkeys(splits):
+        samples, list_file = split_samples(cfg, split)
+        if not samples:
+            raise DatasetError(f"split '{split}': no images in '{list_file}'")
+        load_pair(samples[0], num_classes=cfg.num_classes, ignore_index=cfg.ignore_index)
+        counts[split] = len(samples)
+    return counts
 
 
 def split_names(cfg: DataConfig, split: str) -> list[str]:

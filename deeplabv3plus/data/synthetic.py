@@ -250,7 +250,7 @@ def stale_synthetic_message(root: Union[str, Path], kind: str) -> Optional[str]:
     return (
         f"synthetic dataset '{root}' was generated as kind '{meta['kind']}' version {meta['version']}, "
         f"but kind '{kind}' version {SYNTHETIC_KINDS[kind]} is asked for; delete '{root}' to regenerate "
-        "it, or use another folder (data.root) or kind (data.synthetic_kind)"
+        "it, or use another folder (data.root=... data.generate=true) or kind (data.synthetic_kind)"
     )
 
 

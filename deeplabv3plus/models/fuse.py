@@ -242,12 +242,23 @@ class PackedConv2d(nn.Conv2d):
 
 @functools.cache
 def _mkldnn_packing_works() -> bool:
-    """Whether this torch build has the oneDNN ops PackedConv2d needs, and they agree with conv2d."""
+    """Whether this torch build has the oneDNN ops PackedConv2d needs, and they agree with conv2d.
+
+    Runs once per process, at the first evaluation; it must leave the global RNG as it found it:
+    a training run validates mid-run, and a run resumed in a new process (which runs this check
+    afresh) continues bit for bit only if validation draws nothing from the stream dropout uses.
+    """
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        conv = nn.Conv2d(3, 4, 3, padding=2, dilation=2)
-        x = torch.randn(1, 3, 7, 6)
+        # Weights and input from a private generator: the conv's default init and torch.randn
+        # would otherwise advance the global CPU RNG.
+        rng = torch.Generator().manual_seed(0)
+        conv = nn.Conv2d(3, 4, 3, padding=2, dilation=2, device="meta").to_empty(device="cpu")
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=rng))
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=rng))
+        x = torch.randn(1, 3, 7, 6, generator=rng)
         with torch.no_grad():
             expected = conv(x)
             got = PackedConv2d.from_conv(copy.deepcopy(conv)).requires_grad_(False)(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -248,6 +249,62 @@ def test_sigterm_writes_last_pth_at_the_current_iteration_and_the_resumed_run_is
     resumed, _ = train(cfg, resume=str(last))
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _iterations(metrics: Path, key: str = "loss") -> list[int]:
+    return [r["iteration"] for r in map(json.loads, metrics.read_text().splitlines()) if key in r]
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_overwrite_replaces_the_run_whole(
+    tmp_path, synthetic_voc, no_val, capsys
+):
+    """The issue's sequence: a run, then the same command with fewer iterations into its folder."""
+    run = tmp_path / "run"
+    save_config(config_from_dict(_tiny(synthetic_voc, run, 3)), tmp_path / "c.yaml")
+    assert cli.main(["train", "--config", str(tmp_path / "c.yaml")]) == 0
+    first = _files(run)
+    assert {"last.pth", "best.pth", "config.yaml", "run_info.json", "metrics.jsonl"} <= set(first)
+    capsys.readouterr()
+
+    assert cli.main(["train", "--config", str(tmp_path / "c.yaml"), "train.max_iters=1"]) == 2
+    err = capsys.readouterr().err
+    assert f"train.output_dir '{run}' already holds a run" in err and "--overwrite" in err
+    assert _files(run) == first  # byte for byte
+
+    assert cli.main(["train", "--config", str(tmp_path / "c.yaml"), "train.max_iters=1", "--overwrite"]) == 0
+    assert f"removed the previous run's files from {run}" in capsys.readouterr().out
+    assert _iterations(run / "metrics.jsonl") == [1]  # the new run's lines only
+    assert _iterations(run / "metrics.jsonl", "val_mIoU") == [1]
+    assert load_checkpoint(run / "last.pth")["iteration"] == 1
+    assert load_config(run / "config.yaml").train.max_iters == 1
+
+
+def test_resume_auto_starts_afresh_then_resumes_from_last_pth_and_says_so(
+    tmp_path, synthetic_voc, no_val, capsys
+):
+    run = tmp_path / "run"
+    run.mkdir()
+    # What an attempt killed before its first checkpoint leaves: replaced by the fresh start.
+    (run / "metrics.jsonl").write_text('{"iteration": 7, "loss": 2.0}\n')
+    save_config(config_from_dict(_tiny(synthetic_voc, run, 4)), tmp_path / "c.yaml")
+    train_cmd = ["train", "--config", str(tmp_path / "c.yaml"), "--resume", "auto"]
+    assert cli.main([*train_cmd, "--stop-after", "2"]) == 0
+    assert "resumed from" not in capsys.readouterr().out
+    assert _iterations(run / "metrics.jsonl") == [1, 2]
+    # The session went on logging past its checkpoint before it was killed (the last line cut short).
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 3, "loss": 9.0}\n{"iteration": 4, "lo')
+
+    assert cli.main(train_cmd) == 0
+    assert f"resumed from {run / 'last.pth'} at iteration 2" in capsys.readouterr().out
+    assert _iterations(run / "metrics.jsonl") == [1, 2, 3, 4]
+    assert 9.0 not in [
+        r.get("loss") for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    ]
 
 
 def test_best_pth_holds_weights_and_config_only_by_default(tmp_path, synthetic_voc, monkeypatch):

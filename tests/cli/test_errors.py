@@ -202,14 +202,14 @@ def test_val_image_in_the_training_list(config, data, capsys):
 
 
 def test_corrupt_image_read_in_a_dataloader_worker_keeps_its_message(config, data, capsys):
-    for i in range(4):
+    for i in range(1, 4):  # the first pair is checked before training starts; these in a worker
         (data / "images" / f"im{i}.jpg").write_bytes(b"not a jpeg")
     line = fails(["train", "--config", config, "data.workers=2"], capsys, "cannot read image", "im")
     assert "DataLoader worker" not in line and "Original Traceback" not in line
 
 
 def test_label_out_of_range_in_a_dataloader_worker(config, data, capsys):
-    for i in range(4):
+    for i in range(1, 4):  # the first pair is checked before training starts; these in a worker
         Image.fromarray(np.full((40, 52), 7, np.uint8)).save(data / "masks" / f"im{i}.png")
     fails(["train", "--config", config, "data.workers=2"], capsys, "masks", "values [7]", "data.num_classes")
 
@@ -222,6 +222,63 @@ def test_image_and_label_sizes_differ(config, data, capsys):
 
 def test_diverging_loss(config, capsys):
     fails(["train", "--config", config, "train.lr=1e12", "train.max_iters=6"], capsys, "diverged", "train.lr")
+
+
+@pytest.fixture
+def nothing_costly(monkeypatch):
+    """Building the model or fetching ImageNet weights fails loudly (a bug, not a one-line error)."""
+    import deeplabv3plus.train as train_module
+    import deeplabv3plus.weights.imagenet as imagenet
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model was built or weights fetched before the data were checked")
+
+    monkeypatch.setattr(train_module, "build_model", must_not_run)
+    monkeypatch.setattr(imagenet, "resolve_source", must_not_run)
+
+
+def test_mistyped_data_root_with_a_pretrained_backbone_fails_before_any_download(
+    config, tmp_path, capsys, nothing_costly
+):
+    overrides = [f"data.root={tmp_path / 'mine_typo'}", "model.pretrained_backbone=torchvision:IMAGENET1K_V1"]
+    fails(["train", "--config", config, *overrides], capsys, "mine_typo", "train.txt")
+    assert not (tmp_path / "run").exists()
+
+
+def test_rgb_colour_mask_in_the_first_pair_fails_before_anything_is_written(config, data, tmp_path, capsys,
+                                                                            nothing_costly):  # fmt: skip
+    Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(data / "masks" / "im0.png")
+    fails(["train", "--config", config], capsys, "im0.png", "RGB colour image", "class indices")
+    assert not (tmp_path / "run").exists()  # no config.yaml, no run_info.json
+
+
+def test_mistyped_synthetic_root_is_not_silently_generated(config, tmp_path, capsys, nothing_costly):
+    typo = tmp_path / "synthetc"
+    fails(["train", "--config", config, "data.layout=synthetic", f"data.root={typo}"], capsys,
+          str(typo), "holds no dataset", "data.generate=true")  # fmt: skip
+    assert not typo.exists()
+
+
+# --- the run folder --------------------------------------------------------------------------------
+
+
+def test_training_into_a_folder_holding_a_run_is_refused(config, tmp_path, capsys, nothing_costly):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
+    fails(["train", "--config", config], capsys, f"'{run}'", "metrics.jsonl", "--resume auto",
+          "train.output_dir", "--overwrite")  # fmt: skip
+    assert [p.name for p in run.iterdir()] == ["metrics.jsonl"]
+
+
+def test_resume_auto_without_last_pth_next_to_a_best_pth(config, tmp_path, capsys, nothing_costly):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pth").write_bytes(b"weights")
+    fails(["train", "--config", config, "--resume", "auto"], capsys, "best.pth", "no last.pth", "--overwrite")
+
+
+def test_resume_and_overwrite_together(config, tmp_path, capsys, nothing_costly):
+    fails(["train", "--config", config, "--resume", "auto", "--overwrite"], capsys, "--resume", "--overwrite")
 
 
 # --- checkpoints -----------------------------------------------------------------------------------

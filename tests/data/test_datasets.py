@@ -16,6 +16,7 @@ from deeplabv3plus.data.datasets import (
     build_dataset,
     check_config_leakage,
     check_no_leakage,
+    check_splits,
     eval_collate,
     split_names,
 )
@@ -180,7 +181,12 @@ def test_voc_aug_layout_reads_pair_lists_and_falls_back_to_segmentation_class(
 
 def test_synthetic_layout_generates_the_dataset_on_first_use(tmp_path: Path) -> None:
     cfg = DataConfig(
-        layout="synthetic", root=str(tmp_path / "syn"), num_classes=4, synthetic_size=5, crop_size=33
+        layout="synthetic",
+        root=str(tmp_path / "syn"),
+        num_classes=4,
+        synthetic_size=5,
+        crop_size=33,
+        generate=True,
     )
     ds = build_dataset(cfg, "train", train=True)
     assert len(ds) == 4 and len(build_dataset(cfg, "val", train=False)) == 1
@@ -189,6 +195,61 @@ def test_synthetic_layout_generates_the_dataset_on_first_use(tmp_path: Path) -> 
     cfg.num_classes = 21
     with pytest.raises(DatasetError, match="generated with num_classes=4 but data.num_classes=21"):
         build_dataset(cfg, "train", train=True)
+
+
+def test_synthetic_layout_at_a_root_holding_no_dataset_is_an_error_unless_generation_is_asked(
+    tmp_path: Path,
+) -> None:
+    typo = DataConfig(layout="synthetic", root=str(tmp_path / "synthetc"), num_classes=4, synthetic_size=5)
+    with pytest.raises(DatasetError, match=r"data.root '.*synthetc' holds no dataset.*data.generate=true"):
+        check_splits(typo, ["train"])
+    assert not (tmp_path / "synthetc").exists()  # nothing generated there
+
+
+def test_synthetic_layout_generates_the_default_root_on_first_use(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default root, data/synthetic, is relative to where the job runs
+    cfg = DataConfig(layout="synthetic", num_classes=4, synthetic_size=5)
+    assert cfg.root == "data/synthetic" and not cfg.generate
+    assert check_splits(cfg, ["train", "val"]) == {"train": 4, "val": 1}
+    assert (tmp_path / "data" / "synthetic" / "synthetic.json").is_file()
+
+
+def test_check_splits_counts_the_samples_of_each_split_once(tmp_path: Path) -> None:
+    cfg = _folders(tmp_path, {"a": _mask(), "b": _mask(9, 11), "c": _mask(5, 7)})
+    (tmp_path / "val.txt").write_text("c\n")
+    assert check_splits(cfg, ["train", "val", "train"]) == {"train": 3, "val": 1}
+
+
+@pytest.mark.parametrize(
+    "spoil, culprits",
+    [
+        ("rgb", ["a.png", "RGB colour image"]),
+        ("value", ["a.png", "values [7]"]),
+        ("size", ["a.png", "16x12", "4x3"]),
+        ("missing_list", ["val.txt", "no list file"]),
+        ("missing_file", ["b.png", "missing file"]),
+    ],
+)
+def test_check_splits_finds_a_bad_first_pair_or_a_missing_file_before_any_batch(
+    tmp_path: Path, spoil: str, culprits: list[str]
+) -> None:
+    cfg = _folders(tmp_path, {"a": _mask(), "b": _mask()})
+    (tmp_path / "val.txt").write_text("a\n")
+    mask = tmp_path / "masks" / "a.png"
+    if spoil == "rgb":
+        Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(mask)
+    elif spoil == "value":
+        Image.fromarray(_mask(values=(0, 7)).astype(np.uint8), mode="L").save(mask)
+    elif spoil == "size":
+        Image.fromarray(np.zeros((3, 4), np.uint8), mode="L").save(mask)
+    elif spoil == "missing_list":
+        (tmp_path / "val.txt").unlink()
+    else:
+        (tmp_path / "images" / "b.png").unlink()
+    with pytest.raises(DatasetError) as e:
+        check_splits(cfg, ["train", "val"])
+    for culprit in culprits:
+        assert culprit in str(e.value)
 
 
 def test_unknown_layout_is_an_error() -> None:

@@ -99,6 +99,17 @@ def test_val_image_in_the_training_list_is_an_error(tmp_path, synthetic_voc):
         train(cfg)
 
 
+def test_a_folder_holding_a_run_is_refused_with_a_user_error_before_any_work(tmp_path, synthetic_voc):
+    from deeplabv3plus.cli import is_user_error
+    from deeplabv3plus.train import RunExistsError
+
+    (tmp_path / "config.yaml").write_text("train: {}\n")
+    with pytest.raises(RunExistsError, match="already holds a run \\(config.yaml\\)") as e:
+        train(tiny_config(synthetic_voc, tmp_path))
+    assert is_user_error(e.value) and "\n" not in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
 def test_a_short_run_lowers_the_loss_and_writes_its_records(tmp_path, synthetic_voc, no_val):
     cfg = tiny_config(synthetic_voc, tmp_path, max_iters=16, lr=0.02, log_interval=4)
     train(cfg)
@@ -133,6 +144,27 @@ def test_resume_after_an_interruption_gives_bitwise_the_same_weights(tmp_path, s
     momentum_a = [s["momentum_buffer"] for s in ckpt_a["optimizer"]["state"].values()]
     momentum_b = [s["momentum_buffer"] for s in ckpt_b["optimizer"]["state"].values()]
     assert all(torch.equal(a, b) for a, b in zip(momentum_a, momentum_b))
+
+
+def test_resume_in_a_new_process_with_validation_mid_run_gives_bitwise_the_same_weights(
+    tmp_path, synthetic_voc
+):
+    """Validation runs once-per-process checks (the oneDNN packing probe of models/fuse.py); they
+    must not draw from the global RNG, or a run resumed in a new process diverges after its first
+    validation (dropout 0.5 makes any shift of the stream visible)."""
+    from deeplabv3plus.models.fuse import _mkldnn_packing_works
+
+    def run(out: Path, **kwargs) -> torch.nn.Module:
+        _mkldnn_packing_works.cache_clear()  # each call as a fresh process would see it
+        cfg = tiny_config(synthetic_voc, out, max_iters=5, val_interval=2)
+        cfg.model.aspp_dropout = 0.5
+        return train(cfg, **kwargs)[0]
+
+    straight = run(tmp_path / "straight")
+    run(tmp_path / "interrupted", stop_after=3)  # validated at 2, stopped at 3, next validation at 4
+    resumed = run(tmp_path / "interrupted", resume=str(tmp_path / "interrupted" / "last.pth"))
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key
 
 
 def test_data_order_and_augmentation_do_not_depend_on_the_number_of_workers(tmp_path, synthetic_voc, no_val):
