@@ -149,6 +149,17 @@ def test_bootstrapped_ce_is_zero_when_every_pixel_is_ignored():
     target = torch.full((N, H, W), IGNORE)
     assert bootstrapped_cross_entropy(logits, target, top_k_percent_pixels=0.5).item() == 0.0
     assert cross_entropy(logits, target, class_weights=[1.0] * C).item() == 0.0
+    assert ohem_cross_entropy(logits, target).item() == 0.0
+    logits.requires_grad_(True)
+    lovasz = lovasz_softmax(logits, target)
+    lovasz.backward()
+    assert lovasz.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_bootstrapped_ce_keeping_no_pixel_is_zero():
+    logits, target = random_batch(13)
+    # int(0.001 * 782) == 0 pixels kept: the reference's top_k with k = 0, then _div_maybe_zero
+    assert bootstrapped_cross_entropy(logits, target, top_k_percent_pixels=0.001).item() == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------

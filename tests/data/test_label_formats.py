@@ -127,6 +127,16 @@ def test_a_binary_mask_with_other_values_is_an_error_naming_the_file_and_the_val
     assert_one_line_naming(info, path, "values [0, 1, 128, 255]", "expected a binary mask of 0 and 255")
 
 
+@pytest.mark.parametrize("fmt", sorted(MASK_FORMATS))
+def test_every_mask_format_reports_a_truncated_file_in_one_line_naming_it(tmp_path, fmt):
+    path = save(np.zeros((H, W), np.uint8), tmp_path / "cut.png")
+    path.write_bytes(path.read_bytes()[:40])
+    read = MASK_FORMATS[fmt]
+    with pytest.raises(LabelFormatError) as info:
+        read(path, COLORS) if fmt == "color" else read(path)
+    assert_one_line_naming(info, path, "cannot read label")
+
+
 def test_index_masks_are_read_as_stored_and_rgb_ones_refused(tmp_path):
     values = np.arange(H * W, dtype=np.uint8).reshape(H, W) % 7
     assert np.array_equal(read_index_mask(save(values, tmp_path / "l.png")), values)
