@@ -143,9 +143,19 @@ def decode_color_mask(
         raise ValueError(f"colors: at most {IGNORE_INDEX} classes fit a uint8 mask, got {len(table)}")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise LabelFormatError(f"label '{path}' has shape {rgb.shape}; expected an (H, W, 3) RGB colour mask")
-    keys = np.concatenate(
-        [_color_codes(table), _color_codes(np.asarray(list(ignore_colors), np.uint8).reshape(-1, 3))]
-    )
+    ignore = list(ignore_colors)
+    if ignore:
+        try:
+            _, ignore_table = parse_color_table(ignore)
+        except ValueError as e:
+            raise ValueError("ignore_colors" + str(e).removeprefix("colors")) from None
+        clash = set(_color_codes(ignore_table).tolist()) & set(_color_codes(table).tolist())
+        if clash:
+            shown = [(c >> 16, (c >> 8) & 255, c & 255) for c in sorted(clash)]
+            raise ValueError(f"ignore_colors: colours {shown} are also class colours")
+    else:
+        ignore_table = np.zeros((0, 3), np.uint8)
+    keys = np.concatenate([_color_codes(table), _color_codes(ignore_table)])
     values = np.concatenate([np.arange(len(table)), np.full(len(keys) - len(table), IGNORE_INDEX)]).astype(
         np.uint8
     )

@@ -108,6 +108,14 @@ def test_a_colour_given_to_two_classes_is_an_error_naming_colors():
         read_color_mask("unused.png", [[0, 0, 0], [0, 0, 0]])
 
 
+def test_an_ignore_colour_that_is_also_a_class_colour_is_an_error_naming_ignore_colors(tmp_path):
+    path = save(np.zeros((H, W, 3), np.uint8), tmp_path / "a.png")
+    with pytest.raises(
+        ValueError, match=r"^ignore_colors: colours \[\(128, 0, 0\)\] are also class colours$"
+    ):
+        read_color_mask(path, COLORS, ignore_colors=[[128, 0, 0]])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Binary and index masks.
 
