@@ -4,12 +4,12 @@
                            weights="xception65_coco_voc_trainaug")  # eval mode, 21 VOC classes
     model = torch.hub.load("/path/to/checkout", "deeplabv3plus_resnet101", source="local", num_classes=5)
 
-Every keyword argument is the builder's (docs: README "Pretrained models", docs/pretrained.md).
+Every keyword argument is the builder's (docs: docs/pretrained.md).
 """
 
 dependencies = ["torch", "torchvision", "numpy", "PIL", "yaml", "tqdm"]
 
-from deeplabv3plus.models.deeplab import (  # noqa: E402  (torch.hub reads `dependencies` first)
+from deeplabv3plus.builders import (  # noqa: E402  (torch.hub reads `dependencies` first)
     deeplabv3plus_resnet18,
     deeplabv3plus_resnet34,
     deeplabv3plus_resnet50,

@@ -1,7 +1,7 @@
 """DeepLabv3+ semantic segmentation (Chen et al., ECCV 2018) in PyTorch."""
 
-from .models import (
-    DeepLabV3Plus,
+from ._version import __version__ as __version__
+from .builders import (
     build_model,
     deeplabv3plus_resnet18,
     deeplabv3plus_resnet34,
@@ -10,10 +10,8 @@ from .models import (
     deeplabv3plus_xception41,
     deeplabv3plus_xception65,
     deeplabv3plus_xception71,
-    prepare_for_inference,
 )
-
-__version__ = "0.1.0"
+from .models import DeepLabV3Plus, prepare_for_inference
 
 __all__ = [
     "DeepLabV3Plus",

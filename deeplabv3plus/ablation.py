@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import Config, load_config
+from .config import Config, EvalConfig, load_config
 from .data.datasets import build_dataset, eval_collate, find_voc_dir, read_label, split_names
 from .data.synthetic import SYNTHETIC_SIZE
 from .data.voc_meta import voc_palette
@@ -78,13 +78,23 @@ def _val_loader(cfg: Config) -> tuple[DataLoader, list[str]]:
 def evaluate_row(
     model: nn.Module, cfg: Config, output_stride: int, scales: Sequence[float] = (1.0,), flip: bool = False
 ) -> dict[str, Any]:
-    """Val mIoU, trimap curve, Multiply-Adds and wall time of one inference setting."""
+    """Val mIoU, trimap curve, Multiply-Adds and wall time of one inference setting.
+
+    The setting is the row's alone (whole images, no padding, the void trimap band), not the
+    recipe's ``cfg.eval``: every row of the table differs from the others only where its name says.
+    """
     loader, class_names = _val_loader(cfg)
+    setting = EvalConfig(
+        output_stride=output_stride,
+        scales=list(scales),
+        flip=flip,
+        trimap=True,
+        trimap_widths=list(TRIMAP_WIDTHS),
+    )
     start = time.perf_counter()
     results = evaluate(
-        model, loader, cfg.data.num_classes, scales=scales, flip=flip, output_stride=output_stride,
-        trimap_widths=TRIMAP_WIDTHS, class_names=class_names, ignore_index=cfg.data.ignore_index,
-        progress=False,
+        model, loader, setting, num_classes=cfg.data.num_classes, class_names=class_names,
+        ignore_index=cfg.data.ignore_index, progress=False,
     )  # fmt: skip
     return {
         "mIoU": results["mIoU"],

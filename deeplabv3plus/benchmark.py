@@ -36,13 +36,16 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from ._compat import grad_scaler
+from .builders import build_model
 from .config import DataConfig, ModelConfig
+from .data.datasets import build_dataset
+from .export import export_onnx
 from .inference import AMP_DTYPES
-from .models import build_model
-from .models.fuse import prepare_for_inference
+from .models import prepare_for_inference
 
 IGNORE_INDEX = 255
 
@@ -212,8 +215,6 @@ def onnx_candidate(
     source = ours_candidate(name, model_cfg)
 
     def build() -> nn.Module:
-        from .export import export_onnx
-
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             with warnings.catch_warnings():
@@ -700,12 +701,8 @@ def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[s
 
     Returns:
         ``{"images_per_s", "ms_per_image", "num_images", "layout", "crop_size"}``, or
-        ``{"skipped": reason}`` when the data module is unavailable or the dataset cannot be built.
+        ``{"skipped": reason}`` when the dataset cannot be built.
     """
-    try:
-        from .data.datasets import build_dataset
-    except ImportError as e:
-        return {"skipped": f"data module unavailable: {e}"}
     cfg = copy.deepcopy(data_cfg)
     with contextlib.ExitStack() as stack:
         if cfg.layout == "synthetic" and not (cfg.root and os.path.isdir(cfg.root)):
@@ -760,12 +757,6 @@ def benchmark_loader(
         ``{"images_per_s", "num_images", "workers", "batch_size", "layout", "crop_size"}``, or
         ``{"skipped": reason}``.
     """
-    from torch.utils.data import DataLoader
-
-    try:
-        from .data.datasets import build_dataset
-    except ImportError as e:
-        return {"skipped": f"data module unavailable: {e}"}
     cfg = copy.deepcopy(data_cfg)
     workers = cfg.workers if workers is None else workers
     with contextlib.ExitStack() as stack:

@@ -17,8 +17,9 @@ import pickle
 import re
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -28,11 +29,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or lacks an expected entry."""
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it, then set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], object]) -> Path:
     """Create ``path`` by ``write(file)`` into a temporary file beside it, fsync, then a rename.
 
     A crash or error mid-write leaves the previous file (if any) intact and no temporary file
-    behind: the file is never half-written.
+    behind: the file is never half-written. The file gets the mode a plain ``open(path, "w")``
+    gives (0666 less the umask), not the temporary file's private 0600, so that a run in a shared
+    folder is readable by whoever the umask lets read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +51,7 @@ def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], object]
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.chmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -118,24 +129,23 @@ def _to_device(obj: Any, device: Union[str, torch.device]) -> Any:
     return obj
 
 
-def check_state_dict_fits(
-    model: nn.Module, weights: dict[str, Any], source: Union[str, Path], expected: str
-) -> None:
-    """Raise a one-line :class:`CheckpointError` unless ``weights`` loads strictly into ``model``.
+def state_dict_mismatch(own: Mapping[str, Any], weights: Mapping[str, Any]) -> Optional[str]:
+    """Why ``weights`` would not load strictly where ``own`` is the model's state_dict; None if it would.
 
-    Args:
-        model: The freshly built model.
-        weights: Its state_dict from ``source``.
-        source: The file the weights came from (for the message).
-        expected: What the model is, e.g. "resnet50, 21 classes" (for the message).
+    The one "do these weights fit this model" check (checkpoints, zoo conversions, ImageNet
+    backbones). Only keys and shapes are compared, so ``own`` may come from a model built on the
+    meta device. BatchNorm's ``num_batches_tracked`` may be missing: it is a training counter that
+    files converted from other frameworks lack, and BatchNorm fills it itself.
+
+    Returns:
+        One line such as "2 tensors of another shape, e.g. classifier.weight: (19, 256, 1, 1) in the
+        file, (21, 256, 1, 1) in the model; 1 missing keys, e.g. ...; 1 unexpected keys, e.g. ...".
     """
-    own = model.state_dict()
-    # BatchNorm fills a missing num_batches_tracked itself (files converted from other frameworks lack it).
     missing = [k for k in own if k not in weights and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in weights if k not in own]
     wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
     if not (missing or unexpected or wrong):
-        return
+        return None
     parts = []
     if wrong:
         k = wrong[0]
@@ -147,9 +157,25 @@ def check_state_dict_fits(
         parts.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
-    raise CheckpointError(
-        f"checkpoint '{source}' does not fit the configured model ({expected}): " + "; ".join(parts)
-    )
+    return "; ".join(parts)
+
+
+def check_state_dict_fits(
+    model: nn.Module, weights: dict[str, Any], source: Union[str, Path], expected: str
+) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``weights`` loads strictly into ``model``.
+
+    Args:
+        model: The freshly built model.
+        weights: Its state_dict from ``source``.
+        source: The file the weights came from (for the message).
+        expected: What the model is, e.g. "resnet50, 21 classes" (for the message).
+    """
+    mismatch = state_dict_mismatch(model.state_dict(), weights)
+    if mismatch is not None:
+        raise CheckpointError(
+            f"checkpoint '{source}' does not fit the configured model ({expected}): {mismatch}"
+        )
 
 
 def rng_state() -> dict[str, Any]:

@@ -24,14 +24,39 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Union
+from typing import Any, Callable, NoReturn, Optional
 
 import torch
+import torch.distributed as dist
 
-from .checkpoint import CheckpointError
-from .config import Config, config_from_dict, config_to_dict, load_config, trimap_band, validate_config
-from .data.prepare import PrepareError
-from .weights.imagenet import PretrainedWeightsError
+from . import benchmark as bench
+from ._version import __version__
+from .benchmark import PEERS
+from .builders import MODEL_BUILDERS
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict, load_config, validate_config
+from .data.prepare import PrepareError, prepare_voc
+from .data.synthetic import (
+    SYNTHETIC_KIND,
+    SYNTHETIC_KINDS,
+    SYNTHETIC_NUM_CLASSES,
+    SYNTHETIC_NUM_TRAIN,
+    SYNTHETIC_NUM_VAL,
+    SYNTHETIC_SIZE,
+    is_synthetic_root,
+    make_synthetic_voc,
+)
+from .evaluate import evaluate_run
+from .export import check_onnx, export_onnx
+from .loading import load_model_from_checkpoint, load_weights_model
+from .macs import PAPER_ROWS, format_macs_table, macs_table
+from .predict import collect_inputs, dataset_palette, predict_files
+from .runtime import PeerFailure, TrainingInterrupted, is_distributed, rank
+from .train import train
+from .weights.tf_bundle import TFCheckpoint
+from .weights.tf_convert import convert, deeplab_checkpoint, target_module, zoo_source
+from .weights.tf_names import KINDS
+from .weights.zoo import PretrainedWeightsError
 
 USER_ERRORS = (OSError, ValueError, CheckpointError, PretrainedWeightsError, PrepareError, FloatingPointError)
 """Bad input: a missing or unreadable file, a wrong key or value (ConfigError, DatasetError and
@@ -41,9 +66,6 @@ A missing optional extra (an ImportError whose message says what to ``pip instal
 
 class CommandError(Exception):
     """A user error found by the command line itself (one line on stderr, exit code 2)."""
-
-
-EvalScriptError = CommandError  # the name scripts/eval.py used
 
 
 def is_user_error(e: BaseException) -> bool:
@@ -68,10 +90,6 @@ def error_message(e: BaseException) -> str:
         text = f"{text} ('{e.filename}')"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " | ".join(lines) if lines else type(e).__name__
-
-
-def _env_rank() -> int:
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,11 +127,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> Any:
     """Load the config (or the resumed run's), then :func:`deeplabv3plus.train.train`."""
-    import torch.distributed as dist
-
-    from .checkpoint import load_checkpoint
-    from .train import PeerFailure, train
-
     try:
         cfg = load_config(args.config, args.overrides)
         resume = args.resume
@@ -123,17 +136,17 @@ def run_train(args: argparse.Namespace) -> Any:
         if resume:
             # The run's own config wins over the file, so that a resumed run is the same run.
             saved = config_from_dict(load_checkpoint(resume)["config"])
-            if saved != cfg and _env_rank() == 0:
+            if saved != cfg and rank() == 0:
                 print(f"--resume: using the config stored in {resume}, not {args.config}", file=sys.stderr)
             cfg = saved
     except Exception as e:
-        if _env_rank() > 0 and is_user_error(e):
+        if rank() > 0 and is_user_error(e):
             raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same files
         raise
     try:
         return train(cfg, resume=resume, stop_after=args.stop_after)
     finally:
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             dist.destroy_process_group()
 
 
@@ -226,11 +239,7 @@ def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, 
     config), with the ``--config`` file's values and then the overrides on top."""
     overrides = getattr(args, "overrides", None)
     if getattr(args, "weights", None):
-        from .weights import load_weights_model
-
         return load_weights_model(args.weights, overrides, device=device, config=args.config)
-    from .predict import load_model_from_checkpoint
-
     return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device)
 
 
@@ -262,139 +271,22 @@ def apply_eval_flags(cfg: Config, args: argparse.Namespace) -> None:
     validate_config(cfg)
 
 
-def _scales_tag(scales: Sequence[float]) -> str:
-    from .inference import PAPER_SCALES
-
-    scales = [float(s) for s in scales]
-    if scales == [1.0]:
-        return ""
-    if scales == [float(s) for s in PAPER_SCALES]:
-        return "_ms"
-    return "_s" + "-".join(f"{s:g}" for s in scales)
-
-
-def default_output_path(
-    checkpoint: str,
-    output_stride: int,
-    scales: Sequence[float],
-    flip: bool,
-    split: str,
-    *,
-    trimap: bool = False,
-    pad_to: Optional[Union[int, Sequence[int]]] = None,
-    amp: str = "off",
-    mode: str = "whole",
-) -> Path:
-    """Where results go by default: next to the checkpoint, one name per setting, so that runs
-    with other settings never overwrite each other:
-    ``<ckpt stem>_eval_os{OS}[_ms|_s<scales>][_flip][_slide][_pad<N>][_<amp>][_trimap][_<split>].json``
-    (``_ms`` is the paper's scales 0.5..1.75; other sets are spelled out, e.g. ``_s0.5-1``; a
-    non-square pad is ``_pad<H>x<W>``). ``checkpoint`` may be a model-zoo name: then the file goes
-    into the current directory."""
-    name = f"{Path(checkpoint).stem}_eval_os{output_stride}"
-    name += _scales_tag(scales)
-    name += "_flip" if flip else ""
-    name += "_slide" if mode == "slide" else ""
-    if pad_to:
-        name += f"_pad{pad_to}" if isinstance(pad_to, int) else "_pad" + "x".join(str(v) for v in pad_to)
-    name += f"_{amp}" if amp and amp != "off" else ""
-    name += "_trimap" if trimap else ""
-    name += f"_{split}" if split != "val" else ""
-    return Path(checkpoint).parent / f"{name}.json"
-
-
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    """Load, evaluate, print and write the results; returns the JSON-ready dict."""
-    from torch.utils.data import DataLoader
-
-    from .data.datasets import build_dataset, eval_collate
-    from .evaluate import evaluate
-    from .inference import AMP_DTYPES
-
+    """Load the model, apply the flags, then :func:`deeplabv3plus.evaluate.evaluate_run`; returns its payload."""
     device = _device(args.device)
     model, cfg = load_model(args, device)
     apply_eval_flags(cfg, args)
-    split = args.split or cfg.data.val_split
-    output_stride = cfg.eval.output_stride or cfg.model.output_stride
-    dataset = build_dataset(cfg.data, split, train=False)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.eval.batch_size,
-        shuffle=False,
-        num_workers=cfg.data.workers,
-        collate_fn=eval_collate,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-    source = args.checkpoint or args.weights
-    print(
-        f"evaluating {source} on {len(dataset)} '{split}' images: OS {output_stride}, "
-        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}"
-        + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
-    )
-    output = Path(args.output) if args.output else default_output_path(
-        source, output_stride, cfg.eval.scales, cfg.eval.flip, split,
-        trimap=cfg.eval.trimap, pad_to=cfg.eval.pad_to, amp=args.amp, mode=cfg.eval.mode,
-    )  # fmt: skip
-    # The CSV/PNG folder: the JSON's name without .json (whose default name already ends in _trimap).
-    trimap_dir = (
-        output.with_name(output.stem.removesuffix("_trimap") + "_trimap") if cfg.eval.trimap else None
-    )
-    start = time.perf_counter()
-    results = evaluate(
+    return evaluate_run(
         model,
-        loader,
-        cfg.data.num_classes,
-        scales=cfg.eval.scales,
-        flip=cfg.eval.flip,
-        output_stride=output_stride,
-        trimap_widths=cfg.eval.trimap_widths if cfg.eval.trimap else None,
+        cfg,
+        checkpoint=args.checkpoint,
+        weights=args.weights,
+        split=args.split,
+        output=args.output,
         device=device,
-        class_names=dataset.class_names,
-        ignore_index=cfg.data.ignore_index,
-        amp_dtype=AMP_DTYPES[args.amp],
-        pad_to=cfg.eval.pad_to,
-        mode=cfg.eval.mode,
-        crop_size=cfg.eval.crop_size,
-        stride=cfg.eval.stride,
-        trimap_band=trimap_band(cfg),
-        trimap_dir=trimap_dir,
+        amp=args.amp,
         progress=not args.no_progress,
     )
-    seconds = time.perf_counter() - start
-    print(results["table"])
-    if "trimap_table" in results:
-        around = (
-            f"a void ({cfg.data.ignore_index}) pixel" if trimap_band(cfg) == "void" else "a class boundary"
-        )
-        print(f"\ntrimap: mIoU over the labelled pixels within this many pixels of {around}")
-        print(results["trimap_table"])
-        if any(v is None for v in results["trimap"].values()):
-            print("n/a: the band holds no labelled pixel (width 0 is the void itself)")
-    print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
-          if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
-
-    payload = {
-        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
-        "weights": args.weights,
-        "split": split,
-        "output_stride": output_stride,
-        "scales": list(cfg.eval.scales),
-        "flip": cfg.eval.flip,
-        "mode": cfg.eval.mode,
-        **({"trimap_band": trimap_band(cfg)} if cfg.eval.trimap else {}),
-        "amp": args.amp,
-        "seconds": seconds,
-        **{k: v for k, v in results.items() if k not in ("table", "trimap_table")},
-        "config": config_to_dict(cfg),
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"wrote {output}")
-    if trimap_dir is not None:
-        for path in sorted(trimap_dir.glob("trimap.*")):
-            print(f"wrote {path}")
-    return payload
 
 
 # --- predict -------------------------------------------------------------------------------------
@@ -432,8 +324,6 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> list:
-    from .predict import collect_inputs, dataset_palette, predict_files
-
     device = _device(args.device)
     if args.scales is not None and any(s <= 0 for s in args.scales):
         raise CommandError(f"--scales: expected positive factors, got {args.scales}")
@@ -499,9 +389,6 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> str:
-    from .export import check_onnx, export_onnx
-    from .predict import load_model_from_checkpoint
-
     if args.height < 16 or args.width < 16:
         raise CommandError(f"--height/--width: expected at least 16 pixels, got {args.height}x{args.width}")
     if args.opset is not None and not 7 <= args.opset <= 30:
@@ -555,8 +442,6 @@ loading it (strict) into our freshly built model before the file is written. See
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
-    from .weights.tf_names import KINDS
-
     p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix, e.g. DIR/model.ckpt")
     p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--output", required=True, type=Path, help="the .pth file to write")
@@ -569,18 +454,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-crc", action="store_true", help="check every tensor's crc32c (slow)")
 
 
-def build_target(kind: str, num_classes: int) -> torch.nn.Module:
-    """The module the converted weights must fit exactly."""
-    from .weights.tf_convert import target_module
-
-    return target_module(kind, num_classes)
-
-
 def run_convert(args: argparse.Namespace) -> Path:
-    from .checkpoint import save_checkpoint
-    from .weights.tf_bundle import TFCheckpoint
-    from .weights.tf_convert import XCEPTION65_VOC_SOURCE, convert, deeplab_checkpoint
-
     ckpt = TFCheckpoint(args.checkpoint, verify=args.verify_crc)
     state = convert(ckpt, args.kind)
     num_classes = 0
@@ -591,10 +465,10 @@ def run_convert(args: argparse.Namespace) -> Path:
                 f"--num-classes {args.num_classes} but the checkpoint's logits have {num_classes} classes"
             )
     # Loading into our model checks every shape (and that nothing is missing or left over).
-    build_target(args.kind, num_classes).load_state_dict(state, strict=True)
+    target_module(args.kind, num_classes).load_state_dict(state, strict=True)
 
     if args.kind == "xception65_deeplab":
-        source = dict(XCEPTION65_VOC_SOURCE, checkpoint=str(Path(args.checkpoint).resolve()), kind=args.kind)
+        source = dict(zoo_source(), checkpoint=str(Path(args.checkpoint).resolve()), kind=args.kind)
         obj: object = deeplab_checkpoint(state, num_classes=num_classes, source=source)
     else:
         obj = state
@@ -637,17 +511,8 @@ def add_macs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the rows and both counts to this JSON file")
 
 
-def macs_table(*args, **kwargs):
-    """:func:`deeplabv3plus.macs.macs_table` (looked up here so tests can substitute a counted table)."""
-    from .macs import macs_table as count
-
-    return count(*args, **kwargs)
-
-
 def run_macs(args: argparse.Namespace) -> list[dict]:
-    """Count, print and optionally save the table; returns the rows of :func:`macs_table`."""
-    from .macs import PAPER_ROWS, format_macs_table
-
+    """Count, print and optionally save the table; returns the rows of :func:`deeplabv3plus.macs.macs_table`."""
     if args.size < 33:
         raise CommandError(f"--size: expected at least 33 pixels, got {args.size}")
     print(
@@ -694,9 +559,6 @@ Examples::
 
 
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
-    from .benchmark import PEERS
-    from .models.deeplab import MODEL_BUILDERS
-
     m = p.add_argument_group("model (ignored fields keep the config's / the defaults)")
     m.add_argument("--config", help="YAML config: its model (and data, for --data) section")
     m.add_argument("--backbone", help=", ".join(MODEL_BUILDERS))
@@ -777,8 +639,6 @@ def benchmark_model_config(args: argparse.Namespace, cfg: Config):
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from . import benchmark as bench
-
     cfg = load_config(args.config)
     device = _device(args.device)
     for name in ("size", "batch", "repeats"):
@@ -858,8 +718,6 @@ def add_prepare_voc_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_prepare_voc(args: argparse.Namespace) -> Path:
-    from .data.prepare import prepare_voc
-
     voc_dir = prepare_voc(
         args.voc,
         args.sbd,
@@ -884,15 +742,6 @@ Example::
 
 
 def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
-    from .data.synthetic import (
-        SYNTHETIC_KIND,
-        SYNTHETIC_KINDS,
-        SYNTHETIC_NUM_CLASSES,
-        SYNTHETIC_NUM_TRAIN,
-        SYNTHETIC_NUM_VAL,
-        SYNTHETIC_SIZE,
-    )
-
     p.add_argument(
         "root", nargs="?", default="data/synthetic", help="output folder (default: data/synthetic)"
     )
@@ -910,8 +759,6 @@ def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_make_synthetic(args: argparse.Namespace) -> Path:
-    from .data.synthetic import is_synthetic_root, make_synthetic_voc
-
     if args.size < 16:
         raise CommandError(f"--size: expected at least 16 pixels, got {args.size}")
     existed = is_synthetic_root(Path(args.root))
@@ -1002,8 +849,8 @@ def parse_command_args(command: str, argv: Optional[Sequence[str]] = None, prog:
 
 def _report(prog: str, e: BaseException) -> None:
     message = error_message(e)
-    rank = _env_rank()
-    line = f"{prog}: error: {f'rank {rank}: ' if rank else ''}{message}"
+    this_rank = rank()
+    line = f"{prog}: error: {f'rank {this_rank}: ' if this_rank else ''}{message}"
     print(line, file=sys.stderr)
     _write_torchelastic_error_file(line)
 
@@ -1028,8 +875,6 @@ def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Option
     0 on success; 2 with one line on stderr for a user error (argparse's usage errors included);
     128 + signal number for a training run stopped by SIGTERM/SIGINT. Bugs raise.
     """
-    from .train import PeerFailure, TrainingInterrupted
-
     prog = prog or f"deeplabv3plus {command}"
     args = parse_command_args(command, argv, prog)
     try:
@@ -1038,7 +883,7 @@ def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Option
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             COMMANDS[command].run(args)
     except TrainingInterrupted as e:
-        if _env_rank() == 0:
+        if rank() == 0:
             print(f"{prog}: {e}", file=sys.stderr)
         return 128 + e.signum
     except PeerFailure:
@@ -1074,8 +919,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_main_help(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == "--version":
-        from . import __version__
-
         print(f"deeplabv3plus {__version__}")
         return 0
     if argv[0] not in COMMANDS:

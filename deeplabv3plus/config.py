@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -31,6 +32,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "xception41", "xception65", "xception71")
+"""The valid ``model.backbone`` names: the keys of ``deeplabv3plus.builders.MODEL_BUILDERS`` (a test keeps
+them equal; the config sits below the models and does not import them)."""
 
 
 @dataclass
@@ -258,7 +263,9 @@ def _merge(obj: Any, values: dict, where: str) -> None:
     for key, value in values.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise ConfigError(f"unknown config key '{path}'; valid keys here: {', '.join(names)}")
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f"did you mean '{where + '.' if where else ''}{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown config key '{path}'; {hint}valid keys here: {', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, path)
@@ -346,11 +353,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 def validate_config(cfg: Config) -> None:
     """Cross-field checks a typo would otherwise turn into a silent misconfiguration."""
-    from .models.deeplab import MODEL_BUILDERS  # lazily: config is imported by the models' users
-
-    if cfg.model.backbone not in MODEL_BUILDERS:
+    if cfg.model.backbone not in BACKBONES:
         raise ConfigError(
-            f"model.backbone: unknown backbone {cfg.model.backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}"
+            f"model.backbone: unknown backbone {cfg.model.backbone!r}; expected one of {', '.join(BACKBONES)}"
         )
     for key, scales in (("data.scales", cfg.data.scales), ("eval.scales", cfg.eval.scales)):
         if not scales or any(s <= 0 for s in scales):

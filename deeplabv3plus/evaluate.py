@@ -1,12 +1,16 @@
 """The evaluation loop: mIoU (and optionally trimap boundary mIoU) of a model over a split.
 
-Used by the training loop's periodic validation and by ``scripts/eval.py``. One confusion
-matrix is accumulated over the whole split (paper section 4) and, under DDP, summed over the
-ranks before the scores are computed, so every rank returns the same results.
+:func:`evaluate` scores a model on a loader with the settings of a config's ``eval`` section; the
+training loop's periodic validation calls it. :func:`evaluate_run` is the whole ``deeplabv3plus
+eval`` job for a loaded model and its config: loader, scores, printed tables and the JSON result
+file. One confusion matrix is accumulated over the whole split (paper section 4) and, under DDP,
+summed over the ranks before the scores are computed, so every rank returns the same results.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -14,15 +18,16 @@ from typing import Any, Optional, Union
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from deeplabv3plus.data.voc_meta import IGNORE_INDEX
-from deeplabv3plus.inference import segment
-from deeplabv3plus.metrics import ConfusionMatrix, TrimapMeter, format_trimap_table
-
-
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+from .config import Config, EvalConfig, config_to_dict, trimap_band
+from .data.datasets import build_dataset, eval_collate
+from .data.voc_meta import IGNORE_INDEX
+from .inference import AMP_DTYPES, PAPER_SCALES, segment
+from .metrics import ConfusionMatrix, TrimapMeter, format_trimap_table
+from .models.fuse import prepare_for_inference
+from .runtime import is_distributed, is_main_process
 
 
 def iter_image_groups(batch: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -61,25 +66,19 @@ def iter_image_groups(batch: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
 def evaluate(
     model: nn.Module,
     loader: Iterable,
-    num_classes: int,
+    eval_cfg: Optional[EvalConfig] = None,
     *,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    output_stride: Optional[int] = None,
-    trimap_widths: Optional[Sequence[int]] = None,
-    device: Optional[Union[str, torch.device]] = None,
+    num_classes: int,
     class_names: Optional[Sequence[str]] = None,
     ignore_index: int = IGNORE_INDEX,
+    device: Optional[Union[str, torch.device]] = None,
     amp_dtype: Optional[torch.dtype] = None,
     max_batch: Optional[int] = None,
-    pad_to: Optional[Union[int, Sequence[int]]] = None,
+    trimap: Optional[bool] = None,
+    trimap_band: Optional[str] = None,
     trimap_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
     desc: str = "eval",
-    mode: str = "whole",
-    crop_size: Optional[Union[int, Sequence[int]]] = None,
-    stride: Optional[Union[int, Sequence[int]]] = None,
-    trimap_band: str = "void",
     prepare: bool = True,
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
@@ -94,28 +93,30 @@ def evaluate(
             for the loop; its previous mode is restored.
         loader: Yields ``(image, label)`` batches, see :func:`iter_image_groups`; image float
             normalised, label integer with ``ignore_index`` for void.
+        eval_cfg: The inference settings, a config's ``eval`` section (default: ``EvalConfig()``,
+            single scale at the model's output stride, whole images, no trimap):
+            ``scales``, ``flip``, ``output_stride`` and ``mode`` / ``crop_size`` / ``stride``
+            (whole images or sliding windows) go to :func:`deeplabv3plus.inference.predict_probs`
+            (the paper's best rows use OS 8, ``PAPER_SCALES`` and flip). ``pad_to`` pads smaller
+            images at the bottom and right with the mean pixel to this size (one int, or
+            (height, width)) before inference and crops the prediction back, as the reference
+            evaluation does (eval_crop_size 513; 1025x2049 on Cityscapes): the image-pooling
+            branch then averages over the padded window, which the reference checkpoints were
+            scored with. ``trimap`` adds the trimap boundary mIoU for the band widths
+            ``trimap_widths`` (pixels). ``batch_size`` is the loader's business.
         num_classes: Number of classes ``C``.
-        scales, flip, output_stride, max_batch, amp_dtype: Passed to
-            :func:`deeplabv3plus.inference.predict_probs` (single scale at the model's output
-            stride by default; the paper's best rows use OS 8, ``PAPER_SCALES`` and flip).
-        pad_to: Pad smaller images at the bottom and right with the mean pixel to this size
-            (one int, or (height, width)) before inference and crop the prediction back, as the
-            reference evaluation does (eval_crop_size 513; 1025x2049 on Cityscapes): the
-            image-pooling branch then averages over the padded window, which the reference
-            checkpoints were scored with.
-        trimap_widths: Also compute the trimap boundary mIoU for these band widths (pixels).
-        trimap_band: What the bands surround: "void" (VOC's void band) or "boundary" (every
-            change of label value, for labels without a void band), see
-            :class:`deeplabv3plus.metrics.TrimapMeter`.
-        device: Where images, labels and matrices go; default: the model's parameters' device.
         class_names: Names of the ``C`` classes for the tables and dict keys.
         ignore_index: The void label value.
+        device: Where images, labels and matrices go; default: the model's parameters' device.
+        amp_dtype, max_batch: Passed to :func:`deeplabv3plus.inference.predict_probs`.
+        trimap: Overrides ``eval_cfg.trimap`` (None keeps it).
+        trimap_band: What the bands surround: "void" (VOC's void band) or "boundary" (every
+            change of label value, for labels without a void band), see
+            :class:`deeplabv3plus.metrics.TrimapMeter`; None: ``eval_cfg.trimap_band``, and "void"
+            if that is None too (:func:`deeplabv3plus.config.trimap_band` resolves it from a layout).
         trimap_dir: Write ``trimap.csv`` (and ``trimap.png`` with matplotlib) here (rank 0).
         progress: Show a tqdm progress bar (rank 0 only).
         desc: The progress bar's label.
-        mode, crop_size, stride: "whole" (default) or "slide" inference with windows of
-            ``crop_size`` every ``stride`` pixels (``eval.mode``, ``eval.crop_size``,
-            ``eval.stride``), see :func:`deeplabv3plus.inference.predict_probs`.
         prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy of the
             model (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster),
             made afresh on each call, so the caller's (e.g. the live training) model is never
@@ -124,34 +125,42 @@ def evaluate(
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
         undefined), ``num_pixels``, ``per_class_iou`` and ``per_class_acc`` ({name: fraction or
-        None for an absent class}), ``num_images``, ``table`` (text); with ``trimap_widths`` also
+        None for an absent class}), ``num_images``, ``table`` (text); with the trimap also
         ``trimap`` ({width: mIoU or None}) and ``trimap_table`` (text).
     """
+    if eval_cfg is None:
+        eval_cfg = EvalConfig()
+    elif not isinstance(eval_cfg, EvalConfig):
+        raise TypeError(
+            f"evaluate(model, loader, eval_cfg, *, num_classes=...): eval_cfg is a config's eval section "
+            f"(an EvalConfig), got {type(eval_cfg).__name__}"
+        )
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
+    band = trimap_band or eval_cfg.trimap_band or "void"
     matrix = ConfusionMatrix(num_classes, ignore_index, device)
-    trimap = (
-        TrimapMeter(num_classes, trimap_widths, ignore_index, device, trimap_band) if trimap_widths else None
+    with_trimap = eval_cfg.trimap if trimap is None else trimap
+    meter = (
+        TrimapMeter(num_classes, eval_cfg.trimap_widths, ignore_index, device, band) if with_trimap else None
     )
     was_training = model.training
     model.eval()
     if prepare and not getattr(model, "prepared_for_inference", False):
-        from deeplabv3plus.models.fuse import prepare_for_inference  # lazily: the model package is heavy
-
         inference_model = prepare_for_inference(model)
     else:
         inference_model = model
+    pad_to = eval_cfg.pad_to
+    pad_h, pad_w = (pad_to, pad_to) if isinstance(pad_to, int) else (pad_to or (0, 0))
     num_images = 0
-    bar = tqdm(loader, desc=desc, disable=not (progress and _is_main_process()), dynamic_ncols=True)
+    bar = tqdm(loader, desc=desc, disable=not (progress and is_main_process()), dynamic_ncols=True)
     try:
         for batch in bar:
             for images, labels in iter_image_groups(batch):
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
                 height, width = images.shape[-2:]
-                pad_h, pad_w = (pad_to, pad_to) if isinstance(pad_to, int) else (pad_to or (0, 0))
                 if height < pad_h or width < pad_w:
                     # Zero after normalisation is the mean pixel, the reference's pad value.
                     images = torch.nn.functional.pad(
@@ -160,27 +169,27 @@ def evaluate(
                 pred = segment(
                     inference_model,
                     images,
-                    scales=scales,
-                    flip=flip,
-                    output_stride=output_stride,
+                    scales=eval_cfg.scales,
+                    flip=eval_cfg.flip,
+                    output_stride=eval_cfg.output_stride,
                     max_batch=max_batch,
                     amp_dtype=amp_dtype,
-                    mode=mode,
-                    crop_size=crop_size,
-                    stride=stride,
+                    mode=eval_cfg.mode,
+                    crop_size=eval_cfg.crop_size,
+                    stride=eval_cfg.stride,
                 )[..., :height, :width]
                 matrix.update(pred, labels)
-                if trimap is not None:
-                    trimap.update(pred, labels)
+                if meter is not None:
+                    meter.update(pred, labels)
                 num_images += images.shape[0]
     finally:
         bar.close()
         model.train(was_training)
 
     matrix.all_reduce()
-    if trimap is not None:
-        trimap.all_reduce()
-    if dist.is_available() and dist.is_initialized():
+    if meter is not None:
+        meter.all_reduce()
+    if is_distributed():
         count = torch.tensor([num_images], device=device)
         dist.all_reduce(count)
         num_images = int(count.item())
@@ -188,12 +197,160 @@ def evaluate(
     results = matrix.to_dict(class_names)
     results["num_images"] = num_images
     results["table"] = matrix.format_table(class_names)
-    if trimap is not None:
-        scores = trimap.compute()
+    if meter is not None:
+        scores = meter.compute()
         results["trimap"] = {w: (None if v != v else v) for w, v in scores.items()}
         results["trimap_table"] = format_trimap_table(
-            scores, {w: m.compute()["num_pixels"] for w, m in trimap.meters.items()}
+            scores, {w: m.compute()["num_pixels"] for w, m in meter.meters.items()}
         )
-        if trimap_dir is not None and _is_main_process():
-            trimap.save(trimap_dir)
+        if trimap_dir is not None and is_main_process():
+            meter.save(trimap_dir)
     return results
+
+
+# --- the eval command's job ----------------------------------------------------------------------
+
+
+def _scales_tag(scales: Sequence[float]) -> str:
+    scales = [float(s) for s in scales]
+    if scales == [1.0]:
+        return ""
+    if scales == [float(s) for s in PAPER_SCALES]:
+        return "_ms"
+    return "_s" + "-".join(f"{s:g}" for s in scales)
+
+
+def default_output_path(
+    checkpoint: str,
+    output_stride: int,
+    scales: Sequence[float],
+    flip: bool,
+    split: str,
+    *,
+    trimap: bool = False,
+    pad_to: Optional[Union[int, Sequence[int]]] = None,
+    amp: str = "off",
+    mode: str = "whole",
+) -> Path:
+    """Where results go by default: next to the checkpoint, one name per setting, so that runs
+    with other settings never overwrite each other:
+    ``<ckpt stem>_eval_os{OS}[_ms|_s<scales>][_flip][_slide][_pad<N>][_<amp>][_trimap][_<split>].json``
+    (``_ms`` is the paper's scales 0.5..1.75; other sets are spelled out, e.g. ``_s0.5-1``; a
+    non-square pad is ``_pad<H>x<W>``). ``checkpoint`` may be a model-zoo name: then the file goes
+    into the current directory."""
+    name = f"{Path(checkpoint).stem}_eval_os{output_stride}"
+    name += _scales_tag(scales)
+    name += "_flip" if flip else ""
+    name += "_slide" if mode == "slide" else ""
+    if pad_to:
+        name += f"_pad{pad_to}" if isinstance(pad_to, int) else "_pad" + "x".join(str(v) for v in pad_to)
+    name += f"_{amp}" if amp and amp != "off" else ""
+    name += "_trimap" if trimap else ""
+    name += f"_{split}" if split != "val" else ""
+    return Path(checkpoint).parent / f"{name}.json"
+
+
+def evaluate_run(
+    model: nn.Module,
+    cfg: Config,
+    *,
+    checkpoint: Optional[str] = None,
+    weights: Optional[str] = None,
+    split: Optional[str] = None,
+    output: Optional[Union[str, Path]] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    amp: str = "off",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on a split of ``cfg.data`` with ``cfg.eval``; print and write the results.
+
+    What ``deeplabv3plus eval`` runs once it has loaded the model (e.g. with
+    :func:`deeplabv3plus.loading.load_model_from_checkpoint`) and applied its flags to ``cfg``.
+    Prints the per-class table (and the trimap table), then the mIoU; writes the JSON payload
+    (settings, seconds, scores, the config) to ``output`` and, with ``cfg.eval.trimap``,
+    ``trimap.csv`` (and ``trimap.png``) into the folder of the same name without ``.json``.
+
+    Args:
+        model: The model ``cfg.model`` describes.
+        cfg: Its config; ``data`` says what to read, ``eval`` how to infer.
+        checkpoint, weights: Where the model came from (exactly one): a checkpoint file or a
+            model-zoo name; recorded in the payload and naming the default ``output``.
+        split: The split list to read (default: ``cfg.data.val_split``).
+        output: The JSON file (default: :func:`default_output_path`, next to the checkpoint).
+        device: Where to run (default: the model's parameters' device).
+        amp: Autocast dtype, "off", "bf16" or "fp16".
+        progress: Show a progress bar.
+
+    Returns:
+        The JSON payload written to ``output``.
+    """
+    if (checkpoint is None) == (weights is None):
+        raise ValueError("evaluate_run: pass the model's source as exactly one of checkpoint= and weights=")
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+    split = split or cfg.data.val_split
+    output_stride = cfg.eval.output_stride or cfg.model.output_stride
+    band = trimap_band(cfg)
+    dataset = build_dataset(cfg.data, split, train=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.workers,
+        collate_fn=eval_collate,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    source = checkpoint or weights
+    print(
+        f"evaluating {source} on {len(dataset)} '{split}' images: OS {output_stride}, "
+        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}"
+        + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
+    )
+    output = Path(output) if output else default_output_path(
+        source, output_stride, cfg.eval.scales, cfg.eval.flip, split,
+        trimap=cfg.eval.trimap, pad_to=cfg.eval.pad_to, amp=amp, mode=cfg.eval.mode,
+    )  # fmt: skip
+    # The CSV/PNG folder: the JSON's name without .json (whose default name already ends in _trimap).
+    trimap_dir = (
+        output.with_name(output.stem.removesuffix("_trimap") + "_trimap") if cfg.eval.trimap else None
+    )
+    start = time.perf_counter()
+    results = evaluate(
+        model, loader, cfg.eval,
+        num_classes=cfg.data.num_classes, class_names=dataset.class_names, ignore_index=cfg.data.ignore_index,
+        device=device, amp_dtype=AMP_DTYPES[amp], trimap_band=band, trimap_dir=trimap_dir, progress=progress,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    print(results["table"])
+    if "trimap_table" in results:
+        around = f"a void ({cfg.data.ignore_index}) pixel" if band == "void" else "a class boundary"
+        print(f"\ntrimap: mIoU over the labelled pixels within this many pixels of {around}")
+        print(results["trimap_table"])
+        if any(v is None for v in results["trimap"].values()):
+            print("n/a: the band holds no labelled pixel (width 0 is the void itself)")
+    print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
+          if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
+
+    payload = {
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "weights": weights,
+        "split": split,
+        "output_stride": output_stride,
+        "scales": list(cfg.eval.scales),
+        "flip": cfg.eval.flip,
+        "mode": cfg.eval.mode,
+        **({"trimap_band": band} if cfg.eval.trimap else {}),
+        "amp": amp,
+        "seconds": seconds,
+        **{k: v for k, v in results.items() if k not in ("table", "trimap_table")},
+        "config": config_to_dict(cfg),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {output}")
+    if trimap_dir is not None:
+        for path in sorted(trimap_dir.glob("trimap.*")):
+            print(f"wrote {path}")
+    return payload

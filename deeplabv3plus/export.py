@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from deeplabv3plus._compat import ONNX_DYNAMO_EXPORT, onnx_export
 from deeplabv3plus.inference import use_output_stride
+from deeplabv3plus.models import prepare_for_inference
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -76,8 +77,6 @@ def export_onnx(
     example = torch.randn(2, 3, height, width, device=device)
     was_training = model.training
     model.eval()
-    from deeplabv3plus.models.fuse import prepare_for_inference  # lazily: the model package is heavy
-
     # The graph of the prepared copy: BatchNorm folded into the convs (the caller's model is untouched).
     source, model = model, prepare_for_inference(model, channels_last=False, pack=False)
     try:

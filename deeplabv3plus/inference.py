@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .models.layers import unwrap_model
+
 PAPER_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 """The evaluation scales of the paper's multi-scale rows (MS)."""
 
@@ -52,17 +54,6 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     16k+1 crop (513) to 16k'+1 sizes at the paper's scales (0.5 -> 257, 1.5 -> 769).
     """
     return int((height - 1) * scale + 1), int((width - 1) * scale + 1)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module that owns ``output_stride`` under DDP (``.module``) or torch.compile (``._orig_mod``)."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel) or type(model).__name__ == "DataParallel":
-            model = model.module
-        else:
-            return model
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .builders import build_model
 from .inference import PAPER_SCALES, scaled_size
-from .models import build_model
 
 
 @dataclass(frozen=True)

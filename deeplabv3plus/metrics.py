@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from deeplabv3plus.data.voc_meta import IGNORE_INDEX
+from .data.voc_meta import IGNORE_INDEX
+from .runtime import is_distributed
 
 
 class ConfusionMatrix:
@@ -91,7 +92,7 @@ class ConfusionMatrix:
 
         With NCCL the matrix must be on the rank's CUDA device (pass ``device`` accordingly).
         """
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
 
     def compute(self) -> dict:

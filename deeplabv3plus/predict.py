@@ -8,12 +8,11 @@ For every input image ``<stem>.<ext>`` two files are written to the output folde
 * ``<stem>_overlay.jpg`` (or ``.png``): the palette colours alpha-blended over the image.
 
 :func:`predict_files` is the core (any model honouring the logits contract);
-:func:`load_model_from_checkpoint` builds the model a training checkpoint describes.
+:func:`deeplabv3plus.loading.load_model_from_checkpoint` builds the model a training checkpoint describes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from deeplabv3plus.data.ade20k_meta import ade20k_palette
 from deeplabv3plus.data.cityscapes_meta import cityscapes_palette
+from deeplabv3plus.data.transforms import Preprocess
 from deeplabv3plus.data.voc_meta import save_label_png, voc_palette
 from deeplabv3plus.inference import segment
 
@@ -67,12 +67,6 @@ def load_rgb(path: Union[str, Path]) -> np.ndarray:
     """An image file as an (H, W, 3) uint8 RGB array."""
     with Image.open(path) as im:
         return np.array(im.convert("RGB"))
-
-
-def to_input(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised: ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)  # copy: writable
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def dataset_palette(layout: str, label_convention: Optional[str] = None) -> np.ndarray:
@@ -159,10 +153,11 @@ def predict_files(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     model.eval()
+    preprocess = Preprocess(mean, std)
     outputs: list[tuple[Path, Path]] = []
 
     def run(batch: list[tuple[Path, np.ndarray]]) -> None:
-        x = torch.stack([to_input(rgb, mean, std) for _, rgb in batch]).to(device)
+        x = preprocess(np.stack([rgb for _, rgb in batch])).to(device)
         labels = segment(
             model, x, scales=scales, flip=flip, output_stride=output_stride, amp_dtype=amp_dtype,
             mode=mode, crop_size=crop_size, stride=stride,
@@ -184,83 +179,3 @@ def predict_files(
     if batch:
         run(batch)
     return outputs
-
-
-def load_model_from_checkpoint(
-    checkpoint: Union[str, Path],
-    config: Optional[Union[str, Path]] = None,
-    overrides: Optional[Sequence[str]] = None,
-    device: Union[str, torch.device] = "cpu",
-    prepare: bool = True,
-):
-    """Build the model a training checkpoint describes and load its weights.
-
-    The config is layered: the checkpoint's own config, then the values of the ``config`` file on
-    top (only the keys it sets), then the dotted ``overrides``. For a bare state_dict (no stored
-    config) the ``config`` file is the whole config.
-
-    Args:
-        checkpoint: A ``.pth`` file holding ``{"model": state_dict, "config": nested dict}`` as
-            the training loop writes, or a bare state_dict (then ``config`` is required).
-        config: A YAML config whose values go on top of the checkpoint's.
-        overrides: Dotted ``a.b=c`` overrides applied last.
-        device: Where the model goes.
-        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN
-            folded, channels_last, frozen: for inference only); False returns the trainable model.
-
-    Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
-        ``prepare=False``) and its :class:`Config`.
-
-    Raises:
-        CheckpointError: unreadable, foreign or unsafe file, or weights that do not fit the model.
-        ConfigError: a bad config file, stored config or override.
-    """
-    from deeplabv3plus import build_model  # lazily: the model package is heavy
-    from deeplabv3plus.checkpoint import CheckpointError, check_state_dict_fits, read_torch_file
-    from deeplabv3plus.config import Config, ConfigError, config_from_dict, layer_config
-
-    state = read_torch_file(checkpoint)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint '{checkpoint}' holds a {type(state).__name__}, not a state_dict")
-    has_wrapper = "model" in state and isinstance(state["model"], dict)
-    stored = state.get("config") if has_wrapper else None
-    if isinstance(stored, dict):
-        try:
-            base = config_from_dict(stored)
-        except ConfigError as e:
-            raise ConfigError(f"checkpoint '{checkpoint}', stored config: {e}") from None
-    elif config is not None:
-        base = Config()  # a bare state_dict: the file is the whole config
-    else:
-        raise ConfigError(
-            f"checkpoint '{checkpoint}' holds no config: pass the training config with --config"
-        )
-    cfg = layer_config(base, config, overrides)
-    model_kwargs = dataclasses.asdict(cfg.model)
-    model_kwargs["pretrained_backbone"] = None  # the checkpoint holds every weight
-    model = build_model(**model_kwargs)
-    weights = state["model"] if has_wrapper else state
-    # Checkpoints of a DDP or torch.compile'd model carry prefixes.
-    for prefix in ("module.", "_orig_mod."):
-        if weights and all(k.startswith(prefix) for k in weights):
-            weights = {k[len(prefix) :]: v for k, v in weights.items()}
-    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(
-            f"checkpoint '{checkpoint}' is not a state_dict (its values are not all tensors)"
-        )
-    m = cfg.model
-    check_state_dict_fits(
-        model,
-        weights,
-        checkpoint,
-        f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}",
-    )
-    model.load_state_dict(weights)
-    model = model.to(device).eval()
-    if prepare:
-        from deeplabv3plus.models.fuse import prepare_for_inference
-
-        # BN folded, channels_last, packed oneDNN weights: the fastest exact path (docs/benchmarks.md).
-        model = prepare_for_inference(model)
-    return model, cfg

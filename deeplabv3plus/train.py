@@ -1,9 +1,11 @@
 """The training loop: config -> data -> model -> SGD with poly LR -> checkpoints and validation.
 
-Read top to bottom: :func:`train` builds everything from a :class:`Config` and runs the
-iterations; the helpers above it are the pieces it calls. ``scripts/train.py`` is its
-command-line face. The same code runs on one CPU, one GPU, or under ``torchrun`` with
-DistributedDataParallel (NCCL on CUDA, gloo on CPU).
+Read :func:`train` top to bottom: build (runtime, model, optimiser, data), restore (``--resume``),
+then the loop (step, log, validate, checkpoint); the helpers above it are the pieces it calls, in
+that order. ``deeplabv3plus train`` (:mod:`deeplabv3plus.cli`) is its command-line face. The same
+code runs on one CPU, one GPU, or under ``torchrun`` with DistributedDataParallel (NCCL on CUDA,
+gloo on CPU); the process plumbing (ranks, stop signals, agreement between ranks) is
+:mod:`deeplabv3plus.runtime`.
 """
 
 from __future__ import annotations
@@ -11,27 +13,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
-import signal
 import subprocess
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ._compat import grad_scaler
+from ._version import __version__
+from .builders import build_model
 from .checkpoint import (
     CheckpointError,
     check_state_dict_fits,
@@ -45,62 +46,19 @@ from .data.datasets import build_dataset, check_config_leakage, eval_collate
 from .data.sampling import SeededDataset, TrainStream
 from .data.synthetic import is_synthetic_root
 from .evaluate import evaluate
-from .inference import AMP_DTYPES
-from .models import build_model
+from .runtime import (
+    PeerFailure,
+    Runtime,
+    StopSignals,
+    TrainingInterrupted,
+    agreed_signal,
+    all_or_none,
+    host_group,
+    rank,
+    setup_runtime,
+)
 
-# --- environment -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Runtime:
-    """Where this process runs: device, DDP rank and world size, precision settings."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    amp_dtype: Optional[torch.dtype] = None
-    channels_last: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_runtime(cfg: Config) -> Runtime:
-    """Join the torchrun process group when launched by torchrun, pick device and precision."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    want = cfg.train.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(want)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={cfg.train.device!r} but CUDA is not available")
-        if world_size > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-        # Training crops have one size: let cuDNN pick the fastest algorithms once.
-        torch.backends.cudnn.benchmark = True
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    amp = cfg.train.amp
-    if amp == "auto":
-        if device.type == "cuda":
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            amp = "off"  # CPU autocast is slower than fp32 for convolutions on most CPUs
-    amp_dtype = AMP_DTYPES[amp]
-    # channels_last is the faster layout for convolutions on GPUs (cuDNN) and CPUs (oneDNN: on this
-    # project's CPU a training step takes 0.89-0.96x the NCHW time, docs/benchmarks.md).
-    channels_last = cfg.train.channels_last == "on" or (
-        cfg.train.channels_last == "auto" and device.type in ("cuda", "cpu")
-    )
-    return Runtime(device, rank, world_size, amp_dtype, channels_last)
+# --- the run's record ----------------------------------------------------------------------------
 
 
 def run_info(cfg: Config, runtime: Runtime) -> dict[str, Any]:
@@ -112,10 +70,6 @@ def run_info(cfg: Config, runtime: Runtime) -> dict[str, Any]:
         ).stdout.strip() or None  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         commit = None
-    import torchvision
-
-    from . import __version__
-
     device_name = (
         torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else platform.processor()
     )
@@ -240,89 +194,47 @@ def build_loaders(cfg: Config, runtime: Runtime, start_iteration: int):
     return train_loader, val_loader, train_set, val_set
 
 
-# --- stopping together ------------------------------------------------------------------------
+# --- build and restore ---------------------------------------------------------------------------
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGTERM/SIGINT after finishing a step, with ``last.pth`` at that iteration.
+@dataclasses.dataclass
+class TrainState:
+    """What the loop changes and a checkpoint keeps: the (unwrapped) model, its optimisation, where it is."""
 
-    Attributes:
-        signum: The signal received (on any rank).
-        iteration: The iteration the run stopped at (the checkpoint's).
-        checkpoint: The checkpoint to pass to ``--resume``.
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Any  # torch's GradScaler (its module moved between releases, see _compat.grad_scaler)
+    iteration: int = 0
+    best_miou: Optional[float] = None
+
+
+def start_runtime(cfg: Config) -> Runtime:
+    """:func:`~deeplabv3plus.runtime.setup_runtime`, then :func:`check_recipe`.
+
+    Every rank reads the same config: under torchrun only rank 0 reports an error in it, the others
+    raise :class:`PeerFailure`.
     """
-
-    def __init__(self, signum: int, iteration: int, checkpoint: Path):
-        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name} at iteration {iteration}; wrote {checkpoint}; "
-            f"continue with: --resume {checkpoint}"
-        )
-
-
-class PeerFailure(Exception):
-    """Another process of the distributed job failed and reports it; this one stops quietly."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """Writing a checkpoint failed (e.g. a full disk); the previous file is intact."""
-
-
-class StopSignals:
-    """SIGTERM / SIGINT become a request to stop after the current step (a second SIGINT aborts).
-
-    Installed only in the main thread; the previous handlers are restored on exit. DataLoader
-    workers forked while it is installed inherit the handler, so a Ctrl-C (sent to the whole
-    process group) does not kill them mid-batch: the main process decides when to stop.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            if signum == signal.SIGINT:  # Ctrl-C twice: stop now, without a checkpoint
-                self.__exit__()
-                raise KeyboardInterrupt
-            return  # SLURM and torchrun may both forward one SIGTERM: already stopping
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-
-@contextmanager
-def all_or_none(runtime: Runtime, group: Any = None) -> Iterator[None]:
-    """Run a block on every rank; if it raises on any rank, the job stops with one report.
-
-    The lowest failing rank re-raises its exception; every other rank raises :class:`PeerFailure`
-    (no second message, no rank left waiting in a collective). Single-process: a plain block.
-    """
-    error: Optional[BaseException] = None
     try:
-        yield
-    except Exception as e:
-        error = e
-    if runtime.distributed:
-        failed: list[Optional[int]] = [None] * runtime.world_size
-        dist.all_gather_object(failed, runtime.rank if error is not None else None, group=group)
-        first = next((r for r in failed if r is not None), None)
-        if first is not None and first != runtime.rank:
-            raise PeerFailure(f"rank {first} failed") from error
-    if error is not None:
-        raise error
+        runtime = setup_runtime(cfg)
+        check_recipe(cfg, runtime)
+    except Exception:
+        if rank() > 0:
+            raise PeerFailure("rank 0 reports the error") from None
+        raise
+    return runtime
+
+
+def load_resume_checkpoint(resume: Optional[str], runtime: Runtime, group: Any) -> Optional[dict[str, Any]]:
+    """The checkpoint ``--resume`` names (None without one); it must hold the optimiser state."""
+    with all_or_none(runtime, group):
+        saved = load_checkpoint(resume) if resume else None
+        if saved is not None and "optimizer" not in saved:
+            raise CheckpointError(
+                f"--resume {resume}: the checkpoint holds weights only (train.best_weights_only); resume from "
+                "last.pth, or start a new run from these weights with train.init_from"
+            )
+    return saved
 
 
 def build_train_model(model_kwargs: dict[str, Any], runtime: Runtime, group: Any = None) -> nn.Module:
@@ -342,71 +254,30 @@ def build_train_model(model_kwargs: dict[str, Any], runtime: Runtime, group: Any
     return model
 
 
-def _agreed_signal(local: Optional[int], runtime: Runtime, group: Any) -> Optional[int]:
-    """The stop signal any rank received (all ranks get the same answer), or None."""
-    if not runtime.distributed:
-        return local
-    flag = torch.tensor([local or 0], dtype=torch.int64)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-    return int(flag.item()) or None
+def _describe(cfg: Config) -> str:
+    m = cfg.model
+    return f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}"
 
 
-# --- the loop --------------------------------------------------------------------------------
+def build_model_to_train(
+    cfg: Config, saved: Optional[dict[str, Any]], resume: Optional[str], runtime: Runtime, group: Any
+) -> nn.Module:
+    """The model of ``cfg.model`` on the runtime's device (channels_last, SyncBatchNorm as configured).
 
-
-def train(
-    cfg: Config, *, resume: Optional[str] = None, stop_after: Optional[int] = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a model as ``cfg`` describes; returns the model and its last validation results.
-
-    Args:
-        cfg: the full config.
-        resume: a checkpoint written by this loop (e.g. ``<output_dir>/last.pth``); training
-            continues from its iteration with its optimizer, LR, scaler and RNG states, so the
-            weights equal those of an uninterrupted run.
-        stop_after: stop (with a checkpoint) once this iteration is reached, as if interrupted;
-            for pre-emptible jobs and tests. The schedule still runs to ``train.max_iters``.
-
-    Raises:
-        TrainingInterrupted: on SIGTERM/SIGINT, after the current step and a ``last.pth`` at it
-            (under torchrun every rank stops at the same iteration).
-        CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
-        PeerFailure: under torchrun, on the ranks that did not fail themselves.
+    Its weights: the pretrained backbone's, or all of ``train.init_from``'s; when resuming, the
+    checkpoint's are checked to fit here and loaded by :func:`restore`.
     """
-    try:
-        runtime = setup_runtime(cfg)
-        check_recipe(cfg, runtime)
-    except Exception:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0:
-            raise PeerFailure("rank 0 reports the error") from None  # the same config on every rank
-        raise
-    # Host-side agreements (errors, stop signals) go through gloo, so they never sync a CUDA stream.
-    group = None
-    if runtime.distributed and dist.get_backend() != "gloo":
-        group = dist.new_group(backend="gloo")
-    out_dir = Path(cfg.train.output_dir)
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-
-    with all_or_none(runtime, group):
-        state = load_checkpoint(resume) if resume else None
-        if state is not None and "optimizer" not in state:
-            raise CheckpointError(
-                f"--resume {resume}: the checkpoint holds weights only (train.best_weights_only); resume from "
-                "last.pth, or start a new run from these weights with train.init_from"
-            )
-    start = state["iteration"] if state else 0
-
     model_kwargs = dataclasses.asdict(cfg.model)
-    if state or cfg.train.init_from:
+    if saved or cfg.train.init_from:
         model_kwargs["pretrained_backbone"] = None  # every weight comes from the checkpoint
     model = build_train_model(model_kwargs, runtime, group)
     with all_or_none(runtime, group):
-        if cfg.train.init_from and not state:
+        if cfg.train.init_from and not saved:
             weights = load_checkpoint(cfg.train.init_from)["model"]
             check_state_dict_fits(model, weights, cfg.train.init_from, _describe(cfg))
             model.load_state_dict(weights)
-        if state:
-            check_state_dict_fits(model, state["model"], resume, _describe(cfg))
+        if saved:
+            check_state_dict_fits(model, saved["model"], resume, _describe(cfg))
     if runtime.distributed and cfg.train.sync_bn and not cfg.train.freeze_bn:
         if runtime.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -418,212 +289,73 @@ def train(
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_train_state(model: nn.Module, cfg: Config, runtime: Runtime) -> TrainState:
+    """SGD with the poly schedule, and a gradient scaler (active for fp16 autocast only), at iteration 0."""
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: poly_lr_factor(it, cfg.train.max_iters, cfg.train.lr_power)
     )
-    use_scaler = runtime.amp_dtype == torch.float16
     try:
-        scaler = grad_scaler(runtime.device.type, enabled=use_scaler)
+        scaler = grad_scaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
     except ValueError as e:  # fp16 on a device this torch cannot loss-scale on
         raise ConfigError(f"train.amp={cfg.train.amp!r}: {e}") from None
-    best_miou = None
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        best_miou = state.get("best_miou")
+    return TrainState(model, optimizer, scheduler, scaler)
 
-    train_model: nn.Module = model
+
+def restore(state: TrainState, saved: dict[str, Any]) -> None:
+    """Continue from a checkpoint of this loop: weights, optimiser, LR schedule, scaler, position."""
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        state.scaler.load_state_dict(saved["scaler"])
+    state.best_miou = saved.get("best_miou")
+    state.iteration = saved["iteration"]
+
+
+def wrap_for_training(model: nn.Module, cfg: Config, runtime: Runtime) -> nn.Module:
+    """What the steps call: ``model`` in DDP under torchrun, compiled with ``train.compile``.
+
+    The wrapper shares ``model``'s parameters; checkpoints and validation use ``model`` itself.
+    """
     if runtime.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
+        model = nn.parallel.DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
         )
     if cfg.train.compile:
-        train_model = torch.compile(train_model)
+        model = torch.compile(model)
+    return model
 
-    generating = cfg.data.layout == "synthetic" and not is_synthetic_root(Path(cfg.data.root))
-    with all_or_none(runtime, group):
-        train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, start)
-        if runtime.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out_dir / "config.yaml")
-            (out_dir / "run_info.json").write_text(json.dumps(run_info(cfg, runtime), indent=2, default=str))
-    if runtime.is_main:
-        if generating:
-            print(f"generated a synthetic dataset in {cfg.data.root} (data.layout=synthetic)")
-        print(
-            f"training on {len(train_set)} '{cfg.data.train_split}' images, validating on {len(val_set)} "
-            f"'{cfg.data.val_split}' images; writing the run to {out_dir} (config.yaml, run_info.json, "
-            "metrics.jsonl, last.pth, best.pth)"
-        )
-    log = MetricsLog(out_dir, enabled=runtime.is_main)
-    autocast = (
-        torch.autocast(runtime.device.type, dtype=runtime.amp_dtype) if runtime.amp_dtype else nullcontext()
-    )
-    written: dict[str, int] = {}  # checkpoint name -> iteration, this session
-    if state and resume and Path(resume).resolve() == (out_dir / "last.pth").resolve():
-        written["last.pth"] = start
 
-    def checkpoint(iteration: int, name: str) -> None:
-        if not runtime.is_main:
-            return
-        path = out_dir / name
-        content: dict[str, Any] = {
-            "model": model.state_dict(),
-            "iteration": iteration,
-            "config": config_to_dict(cfg),
-            "best_miou": best_miou,
-        }
-        if not (name == "best.pth" and cfg.train.best_weights_only):
-            content.update(
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict() if use_scaler else None,
-                rng=rng_state(),
-            )
-        try:
-            save_checkpoint(content, path)
-        except OSError as e:
-            if name in written:
-                previous = f"the previous {path} (iteration {written[name]}) is intact"
-            elif path.exists():
-                previous = f"the previous {path} is intact"
-            else:
-                previous = f"no earlier {name} exists"
-            raise CheckpointWriteError(
-                f"cannot write checkpoint '{path}' at iteration {iteration}: {e.strerror or e}; {previous}; "
-                "training stopped (free space, then continue with --resume)"
-            ) from None
-        written[name] = iteration
-        tqdm.write(f"wrote {path} (iteration {iteration})")
-
-    def validate(iteration: int) -> dict[str, Any]:
-        nonlocal best_miou
-        results = evaluate(
-            model, val_loader, cfg.data.num_classes,
-            scales=cfg.eval.scales, flip=cfg.eval.flip, output_stride=cfg.eval.output_stride,
-            device=runtime.device, class_names=train_set.class_names, ignore_index=cfg.data.ignore_index,
-            amp_dtype=runtime.amp_dtype, pad_to=cfg.eval.pad_to, progress=runtime.is_main, desc=f"val@{iteration}",
-            mode=cfg.eval.mode, crop_size=cfg.eval.crop_size, stride=cfg.eval.stride,
-        )  # fmt: skip
-        log.write(
-            {"iteration": iteration, "val_mIoU": results["mIoU"], "val_pixel_acc": results["pixel_acc"]}
-        )
-        if runtime.is_main:
-            tqdm.write(f"iteration {iteration}: val mIoU {100 * (results['mIoU'] or 0):.2f}%")
-        if results["mIoU"] is not None and (best_miou is None or results["mIoU"] > best_miou):
-            best_miou = results["mIoU"]
-            checkpoint(iteration, "best.pth")
-        return results
-
-    # Restore the RNG last: everything above (data workers, model init) must not shift it.
-    if state:
-        set_rng_state(state["rng"])
-    end = min(cfg.train.max_iters, stop_after) if stop_after is not None else cfg.train.max_iters
-    train_model.train()
+def set_train_mode(model: nn.Module, cfg: Config) -> None:
+    """``model.train()``, with BN statistics frozen when ``train.freeze_bn`` says so."""
+    model.train()
     if cfg.train.freeze_bn:
-        freeze_batchnorm(train_model)
-    bar = tqdm(
-        total=cfg.train.max_iters,
-        initial=start,
-        desc="train",
-        disable=not runtime.is_main,
-        dynamic_ncols=True,
+        freeze_batchnorm(model)
+
+
+# --- the run's folder ---------------------------------------------------------------------------
+
+
+def write_run_files(cfg: Config, runtime: Runtime, out_dir: Path) -> None:
+    """``config.yaml`` and ``run_info.json`` in the run's folder (rank 0 calls it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    (out_dir / "run_info.json").write_text(json.dumps(run_info(cfg, runtime), indent=2, default=str))
+
+
+def announce(cfg: Config, out_dir: Path, num_train: int, num_val: int, generated: bool) -> None:
+    """The run's first printed lines: the data it reads and the files it writes."""
+    if generated:
+        print(f"generated a synthetic dataset in {cfg.data.root} (data.layout=synthetic)")
+    print(
+        f"training on {num_train} '{cfg.data.train_split}' images, validating on {num_val} "
+        f"'{cfg.data.val_split}' images; writing the run to {out_dir} (config.yaml, run_info.json, "
+        "metrics.jsonl, last.pth, best.pth)"
     )
-    results: dict[str, Any] = {}
-    iteration, window_start, window_iters, loss_sum = start, time.perf_counter(), 0, 0.0
-    stop = StopSignals()
-    try:
-        with stop:
-            batches = iter(train_loader)
-            while iteration < end:
-                # Checked between steps, before the next batch is fetched: the checkpoint is of a
-                # finished step, and every rank stops at the same iteration.
-                signum = _agreed_signal(stop.signum, runtime, group)
-                if signum is not None:
-                    if written.get("last.pth") != iteration:
-                        checkpoint(iteration, "last.pth")
-                    if runtime.distributed:
-                        dist.barrier(group=group)  # nobody exits while rank 0 writes
-                    raise TrainingInterrupted(signum, iteration, out_dir / "last.pth")
-                images, labels = next(batches)
-                images = images.to(runtime.device, non_blocking=True)
-                labels = labels.to(runtime.device, non_blocking=True)
-                if runtime.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    logits = train_model(images)
-                # Mean over non-void pixels, in fp32 whatever the autocast dtype.
-                loss = F.cross_entropy(logits.float(), labels, ignore_index=cfg.data.ignore_index)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                iteration += 1
-
-                # Summed on the device: no host synchronisation between log intervals.
-                loss_sum = loss_sum + loss.detach()
-                window_iters += 1
-                if iteration % cfg.train.log_interval == 0 or iteration == end:
-                    mean_loss = (loss_sum / window_iters).item()
-                    if not math.isfinite(mean_loss):
-                        raise FloatingPointError(
-                            f"training diverged: the mean loss of iterations {iteration - window_iters + 1}-"
-                            f"{iteration} is {mean_loss}; lower train.lr (now {cfg.train.lr:g}) or check the labels"
-                        )
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "iteration": iteration,
-                        "loss": mean_loss,
-                        "lr": optimizer.param_groups[-1]["lr"],
-                        "images_per_s": window_iters * cfg.train.batch_size / max(elapsed, 1e-9),
-                    }
-                    log.write(record)
-                    bar.set_postfix(
-                        loss=f"{mean_loss:.3f}",
-                        lr=f"{record['lr']:.2e}",
-                        img_s=f"{record['images_per_s']:.1f}",
-                    )
-                    bar.update(iteration - bar.n)
-                    window_start, window_iters, loss_sum = time.perf_counter(), 0, 0.0
-                if (
-                    cfg.train.val_interval
-                    and iteration % cfg.train.val_interval == 0
-                    and iteration < cfg.train.max_iters
-                ):
-                    results = validate(iteration)
-                    train_model.train()
-                    if cfg.train.freeze_bn:
-                        freeze_batchnorm(train_model)
-                if iteration % cfg.train.ckpt_interval == 0 or iteration == end:
-                    checkpoint(iteration, "last.pth")
-    except (TrainingInterrupted, PeerFailure):
-        raise
-    except RuntimeError as e:
-        if stop.signum is not None and runtime.distributed and not isinstance(e, CheckpointError):
-            # Stopping (torchrun signals every rank when one fails): a peer is gone mid-collective.
-            raise PeerFailure("stopped while another rank failed") from e
-        raise
-    finally:
-        bar.close()
-        log.close()
-
-    if iteration >= cfg.train.max_iters:
-        results = validate(iteration)
-        if runtime.is_main:
-            print(results["table"])
-            (out_dir / "val_results.json").write_text(json.dumps(results, indent=2))
-            print(f"wrote {out_dir / 'val_results.json'}")
-    return model, results
-
-
-def _describe(cfg: Config) -> str:
-    m = cfg.model
-    return f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}"
 
 
 class MetricsLog:
@@ -654,11 +386,281 @@ class MetricsLog:
             self.writer.close()
 
 
-# --- command line ----------------------------------------------------------------------------
+# --- checkpoints -------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``deeplabv3plus train`` (see :mod:`deeplabv3plus.cli`); returns the exit code."""
-    from .cli import run_command
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (e.g. a full disk); the previous file is intact."""
 
-    return run_command("train", argv)
+
+class Checkpoints:
+    """Writes the run's ``last.pth`` and ``best.pth`` (rank 0 only; the others return).
+
+    Remembers what it wrote in this session, so that a failed write can say which earlier file is
+    intact. ``resume``: the checkpoint this session continued from, at ``iteration``; when it is this
+    run's ``last.pth`` it counts as written.
+    """
+
+    def __init__(self, out_dir: Path, cfg: Config, runtime: Runtime, resume: Optional[str], iteration: int):
+        self.out_dir, self.cfg, self.runtime = out_dir, cfg, runtime
+        self.written: dict[str, int] = {}  # checkpoint name -> iteration, this session
+        if resume and Path(resume).resolve() == (out_dir / "last.pth").resolve():
+            self.written["last.pth"] = iteration
+
+    def write(self, state: TrainState, name: str) -> None:
+        """Save ``state`` as ``name`` atomically; ``best.pth`` holds weights only with train.best_weights_only.
+
+        Raises:
+            CheckpointWriteError: the file could not be written (the previous one is intact).
+        """
+        if not self.runtime.is_main:
+            return
+        path = self.out_dir / name
+        content: dict[str, Any] = {
+            "model": state.model.state_dict(),
+            "iteration": state.iteration,
+            "config": config_to_dict(self.cfg),
+            "best_miou": state.best_miou,
+        }
+        if not (name == "best.pth" and self.cfg.train.best_weights_only):
+            content.update(
+                optimizer=state.optimizer.state_dict(),
+                scheduler=state.scheduler.state_dict(),
+                scaler=state.scaler.state_dict() if self.runtime.amp_dtype == torch.float16 else None,
+                rng=rng_state(),
+            )
+        try:
+            save_checkpoint(content, path)
+        except OSError as e:
+            if name in self.written:
+                previous = f"the previous {path} (iteration {self.written[name]}) is intact"
+            elif path.exists():
+                previous = f"the previous {path} is intact"
+            else:
+                previous = f"no earlier {name} exists"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint '{path}' at iteration {state.iteration}: {e.strerror or e}; "
+                f"{previous}; training stopped (free space, then continue with --resume)"
+            ) from None
+        self.written[name] = state.iteration
+        tqdm.write(f"wrote {path} (iteration {state.iteration})")
+
+
+# --- one step, its log line, validation, stopping --------------------------------------------------
+
+
+def train_step(
+    train_model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    state: TrainState,
+    cfg: Config,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """One SGD step on ``batch`` ((B, 3, H, W) float images, (B, H, W) int64 labels); returns the loss.
+
+    The loss is the mean cross-entropy over the non-void pixels, computed in fp32 whatever the
+    autocast dtype; returned detached, on the device (reading it would synchronise the host).
+    """
+    images, labels = batch
+    images = images.to(runtime.device, non_blocking=True)
+    labels = labels.to(runtime.device, non_blocking=True)
+    if runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    autocast = (
+        torch.autocast(runtime.device.type, dtype=runtime.amp_dtype) if runtime.amp_dtype else nullcontext()
+    )
+    with autocast:
+        logits = train_model(images)
+    loss = F.cross_entropy(logits.float(), labels, ignore_index=cfg.data.ignore_index)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    return loss.detach()
+
+
+class LossWindow:
+    """The losses of the steps since the last log line, summed on the device (no host synchronisation)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps, self.loss_sum = time.perf_counter(), 0, 0.0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum = self.loss_sum + loss
+        self.steps += 1
+
+
+def log_window(window: LossWindow, state: TrainState, cfg: Config, log: MetricsLog, bar: tqdm) -> None:
+    """Mean loss, LR and images/s of the window to ``metrics.jsonl`` and the progress bar; a new window.
+
+    Raises:
+        FloatingPointError: the mean loss is not finite (the run diverged).
+    """
+    iteration = state.iteration
+    mean_loss = (window.loss_sum / window.steps).item()
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(
+            f"training diverged: the mean loss of iterations {iteration - window.steps + 1}-"
+            f"{iteration} is {mean_loss}; lower train.lr (now {cfg.train.lr:g}) or check the labels"
+        )
+    elapsed = time.perf_counter() - window.start
+    record = {
+        "iteration": iteration,
+        "loss": mean_loss,
+        "lr": state.optimizer.param_groups[-1]["lr"],
+        "images_per_s": window.steps * cfg.train.batch_size / max(elapsed, 1e-9),
+    }
+    log.write(record)
+    bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}")
+    bar.update(iteration - bar.n)
+    window.reset()
+
+
+def validation_due(iteration: int, cfg: Config) -> bool:
+    """Whether to validate after ``iteration`` within the run (the end of the run always validates)."""
+    interval = cfg.train.val_interval
+    return bool(interval) and iteration % interval == 0 and iteration < cfg.train.max_iters
+
+
+def validate(
+    state: TrainState,
+    val_loader: DataLoader,
+    class_names: list[str],
+    cfg: Config,
+    runtime: Runtime,
+    log: MetricsLog,
+    checkpoints: Checkpoints,
+) -> dict[str, Any]:
+    """Score the model on the val split with ``cfg.eval``; log it; a new best mIoU writes ``best.pth``.
+
+    Returns:
+        :func:`~deeplabv3plus.evaluate.evaluate`'s results (the same on every rank).
+    """
+    results = evaluate(
+        state.model, val_loader, cfg.eval,
+        num_classes=cfg.data.num_classes, class_names=class_names, ignore_index=cfg.data.ignore_index,
+        device=runtime.device, amp_dtype=runtime.amp_dtype,
+        trimap=False,  # the boundary curve is the eval command's; validation keeps to the mIoU
+        progress=runtime.is_main, desc=f"val@{state.iteration}",
+    )  # fmt: skip
+    miou = results["mIoU"]
+    log.write({"iteration": state.iteration, "val_mIoU": miou, "val_pixel_acc": results["pixel_acc"]})
+    if runtime.is_main:
+        tqdm.write(f"iteration {state.iteration}: val mIoU {100 * (miou or 0):.2f}%")
+    if miou is not None and (state.best_miou is None or miou > state.best_miou):
+        state.best_miou = miou
+        checkpoints.write(state, "best.pth")
+    return results
+
+
+def stop_with_checkpoint(
+    signum: int, state: TrainState, checkpoints: Checkpoints, runtime: Runtime, group: Any
+) -> NoReturn:
+    """End the run on an agreed stop signal with ``last.pth`` at the current (finished) step."""
+    if checkpoints.written.get("last.pth") != state.iteration:
+        checkpoints.write(state, "last.pth")
+    if runtime.distributed:
+        dist.barrier(group=group)  # nobody exits while rank 0 writes
+    raise TrainingInterrupted(signum, state.iteration, checkpoints.out_dir / "last.pth")
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(
+    cfg: Config, *, resume: Optional[str] = None, stop_after: Optional[int] = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a model as ``cfg`` describes; returns the model and its last validation results.
+
+    Args:
+        cfg: the full config.
+        resume: a checkpoint written by this loop (e.g. ``<output_dir>/last.pth``); training
+            continues from its iteration with its optimizer, LR, scaler and RNG states, so the
+            weights equal those of an uninterrupted run.
+        stop_after: stop (with a checkpoint) once this iteration is reached, as if interrupted;
+            for pre-emptible jobs and tests. The schedule still runs to ``train.max_iters``.
+
+    Raises:
+        TrainingInterrupted: on SIGTERM/SIGINT, after the current step and a ``last.pth`` at it
+            (under torchrun every rank stops at the same iteration).
+        CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
+        PeerFailure: under torchrun, on the ranks that did not fail themselves.
+    """
+    runtime = start_runtime(cfg)
+    group = host_group(runtime)
+    out_dir = Path(cfg.train.output_dir)
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+
+    # Build and restore: the model, its optimisation, the data, the run's folder.
+    saved = load_resume_checkpoint(resume, runtime, group)
+    model = build_model_to_train(cfg, saved, resume, runtime, group)
+    state = build_train_state(model, cfg, runtime)
+    if saved:
+        restore(state, saved)
+    train_model = wrap_for_training(model, cfg, runtime)
+    generating = cfg.data.layout == "synthetic" and not is_synthetic_root(Path(cfg.data.root))
+    with all_or_none(runtime, group):
+        train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, state.iteration)
+        if runtime.is_main:
+            write_run_files(cfg, runtime, out_dir)
+    if runtime.is_main:
+        announce(cfg, out_dir, len(train_set), len(val_set), generating)
+    class_names = train_set.class_names
+    log = MetricsLog(out_dir, enabled=runtime.is_main)
+    checkpoints = Checkpoints(out_dir, cfg, runtime, resume, state.iteration)
+    # Restore the RNG last: everything above (data workers, model init) must not shift it.
+    if saved:
+        set_rng_state(saved["rng"])
+
+    end = min(cfg.train.max_iters, stop_after) if stop_after is not None else cfg.train.max_iters
+    set_train_mode(train_model, cfg)
+    bar = tqdm(
+        total=cfg.train.max_iters,
+        initial=state.iteration,
+        desc="train",
+        disable=not runtime.is_main,
+        dynamic_ncols=True,
+    )
+    results: dict[str, Any] = {}
+    window, stop = LossWindow(), StopSignals()
+    try:
+        with stop:
+            batches = iter(train_loader)
+            while state.iteration < end:
+                # Checked between steps, before the next batch is fetched: the checkpoint is of a
+                # finished step, and every rank stops at the same iteration.
+                signum = agreed_signal(stop.signum, runtime, group)
+                if signum is not None:
+                    stop_with_checkpoint(signum, state, checkpoints, runtime, group)
+                loss = train_step(train_model, next(batches), state, cfg, runtime)
+                state.iteration += 1
+                window.add(loss)
+                if state.iteration % cfg.train.log_interval == 0 or state.iteration == end:
+                    log_window(window, state, cfg, log, bar)
+                if validation_due(state.iteration, cfg):
+                    results = validate(state, val_loader, class_names, cfg, runtime, log, checkpoints)
+                    set_train_mode(train_model, cfg)
+                if state.iteration % cfg.train.ckpt_interval == 0 or state.iteration == end:
+                    checkpoints.write(state, "last.pth")
+    except (TrainingInterrupted, PeerFailure):
+        raise
+    except RuntimeError as e:
+        if stop.signum is not None and runtime.distributed and not isinstance(e, CheckpointError):
+            # Stopping (torchrun signals every rank when one fails): a peer is gone mid-collective.
+            raise PeerFailure("stopped while another rank failed") from e
+        raise
+    finally:
+        bar.close()
+        log.close()
+
+    if state.iteration >= cfg.train.max_iters:
+        results = validate(state, val_loader, class_names, cfg, runtime, log, checkpoints)
+        if runtime.is_main:
+            print(results["table"])
+            (out_dir / "val_results.json").write_text(json.dumps(results, indent=2))
+            print(f"wrote {out_dir / 'val_results.json'}")
+    return model, results

@@ -6,7 +6,7 @@ Run it on a machine with one CUDA GPU (the package importable, smp installed for
 
 It writes, into ``--out``:
 
-* ``tests.txt``: ``pytest -m gpu`` (tests/test_gpu.py and the CUDA tests of tests/test_fuse.py);
+* ``tests.txt``: ``pytest -m gpu`` (tests/test_gpu.py and the CUDA tests of tests/models/test_fuse.py);
 * ``<run>.json`` / ``<run>.md`` / ``<run>.txt`` for each benchmark run (see ``RUNS``): ours at the
   paper's 513x513 batch 16 in fp32, bf16 + channels_last and bf16 + channels_last + torch.compile;
   ours next to smp and torchvision at 512x512 batch 16 in fp32 and in bf16 + channels_last; the

@@ -31,12 +31,19 @@ def test_every_shipped_config_loads_and_builds_its_model(path):
     assert model.output_stride == cfg.model.output_stride
 
 
-def test_unknown_key_is_an_error_listing_the_valid_keys(tmp_path):
+def test_unknown_key_is_an_error_suggesting_the_closest_and_listing_the_valid_keys(tmp_path):
     (tmp_path / "bad.yaml").write_text("train:\n  max_iter: 10\n")
     with pytest.raises(
-        ConfigError, match=r"unknown config key 'train.max_iter'; valid keys here: max_iters, "
+        ConfigError,
+        match=r"unknown config key 'train.max_iter'; did you mean 'train.max_iters'\? valid keys here: max_iters, ",
     ):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_an_unknown_key_like_no_valid_one_gets_no_suggestion():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["eval.zzzzzz=1"])
+    assert "did you mean" not in str(e.value) and "valid keys here: output_stride" in str(e.value)
 
 
 def test_unknown_section_is_an_error():

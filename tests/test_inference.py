@@ -162,6 +162,7 @@ def _split(seed=0, sizes=((13, 17), (13, 17), (9, 11)), num_classes=4):
 
 
 def test_evaluate_scores_the_whole_split_with_one_matrix():
+    from deeplabv3plus.config import EvalConfig
     from deeplabv3plus.evaluate import evaluate
     from deeplabv3plus.metrics import ConfusionMatrix
 
@@ -169,7 +170,14 @@ def test_evaluate_scores_the_whole_split_with_one_matrix():
     samples = _split()
     # Variable sizes as the eval collate gives them: (list of images, list of labels).
     loader = [([s[0] for s in samples[:2]], [s[1] for s in samples[:2]]), ([samples[2][0]], [samples[2][1]])]
-    results = evaluate(model, loader, 4, scales=(0.75, 1.0), flip=True, class_names="abcd", progress=False)
+    results = evaluate(
+        model,
+        loader,
+        EvalConfig(scales=[0.75, 1.0], flip=True),
+        num_classes=4,
+        class_names="abcd",
+        progress=False,
+    )
     expected = ConfusionMatrix(4)
     for image, label in samples:
         expected.update(segment(model.eval(), image[None], scales=(0.75, 1.0), flip=True)[0], label)
@@ -179,12 +187,20 @@ def test_evaluate_scores_the_whole_split_with_one_matrix():
 
 
 def test_evaluate_restores_training_mode_and_reports_the_trimap(tmp_path):
+    from deeplabv3plus.config import EvalConfig
     from deeplabv3plus.evaluate import evaluate
 
     model = StridedModel().train()
     # Batched tensors ((1, 3, H, W), (1, H, W)), as the default collate with batch size 1.
     loader = [(image[None], label[None]) for image, label in _split(1)]
-    results = evaluate(model, loader, 4, trimap_widths=[0, 1, 3], trimap_dir=tmp_path, progress=False)
+    results = evaluate(
+        model,
+        loader,
+        EvalConfig(trimap=True, trimap_widths=[0, 1, 3]),
+        num_classes=4,
+        trimap_dir=tmp_path,
+        progress=False,
+    )
     assert model.training
     assert set(results["trimap"]) == {0, 1, 3} and results["trimap"][0] is None
     assert 0 <= results["trimap"][3] <= 1
@@ -192,19 +208,20 @@ def test_evaluate_restores_training_mode_and_reports_the_trimap(tmp_path):
 
 
 def test_evaluate_pad_to_pads_with_the_mean_pixel_and_scores_the_original_pixels_only():
+    from deeplabv3plus.builders import build_model
+    from deeplabv3plus.config import EvalConfig
     from deeplabv3plus.evaluate import evaluate
-    from deeplabv3plus.models import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=3, head_channels=8).eval()
     image, label = torch.randn(1, 3, 41, 53), torch.randint(0, 3, (1, 41, 53))
     label[:, :4] = 255
-    plain = evaluate(model, [(image, label)], 3, progress=False)
-    padded = evaluate(model, [(image, label)], 3, pad_to=65, progress=False)
+    plain = evaluate(model, [(image, label)], num_classes=3, progress=False)
+    padded = evaluate(model, [(image, label)], EvalConfig(pad_to=65), num_classes=3, progress=False)
     assert padded["num_pixels"] == plain["num_pixels"] == int((label != 255).sum())
     # the image-pooling branch (and the receptive field) now sees the padded window
     assert padded["per_class_iou"] != plain["per_class_iou"] or padded["pixel_acc"] != plain["pixel_acc"]
-    same = evaluate(model, [(image, label)], 3, pad_to=41, progress=False)
+    same = evaluate(model, [(image, label)], EvalConfig(pad_to=41), num_classes=3, progress=False)
     assert same == plain
 
 
@@ -273,12 +290,19 @@ def test_slide_windows_fit_at_every_scale_and_image_size():
 
 
 def test_slide_composes_with_pad_to_like_whole():
+    from deeplabv3plus.config import EvalConfig
     from deeplabv3plus.evaluate import evaluate
 
     model = StridedModel().eval()
     image, label = torch.randn(1, 3, 13, 17), torch.randint(0, 4, (1, 13, 17))
-    whole = evaluate(model, [(image, label)], 4, pad_to=25, progress=False)
-    slide = evaluate(model, [(image, label)], 4, pad_to=25, mode="slide", crop_size=25, progress=False)
+    whole = evaluate(model, [(image, label)], EvalConfig(pad_to=25), num_classes=4, progress=False)
+    slide = evaluate(
+        model,
+        [(image, label)],
+        EvalConfig(pad_to=25, mode="slide", crop_size=25),
+        num_classes=4,
+        progress=False,
+    )
     assert slide == whole
 
 
@@ -294,11 +318,12 @@ def test_slide_rejects_a_missing_window_and_a_stride_beyond_it():
 
 
 def test_evaluate_pad_to_takes_height_and_width_as_the_reference_eval_crop():
+    from deeplabv3plus.config import EvalConfig
     from deeplabv3plus.evaluate import evaluate
 
     model = StridedModel().eval()
     image, label = torch.randn(1, 3, 12, 20), torch.randint(0, 4, (1, 12, 20))
-    pair = evaluate(model, [(image, label)], 4, pad_to=(13, 21), progress=False)
+    pair = evaluate(model, [(image, label)], EvalConfig(pad_to=[13, 21]), num_classes=4, progress=False)
     by_hand = segment(model, F.pad(image, (0, 1, 0, 1)))[..., :12, :20]
     from deeplabv3plus.metrics import ConfusionMatrix
 

@@ -28,8 +28,8 @@ from PIL import Image, ImageDraw
 
 from ..config import DataConfig
 from .ade20k_meta import ADE20K_CLASSES, ADE20K_PALETTE
-from .datasets import DatasetError, LabelMap, Sample
 from .synthetic import publish_dataset_dir
+from .types import DatasetError, LabelMap, Sample
 
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 """Aliases of the release's split folders."""

@@ -39,8 +39,8 @@ from .cityscapes_meta import (
     LABEL_ID_TO_TRAIN_ID,
     label_id_lut,
 )
-from .datasets import DatasetError, LabelMap, Sample
 from .synthetic import publish_dataset_dir
+from .types import DatasetError, LabelMap, Sample
 
 NUM_LABEL_IDS = 34
 """Label IDs 0..33 appear in ``*_gtFine_labelIds.png`` (the licence plate, -1, is never drawn)."""

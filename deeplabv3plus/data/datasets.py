@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -36,7 +35,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..config import DataConfig
+from .ade20k import ade20k_samples
 from .ade20k_meta import ade20k_class_names
+from .cityscapes import cityscapes_samples
 from .cityscapes_meta import CITYSCAPES_CLASSES
 from .synthetic import (
     SYNTHETIC_NUM_TRAIN,
@@ -49,56 +50,10 @@ from .synthetic import (
     synthetic_class_names,
 )
 from .transforms import eval_transform, train_transform
+from .types import DatasetError, Sample
 from .voc_meta import VOC_CLASSES
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-class DatasetError(ValueError):
-    """A dataset file or list is missing, unreadable or inconsistent; the message names the file.
-
-    A plain one-argument ``ValueError`` subclass on purpose: the DataLoader re-raises worker
-    exceptions by calling ``type(exc)(message)``, so the type and message survive workers.
-    """
-
-
-@dataclass(frozen=True, eq=False)
-class LabelMap:
-    """How the raw values of a layout's label PNGs become class indices (e.g. Cityscapes label IDs).
-
-    The raw values are checked first, against the convention the files are written in, so an
-    error reports the value as the file holds it; then they go through ``lut``. A plain
-    picklable object: the mapping runs in DataLoader workers like the rest of :meth:`load`.
-
-    Args:
-        name: The raw convention, for messages (e.g. "Cityscapes label IDs").
-        num_raw: Raw values ``0..num_raw-1`` are valid; any other value is an error.
-        lut: (256,) uint8 table from raw value to class index (or the ignore index).
-    """
-
-    name: str
-    num_raw: int
-    lut: np.ndarray
-
-    def apply(self, label: torch.Tensor, path: Path) -> torch.Tensor:
-        """Check the raw (H, W) uint8 ``label`` read from ``path`` and map it: (H, W) uint8."""
-        counts = torch.bincount(label.flatten().long(), minlength=256)
-        bad = (torch.nonzero(counts[self.num_raw :]).flatten() + self.num_raw).tolist()
-        if bad:
-            raise DatasetError(
-                f"label '{path}' has values {bad} outside the {self.name} 0..{self.num_raw - 1}"
-            )
-        return torch.from_numpy(self.lut)[label.long()]
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes."""
-
-    name: str
-    image: Path
-    label: Path
-    label_map: Optional[LabelMap] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -362,25 +317,13 @@ def _synthetic_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]
     return _voc_like_samples(Path(cfg.root), split, aug_first=False)
 
 
-def _cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    from .cityscapes import cityscapes_samples  # its module imports this one
-
-    return cityscapes_samples(cfg, split)
-
-
-def _ade20k_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    from .ade20k import ade20k_samples  # its module imports this one
-
-    return ade20k_samples(cfg, split)
-
-
 _LAYOUTS: dict[str, Callable[[DataConfig, str], tuple[list[Sample], Path]]] = {
     "voc": _voc_samples,
     "voc_aug": _voc_aug_samples,
     "folders": _folder_samples,
     "synthetic": _synthetic_samples,
-    "cityscapes": _cityscapes_samples,
-    "ade20k": _ade20k_samples,
+    "cityscapes": cityscapes_samples,
+    "ade20k": ade20k_samples,
 }
 
 
@@ -509,7 +452,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDatas
     samples, list_file = split_samples(cfg, split)
     class_names = cfg.class_names
     if class_names is None and cfg.layout == "synthetic":
-        class_names = synthetic_class_names(cfg.num_classes)
+        class_names = synthetic_class_names(cfg.num_classes, cfg.synthetic_kind)
     elif class_names is None and cfg.layout == "cityscapes":
         class_names = list(CITYSCAPES_CLASSES)
     elif class_names is None and cfg.layout == "ade20k":

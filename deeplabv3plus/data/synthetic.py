@@ -38,7 +38,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .synthetic_texture import texture_image_and_label
+from .synthetic_texture import shape_and_texture, texture_image_and_label
 from .voc_meta import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
 SYNTHETIC_NUM_CLASSES = 6
@@ -65,9 +65,28 @@ _SHAPES = ("ellipse", "rectangle", "triangle")
 _MARKER = "synthetic.json"
 
 
-def synthetic_class_names(num_classes: int = SYNTHETIC_NUM_CLASSES) -> list[str]:
-    """The names of the synthetic classes: VOC's first ``num_classes`` class names."""
-    return list(VOC_CLASSES[:num_classes])
+_HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "emerald", "cyan", "azure", "blue", "violet",
+              "magenta", "rose")  # fmt: skip
+"""Names of the twelve 30-degree hue sectors, from red at 0 degrees."""
+
+
+def synthetic_class_names(num_classes: int = SYNTHETIC_NUM_CLASSES, kind: str = SYNTHETIC_KIND) -> list[str]:
+    """What each synthetic class is: ``background``, then the shape that defines it.
+
+    ``texture``: "<texture> <shape>" (e.g. "hstripes ring"); ``colour``: "<hue> <shape>" (e.g.
+    "red ellipse", "dark orange rectangle"), the hue and shape :func:`make_sample` draws.
+    """
+    check_kind(kind)
+    names = ["background"]
+    for cls in range(1, num_classes):
+        if kind == "texture":
+            shape, texture = shape_and_texture(cls)
+            names.append(f"{texture} {shape}")
+        else:
+            hue = (cls - 1) / (num_classes - 1)
+            dark = "dark " if class_colour(cls, num_classes)[0:3].max() < 0.6 * 255 else ""
+            names.append(f"{dark}{_HUE_NAMES[int(hue * 12 + 0.5) % 12]} {_SHAPES[(cls - 1) % len(_SHAPES)]}")
+    return names
 
 
 def class_colour(cls: int, num_classes: int) -> np.ndarray:
@@ -304,7 +323,7 @@ def make_synthetic_voc(
             size=size,
             seed=seed,
             num_classes=num_classes,
-            class_names=synthetic_class_names(num_classes),
+            class_names=synthetic_class_names(num_classes, kind),
         )
         (tmp / _MARKER).write_text(json.dumps(meta, indent=2) + "\n")
     return root / "VOCdevkit" / "VOC2012"

@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
@@ -145,3 +147,55 @@ def eval_transform(cfg: DataConfig) -> _Pipeline:
         A callable ``(image (3,H,W) uint8, label (H,W) uint8) -> (image (3,H,W) float32, label (H,W) int64)``.
     """
     return _Pipeline(_normalise_steps(cfg))
+
+
+class Preprocess:
+    """Image -> normalised model input: ``(x / 255 - mean) / std`` per channel.
+
+    The one image normaliser of the package (``predict``, the zoo entries' ``transforms()``; the
+    dataset pipelines run the same arithmetic through ``v2.Normalize``). Accepts a PIL image (any
+    mode; converted to RGB), an (H, W, 3) or (N, H, W, 3) uint8 numpy array, or a uint8 tensor
+    (3, H, W) / (N, 3, H, W) (a float tensor is taken to be in [0, 1] already). Returns a
+    float32 tensor (1, 3, H, W) (or (N, 3, H, W)), any H and W: the models take any size. The
+    reference additionally pads to 513x513 for its VOC evaluation; that is ``eval.pad_to``, not this.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        x = self._to_tensor(image)
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"expected an RGB image (3, H, W) or batch (N, 3, H, W), got shape {tuple(x.shape)}"
+            )
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @staticmethod
+    def _to_tensor(image: Any) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            if image.dtype == torch.uint8:
+                return image.float().div(255)
+            if image.is_floating_point():
+                return image.float()
+            raise ValueError(f"expected a uint8 or float image tensor, got {image.dtype}")
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] != 3:
+                raise ValueError(
+                    f"expected an (H, W, 3) or (N, H, W, 3) uint8 array, got {image.dtype} of shape {image.shape}"
+                )
+            x = torch.from_numpy(np.array(image))  # a copy: the input may be read-only
+            return x.permute(*range(x.dim() - 3), -1, -3, -2).float().div(255)
+        if isinstance(image, Image.Image):
+            return Preprocess._to_tensor(np.array(image.convert("RGB")))
+        raise TypeError(
+            f"expected a PIL image, an (H, W, 3) uint8 array or a tensor, got {type(image).__name__}"
+        )
+
+    def __repr__(self) -> str:
+        return f"Preprocess(mean={self.mean}, std={self.std})"

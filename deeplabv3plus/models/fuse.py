@@ -30,16 +30,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .._compat import cpu_autocast_enabled
-from .layers import runs_eagerly
+from .layers import runs_eagerly, unwrap_model
 
 __all__ = ["PackedConv2d", "conv_bn_pairs", "fold_batchnorm", "pack_convs", "prepare_for_inference"]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP (``.module``) or torch.compile (``._orig_mod``) wrappers."""
-    from ..inference import unwrap_model  # lazily: inference imports nothing from models
-
-    return unwrap_model(model)
 
 
 def _analyse(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
@@ -286,7 +279,7 @@ def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack:
     (:class:`PackedConv2d`) and, by default, in channels_last memory format (the faster layout
     for convolutions on CPU/oneDNN and on GPU/cuDNN, docs/benchmarks.md). All of this is exact to
     fp32 rounding: its outputs equal ``model.eval()``'s within ~1e-5 relative
-    (tests/test_fuse.py). ``output_stride`` stays settable on the copy.
+    (tests/models/test_fuse.py). ``output_stride`` stays settable on the copy.
 
     A model that cannot be traced symbolically with ``torch.fx`` is copied without folding, with
     a warning.
@@ -302,7 +295,7 @@ def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack:
         The prepared copy, on ``model``'s device. Use it for inference only; keep training and
         saving checkpoints with ``model``.
     """
-    source = _unwrap(model)
+    source = unwrap_model(model)
     try:
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in source.modules())
         pairs, relus = _analyse(source) if has_bn else ([], [])  # no BN: nothing to fold, no trace

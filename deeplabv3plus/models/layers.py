@@ -218,3 +218,14 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module that owns ``output_stride`` under DDP (``.module``) or torch.compile (``._orig_mod``)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel) or type(model).__name__ == "DataParallel":
+            model = model.module
+        else:
+            return model

@@ -4,8 +4,10 @@
 :class:`~deeplabv3plus.weights.zoo.PretrainedWeights` entry. Files live under torch.hub's cache
 (``torch.hub.get_dir()``, i.e. ``$TORCH_HOME/hub``, by default ``~/.cache/torch/hub``)::
 
-    deeplabv3plus/archives/<tarball>     the model-zoo download, as it is
-    deeplabv3plus/converted/<name>.pth   {"model": state_dict, "source": {...}}: what later uses load
+    deeplabv3plus/archives/<tarball>            the model-zoo download, as it is
+    deeplabv3plus/archives/<tarball>.sha256     its sha256, recorded at the first download
+    deeplabv3plus/converted/<name>.pth          {"model": state_dict, "source": {...}}: what later uses load
+    deeplabv3plus/converted/<name>.pth.sha256   its sha256, checked at every load
 
 First use prints the download size and downloads with a progress bar
 (``torch.hub.download_url_to_file``: a temporary file renamed once complete, and checked against the
@@ -15,6 +17,10 @@ checks every key and shape against the model the entry builds, and only then wri
 the converted file, atomically. A later use loads that file without network. Nothing an interrupted
 download or conversion leaves behind is trusted: a tarball counts only through a complete conversion
 (or its recorded sha256), and the converted file only appears whole.
+
+The model zoo publishes no checksum, so a first download cannot be checked against one: its sha256
+is printed and recorded, and every later use of the tarball or the converted file is checked
+against what was recorded (a changed file is an error that says to delete it).
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from typing import IO, Optional
 
 import torch
 
-from ..checkpoint import save_checkpoint
-from .imagenet import PretrainedWeightsError
-from .zoo import PretrainedWeights
+from ..checkpoint import save_checkpoint, state_dict_mismatch, write_atomically
+from .tf_bundle import TFCheckpoint
+from .tf_convert import convert, target_module
+from .zoo import PretrainedWeights, PretrainedWeightsError
 
 __all__ = ["archive_path", "cache_dir", "converted_path", "load_state_dict"]
 
@@ -57,6 +64,28 @@ def converted_path(entry: PretrainedWeights) -> Path:
     return cache_dir() / "converted" / f"{entry.name}.pth"
 
 
+def sha256_record(path: Path) -> Path:
+    """The file beside ``path`` holding its sha256, written when ``path`` was first made."""
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_record(path: Path, digest: str) -> None:
+    write_atomically(sha256_record(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+
+
+def _recorded(path: Path) -> Optional[str]:
+    record = sha256_record(path)
+    return record.read_text().split()[0] if record.is_file() and record.read_text().strip() else None
+
+
 def _source(entry: PretrainedWeights) -> dict:
     return {"name": entry.name, "url": entry.url, "kind": entry.kind, "format": CACHE_FORMAT}
 
@@ -65,6 +94,12 @@ def _read_cache(entry: PretrainedWeights) -> Optional[dict[str, torch.Tensor]]:
     path = converted_path(entry)
     if not path.is_file():
         return None
+    digest, recorded = file_sha256(path), _recorded(path)
+    if recorded is not None and digest != recorded:
+        raise PretrainedWeightsError(
+            f"the converted weights '{path}' have sha256 {digest}, not the {recorded} recorded when they "
+            "were written; delete it to convert again"
+        )
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -76,6 +111,8 @@ def _read_cache(entry: PretrainedWeights) -> Optional[dict[str, torch.Tensor]]:
     source = saved.get("source") if isinstance(saved.get("source"), dict) else {}
     if any(source.get(k) != v for k, v in _source(entry).items()):
         return None  # another entry's file, or an older format: convert again
+    if recorded is None:  # written by a version that kept no record: keep one from now on
+        _write_record(path, digest)
     return saved["model"]
 
 
@@ -138,6 +175,12 @@ def _extract_checkpoint(entry: PretrainedWeights, archive: Path, into: Path) -> 
         raise PretrainedWeightsError(
             f"'{archive}' has sha256 {digest}, expected {entry.sha256} for {entry.url}; delete it to download again"
         )
+    recorded = _recorded(archive)
+    if recorded is not None and digest != recorded:
+        raise PretrainedWeightsError(
+            f"'{archive}' has sha256 {digest}, not the {recorded} recorded at its first download; "
+            "delete it to download again"
+        )
     indexes = sorted(n.removesuffix(".index") for n in found if n.endswith(".index"))
     if entry.checkpoint in indexes:
         prefix = entry.checkpoint
@@ -150,29 +193,16 @@ def _extract_checkpoint(entry: PretrainedWeights, archive: Path, into: Path) -> 
     return into / prefix.replace("/", "__"), digest
 
 
-def _check_fits(state: dict[str, torch.Tensor], target_module, entry: PretrainedWeights) -> None:
+def _check_fits(state: dict[str, torch.Tensor], entry: PretrainedWeights) -> None:
     """Every tensor of the model the entry builds is there with its shape, or no cache file."""
     with torch.device("meta"):  # shapes only: nothing allocated or initialised
-        own = {k: v.shape for k, v in target_module(entry.kind, entry.num_classes or 1).state_dict().items()}
-    own = {k: s for k, s in own.items() if not k.endswith("num_batches_tracked")}
-    wrong = sorted(k for k in own if k in state and state[k].shape != own[k])
-    if set(own) != set(state) or wrong:
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        detail = (
-            f"{wrong[0]}: {tuple(state[wrong[0]].shape)} where {tuple(own[wrong[0]])} is expected"
-            if wrong
-            else ""
-        )
-        raise ValueError(
-            f"does not fit the model: {len(missing)} missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, "
-            f"{len(wrong)} of the wrong shape {detail}"
-        )
+        own = target_module(entry.kind, entry.num_classes or 1).state_dict()
+    mismatch = state_dict_mismatch(own, state)
+    if mismatch is not None:
+        raise ValueError(f"does not fit the model: {mismatch}")
 
 
 def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]:
-    from .tf_bundle import TFCheckpoint
-    from .tf_convert import convert, target_module
-
     print(f"converting {archive} ({entry.kind}) -> {converted_path(entry)}", file=sys.stderr)
     work = cache_dir() / "tmp"
     work.mkdir(parents=True, exist_ok=True)
@@ -180,16 +210,24 @@ def _convert(entry: PretrainedWeights, archive: Path) -> dict[str, torch.Tensor]
         prefix, digest = _extract_checkpoint(entry, archive, Path(tmp))
         try:
             state = convert(TFCheckpoint(prefix), entry.kind)
-            _check_fits(state, target_module, entry)
+            _check_fits(state, entry)
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PretrainedWeightsError(
                 f"cannot convert '{archive}' as {entry.name} ({entry.kind}): {first}; "
                 "if the file is damaged, delete it to download again"
             ) from None
+    if _recorded(archive) is None:
+        _write_record(archive, digest)
+        print(
+            f"recorded the tarball's sha256 {digest} in {sha256_record(archive)}: later uses are checked "
+            "against it (the model zoo publishes no hash to compare a first download with)",
+            file=sys.stderr,
+        )
     source = dict(_source(entry), archive_sha256=digest, tensors=len(state))
-    save_checkpoint({"model": state, "source": source}, converted_path(entry))
-    print(f"wrote {converted_path(entry)} ({len(state)} tensors; tarball sha256 {digest})", file=sys.stderr)
+    path = save_checkpoint({"model": state, "source": source}, converted_path(entry))
+    _write_record(path, file_sha256(path))
+    print(f"wrote {path} ({len(state)} tensors; tarball sha256 {digest})", file=sys.stderr)
     return state
 
 

@@ -28,11 +28,13 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from ..checkpoint import state_dict_mismatch
+from .download import load_state_dict
+from .zoo import PretrainedWeightsError, get_weights, list_weights
+
+__all__ = ["PretrainedWeightsError", "load_pretrained_backbone", "read_state_dict", "resolve_source"]
+
 CLASSIFIER_PREFIXES = ("fc.", "head.", "backbone.fc.", "backbone.head.")
-
-
-class PretrainedWeightsError(RuntimeError):
-    """A pretrained source cannot be found, read, or does not fit the backbone."""
 
 
 def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
@@ -120,9 +122,6 @@ def _timm_state_dict(tag: str) -> dict[str, torch.Tensor]:
 
 
 def _tf_state_dict(tag: str) -> dict[str, torch.Tensor]:
-    from .download import load_state_dict
-    from .zoo import get_weights, list_weights
-
     entry = get_weights(tag)
     if not entry.is_backbone:
         raise PretrainedWeightsError(
@@ -191,24 +190,13 @@ def load_pretrained_backbone(backbone: nn.Module, source: str) -> None:
     state = {
         k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)
     }
-    own = backbone.state_dict()
+    mismatch = state_dict_mismatch(backbone.state_dict(), state)
+    if mismatch is not None:
+        raise PretrainedWeightsError(
+            f"pretrained source '{source}' does not fit {type(backbone).__name__}: {mismatch}"
+        )
     # BN's num_batches_tracked is a training counter, not a weight: converted TF checkpoints have
     # none (tf_convert.convert), and nothing at inference reads it. Keep ours where it is absent.
-    for key in set(own) - set(state):
-        if key.endswith(".num_batches_tracked"):
-            state[key] = own[key]
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise PretrainedWeightsError(
-            f"pretrained source '{source}' does not fit {type(backbone).__name__}: "
-            f"{len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}"
-        )
-    wrong = [k for k in own if own[k].shape != state[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise PretrainedWeightsError(
-            f"pretrained source '{source}': {len(wrong)} tensors of the wrong shape, e.g. {k}: "
-            f"{tuple(state[k].shape)} where {tuple(own[k].shape)} is expected"
-        )
+    own = backbone.state_dict()
+    state.update({k: v for k, v in own.items() if k.endswith(".num_batches_tracked") and k not in state})
     backbone.load_state_dict(state, strict=True)

@@ -8,28 +8,22 @@ from typing import Any, Protocol, Union
 import numpy as np
 import torch
 
+from ..config import Config, config_to_dict
+from ..models import DeepLabV3Plus, ResNet, Xception
 from .tf_names import IMAGENET_KINDS, KINDS, TFParam, is_ignored, name_map
+from .zoo import DeepLabV3PlusXception65Weights, PretrainedWeights
 
 __all__ = [
-    "XCEPTION65_VOC_SOURCE",
     "IncompleteConversionError",
     "check_complete",
     "convert",
     "deeplab_checkpoint",
     "from_torch_layout",
     "target_module",
+    "zoo_source",
     "to_tf_variables",
     "to_torch_layout",
 ]
-
-XCEPTION65_VOC_SOURCE = {
-    "name": "xception65_coco_voc_trainaug",
-    "url": "http://download.tensorflow.org/models/deeplabv3_pascal_train_aug_2018_01_04.tar.gz",
-    "trained_on": "ImageNet -> MS-COCO -> PASCAL VOC 2012 train_aug",
-    "expected_voc_val_miou": {"os16_single_scale": 82.20, "os8_multiscale_flip": 83.58},
-    "eval_scales_multiscale": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
-}
-"""Provenance of the reference model zoo's VOC Xception-65 model (the reference's g3doc/model_zoo.md)."""
 
 
 class IncompleteConversionError(ValueError):
@@ -143,12 +137,8 @@ def target_module(kind: str, num_classes: int = 21) -> torch.nn.Module:
     ``*_imagenet`` kinds: the backbone alone (:class:`Xception` / beta :class:`ResNet` at OS 16);
     ``xception65_deeplab``: the reference DeepLabv3+ (Xception-65, SC, decoder) with ``num_classes``.
     """
-    from ..models import ResNet, Xception, deeplabv3plus_xception65
-
     if kind == "xception65_deeplab":
-        return deeplabv3plus_xception65(
-            num_classes=num_classes, output_stride=16, decoder=True, separable=True
-        )
+        return DeepLabV3Plus(Xception(65, output_stride=16), num_classes, decoder=True, separable=True)
     if kind not in IMAGENET_KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
     family, depth = IMAGENET_KINDS[kind]
@@ -172,8 +162,6 @@ def deeplab_checkpoint(
     stride 16, align_corners, its preprocessing x / 127.5 - 1, which is (x / 255 - 0.5) / 0.5, and
     its evaluation on images padded to 513x513 (``eval.pad_to``).
     """
-    from ..config import Config, config_to_dict
-
     cfg = Config()
     cfg.model.backbone = "xception65"
     cfg.model.separable = True
@@ -187,3 +175,19 @@ def deeplab_checkpoint(
     cfg.data.std = [0.5, 0.5, 0.5]
     cfg.eval.pad_to = 513  # the reference scored its checkpoints on images padded to 513x513
     return {"model": state_dict, "config": config_to_dict(cfg), "source": source}
+
+
+def zoo_source(
+    entry: PretrainedWeights = DeepLabV3PlusXception65Weights.XCEPTION65_COCO_VOC_TRAINAUG.value,
+) -> dict[str, Any]:
+    """Provenance of a converted zoo checkpoint, from its catalogue entry (name, URL, training
+    sequence and the reported figures, keyed like ``val_mIoU_os16`` / ``val_mIoU_os8_ms_flip``)."""
+    reported = {}
+    for r in entry.results:
+        setting = (
+            f"os{r.eval.output_stride}"
+            + ("_ms" if len(r.eval.scales) > 1 else "")
+            + ("_flip" if r.eval.flip else "")
+        )
+        reported[f"{r.split}_{r.metric.replace(' ', '_')}_{setting}"] = r.value
+    return {"name": entry.name, "url": entry.url, "trained_on": entry.trained_on, "reported": reported}

@@ -23,19 +23,15 @@ First use downloads the model-zoo tarball into torch.hub's cache and converts it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
-import torch
-
+from ..config import Config
 from ..data.ade20k_meta import ade20k_class_names
 from ..data.cityscapes_meta import CITYSCAPES_CLASSES
+from ..data.transforms import Preprocess
 from ..data.voc_meta import VOC_CLASSES
-from .imagenet import PretrainedWeightsError
 
 __all__ = [
     "DeepLabV3PlusXception65Weights",
@@ -43,18 +39,23 @@ __all__ = [
     "HeadSpec",
     "Preprocess",
     "PretrainedWeights",
+    "PretrainedWeightsError",
     "Result",
     "TFBackboneWeights",
     "WEIGHTS",
     "get_weights",
     "list_weights",
-    "load_weights_model",
+    "resolve_builder_args",
 ]
 
 _ZOO = "tensorflow/models research/deeplab/g3doc/model_zoo.md"
-_HOST = "http://download.tensorflow.org/models/"
+_HOST = "https://download.tensorflow.org/models/"
 _MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the model zoo's [0.5:0.25:1.75]
 _LICENCE = "Apache-2.0 (tensorflow/models; the model zoo states no other terms for its checkpoints)"
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights cannot be found, downloaded, read, or do not fit the model they are for."""
 
 
 @dataclass(frozen=True)
@@ -165,15 +166,13 @@ class PretrainedWeights:
         """The preprocessing it expects: ``model(entry.transforms()(pil_image))`` is right."""
         return Preprocess(self.mean, self.std)
 
-    def config(self):
+    def config(self) -> Config:
         """A :class:`~deeplabv3plus.config.Config` that rebuilds and evaluates the model as published.
 
         ``model.*`` is the architecture at the training output stride, ``data.*`` the classes,
         ignore index, preprocessing and ``data.layout`` (``data.root`` is left for the user),
         ``eval.*`` the default evaluation setting.
         """
-        from ..config import Config
-
         if self.is_backbone:
             raise PretrainedWeightsError(f"'{self.name}' is an ImageNet backbone, not a segmentation model")
         cfg = Config()
@@ -203,59 +202,6 @@ class PretrainedWeights:
         if self.data_layout == "ade20k":
             cfg.data.label_convention = "reference"  # 151 classes, 0 ('other') ignored
         return cfg
-
-
-class Preprocess:
-    """Image -> normalised model input: ``(x / 255 - mean) / std`` per channel.
-
-    Accepts a PIL image (any mode; converted to RGB), an (H, W, 3) uint8 numpy array, or a uint8
-    tensor (3, H, W) / (N, 3, H, W) (a float tensor is taken to be in [0, 1] already). Returns a
-    float32 tensor (1, 3, H, W) (or (N, 3, H, W)), any H and W: the models take any size. The
-    reference additionally pads to 513x513 for its VOC evaluation; that is ``eval.pad_to``, not this.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        x = self._to_tensor(image)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"expected an RGB image (3, H, W) or batch (N, 3, H, W), got shape {tuple(x.shape)}"
-            )
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std
-
-    @staticmethod
-    def _to_tensor(image: Any) -> torch.Tensor:
-        if isinstance(image, torch.Tensor):
-            if image.dtype == torch.uint8:
-                return image.float().div(255)
-            if image.is_floating_point():
-                return image.float()
-            raise ValueError(f"expected a uint8 or float image tensor, got {image.dtype}")
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(
-                    f"expected an (H, W, 3) uint8 array, got {image.dtype} of shape {image.shape}"
-                )
-            return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - pillow is a dependency
-            Image = None
-        if Image is not None and isinstance(image, Image.Image):
-            return Preprocess._to_tensor(np.array(image.convert("RGB")))
-        raise TypeError(
-            f"expected a PIL image, an (H, W, 3) uint8 array or a tensor, got {type(image).__name__}"
-        )
-
-    def __repr__(self) -> str:
-        return f"Preprocess(mean={self.mean}, std={self.std})"
 
 
 def _voc(name: str, archive: str, folder: str, trained_on: str, train_os: int, results: tuple[Result, ...],
@@ -490,40 +436,3 @@ def resolve_builder_args(
                 f"{key}={value!r} contradicts weights '{entry.name}' ({key}={expected!r})"
             )
     return entry, entry.num_classes, output_stride if output_stride is not None else entry.eval.output_stride
-
-
-def load_weights_model(
-    weights: WeightsLike,
-    overrides: Optional[Sequence[str]] = None,
-    device: Union[str, torch.device] = "cpu",
-    config: Optional[Union[str, Path]] = None,
-    prepare: bool = True,
-):
-    """The model of an entry and the config it was published with (as ``load_model_from_checkpoint``).
-
-    Args:
-        weights: an entry name (``"xception65_coco_voc_trainaug"``), member or entry.
-        overrides: dotted ``a.b=c`` config overrides applied last (e.g. ``data.root=/data/voc``,
-            ``eval.output_stride=8``).
-        device: where the model goes.
-        config: a YAML file whose values go on top of :meth:`PretrainedWeights.config` (only the
-            keys it sets), before the overrides.
-        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN folded,
-            channels_last, frozen: for inference only); False returns the plain eval-mode model.
-
-    Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
-        ``prepare=False``) and its :class:`~deeplabv3plus.config.Config`.
-    """
-    from ..config import layer_config
-    from ..models import build_model
-
-    entry = get_weights(weights)
-    cfg = layer_config(entry.config(), config, overrides)
-    kwargs = dataclasses.asdict(cfg.model)
-    model = build_model(**kwargs, weights=entry).to(device).eval()
-    if prepare:
-        from ..models.fuse import prepare_for_inference
-
-        model = prepare_for_inference(model)
-    return model, cfg

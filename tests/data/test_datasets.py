@@ -184,7 +184,7 @@ def test_synthetic_layout_generates_the_dataset_on_first_use(tmp_path: Path) -> 
     )
     ds = build_dataset(cfg, "train", train=True)
     assert len(ds) == 4 and len(build_dataset(cfg, "val", train=False)) == 1
-    assert ds.class_names == ["background", "aeroplane", "bicycle", "bird"]
+    assert ds.class_names == ["background", "hstripes ring", "vstripes cross", "checker star"]
     assert ds[0][1].shape == (33, 33)
     cfg.num_classes = 21
     with pytest.raises(DatasetError, match="generated with num_classes=4 but data.num_classes=21"):

@@ -50,7 +50,8 @@ def test_a_missing_or_unexpected_key_is_an_error_not_a_warning(tmp_path):
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(
-        PretrainedWeightsError, match=r"1 missing keys \['layer2.0.conv1.weight'\].*1 unexpected"
+        PretrainedWeightsError,
+        match=r"1 missing keys, e.g. layer2.0.conv1.weight; 1 unexpected keys, e.g. extra.weight",
     ):
         load_pretrained_backbone(ResNet(50), str(tmp_path / "broken.pth"))
 

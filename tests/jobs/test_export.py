@@ -101,13 +101,12 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 
 
 def test_script_exports_and_checks(tmp_path, capsys, monkeypatch):
-    import deeplabv3plus.predict
     from deeplabv3plus import cli
 
-    # Checkpoint loading is tested in test_predict.py; a small model keeps this test fast.
+    # Checkpoint loading is tested in tests/jobs/test_predict.py; a small model keeps this test fast.
     loaded = []
     monkeypatch.setattr(
-        deeplabv3plus.predict,
+        cli,
         "load_model_from_checkpoint",
         lambda *a, **k: loaded.append(a) or (MiniDeepLab(), None),
     )

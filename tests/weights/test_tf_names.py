@@ -20,7 +20,7 @@ from deeplabv3plus.weights.tf_convert import (
 )
 from deeplabv3plus.weights.tf_names import KINDS, is_ignored, name_map
 
-NAMES = Path(__file__).parent / "fixtures" / "tf_names"
+NAMES = Path(__file__).parents[1] / "fixtures" / "tf_names"
 LISTS = {
     "xception65_imagenet": "xception_65_imagenet",
     "resnet101_beta_imagenet": "resnet_v1_101_beta_imagenet",
@@ -182,7 +182,7 @@ def test_maps_without_a_reference_list_cover_our_backbone_exactly(kind):
 
 @pytest.mark.slow
 def test_converted_full_model_loads_strictly_into_deeplabv3plus_xception65():
-    from deeplabv3plus.models import deeplabv3plus_xception65
+    from deeplabv3plus.builders import deeplabv3plus_xception65
 
     model = deeplabv3plus_xception65(num_classes=21, output_stride=16, decoder=True, separable=True)
     tf = synthetic_checkpoint("xception65_deeplab")
@@ -208,11 +208,10 @@ def test_converted_resnet_beta_loads_strictly_into_our_resnet101_beta():
 
 @pytest.mark.slow
 def test_convert_script_writes_a_checkpoint_the_eval_loader_accepts(tmp_path, monkeypatch):
-    import deeplabv3plus.weights.tf_bundle
     from deeplabv3plus import cli
 
     monkeypatch.setattr(
-        deeplabv3plus.weights.tf_bundle,
+        cli,
         "TFCheckpoint",
         lambda path, verify=False: synthetic_checkpoint("xception65_deeplab"),
     )
@@ -224,9 +223,10 @@ def test_convert_script_writes_a_checkpoint_the_eval_loader_accepts(tmp_path, mo
     saved = torch.load(out, map_location="cpu", weights_only=True)
     assert saved["config"]["model"]["backbone"] == "xception65"
     assert saved["config"]["data"]["mean"] == [0.5] * 3 and saved["config"]["data"]["std"] == [0.5] * 3
-    assert saved["source"]["expected_voc_val_miou"]["os16_single_scale"] == 82.20
+    assert saved["source"]["name"] == "xception65_coco_voc_trainaug"
+    assert saved["source"]["reported"] == {"val_mIoU_os16": 82.20, "val_mIoU_os8_ms_flip": 83.58}
 
-    from deeplabv3plus.predict import load_model_from_checkpoint
+    from deeplabv3plus.loading import load_model_from_checkpoint
 
     model, cfg = load_model_from_checkpoint(out)
     assert cfg.model.separable and cfg.model.output_stride == 16 and cfg.model.num_classes == 21

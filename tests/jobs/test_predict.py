@@ -9,9 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from deeplabv3plus.data.transforms import Preprocess
 from deeplabv3plus.data.voc_meta import voc_palette
 from deeplabv3plus.inference import segment
-from deeplabv3plus.predict import collect_inputs, colour_overlay, predict_files, to_input
+from deeplabv3plus.predict import collect_inputs, colour_overlay, predict_files
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -49,7 +50,7 @@ def test_label_pngs_read_back_to_the_predicted_indices(tmp_path):
     assert model.batch_sizes == [2, 1]  # the two 20x30 images share a pass
     for path, (label_png, overlay) in zip(paths, outputs):
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        expected = segment(model, to_input(rgb, MEAN, STD)[None])[0].numpy()
+        expected = segment(model, Preprocess(MEAN, STD)(rgb))[0].numpy()
         with Image.open(label_png) as im:
             assert im.mode == "P"
             assert np.array_equal(np.asarray(im), expected)
@@ -95,7 +96,7 @@ def test_script_runs_a_training_checkpoint(tmp_path):
          "--device", "cpu", "--flip", "--overlay-ext", ".png"]
     ))  # fmt: skip
     rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
-    expected = segment(model, to_input(rgb, cfg.data.mean, cfg.data.std)[None], flip=True)[0].numpy()
+    expected = segment(model, Preprocess(cfg.data.mean, cfg.data.std)(rgb), flip=True)[0].numpy()
     assert np.array_equal(np.asarray(Image.open(outputs[0][0])), expected)
     assert outputs[0][1].suffix == ".png"
 
@@ -123,7 +124,7 @@ def test_predictions_use_the_palette_of_the_checkpoints_dataset_and_the_slide_fl
          "--device", "cpu", "--mode", "slide", "--crop-size", "33", "41", "--stride", "16", "--overlay-ext", ".png"]
     ))  # fmt: skip
     rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
-    x = to_input(rgb, cfg.data.mean, cfg.data.std)[None]
+    x = Preprocess(cfg.data.mean, cfg.data.std)(rgb)
     expected = segment(model, x, mode="slide", crop_size=(33, 41), stride=16)[0].numpy()
     palette = dataset_palette(layout)
     colours = CITYSCAPES_PALETTE if layout == "cityscapes" else ((0, 0, 0), *ADE20K_PALETTE)  # "other" black

@@ -12,10 +12,11 @@ import torch
 import torch.multiprocessing as mp
 
 from deeplabv3plus._compat import CPU_COMPILED_TRAINING, DEVICE_GRAD_SCALER
+from deeplabv3plus.builders import build_model
 from deeplabv3plus.checkpoint import load_checkpoint, save_checkpoint
 from deeplabv3plus.config import ConfigError, config_from_dict
-from deeplabv3plus.models import build_model
-from deeplabv3plus.train import build_optimizer, poly_lr_factor, setup_runtime, train
+from deeplabv3plus.runtime import setup_runtime
+from deeplabv3plus.train import build_optimizer, poly_lr_factor, train
 
 # The tiny runs use 4 images per device on purpose; the warning itself is tested below.
 pytestmark = pytest.mark.filterwarnings("ignore:BatchNorm statistics are trained:UserWarning")
@@ -38,7 +39,7 @@ def tiny_config(root: Path, out: Path, **train_overrides):
 
 @pytest.fixture
 def no_val(monkeypatch):
-    """Skip the end-of-run validation pass (its own tests live in test_eval_script/test_metrics)."""
+    """Skip the end-of-run validation pass (its own tests live in tests/jobs/test_evaluate.py and tests/test_metrics.py)."""
     import deeplabv3plus.train as train_module
 
     def fake_evaluate(*args, **kwargs):
@@ -224,7 +225,7 @@ def test_torchrun_runs_the_training_script_on_two_cpu_processes(tmp_path, synthe
 
     cfg = tiny_config(synthetic_voc, tmp_path / "run", max_iters=2)
     save_config(cfg, tmp_path / "config.yaml")
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(repo / "scripts" / "train.py"), "--config", str(tmp_path / "config.yaml")],

@@ -26,7 +26,7 @@ from deeplabv3plus import (
     deeplabv3plus_xception65,
 )
 from deeplabv3plus.data.voc_meta import VOC_CLASSES
-from deeplabv3plus.predict import to_input
+from deeplabv3plus.loading import load_weights_model
 from deeplabv3plus.weights import (
     DeepLabV3PlusXception65Weights,
     PretrainedWeights,
@@ -34,7 +34,6 @@ from deeplabv3plus.weights import (
     TFBackboneWeights,
     get_weights,
     list_weights,
-    load_weights_model,
     to_tf_variables,
     write_tf_checkpoint,
     zoo,
@@ -42,7 +41,7 @@ from deeplabv3plus.weights import (
 from deeplabv3plus.weights import download as zoo_download
 from deeplabv3plus.weights.tf_names import KINDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VOC = DeepLabV3PlusXception65Weights.XCEPTION65_COCO_VOC_TRAINAUG
 
 
@@ -114,7 +113,7 @@ def test_every_entry_of_the_reference_zoo_is_there_with_its_published_metadata()
         ],
     }
     for w in list(DeepLabV3PlusXception65Weights) + list(TFBackboneWeights):
-        assert w.kind in KINDS and w.url.startswith("http://download.tensorflow.org/models/")
+        assert w.kind in KINDS and w.url.startswith("https://download.tensorflow.org/models/")
         assert w.url.endswith(".tar.gz") and w.mean == w.std == (0.5, 0.5, 0.5)
         assert w.licence.startswith("Apache-2.0") and w.download_mb > 0
         assert len(w.class_names) == (w.num_classes or 0)
@@ -164,12 +163,12 @@ def test_preprocess_maps_a_pil_image_to_the_reference_range():
     x = preprocess(Image.fromarray(rgb))
     assert x.shape == (1, 3, 7, 9) and x.dtype == torch.float32
     torch.testing.assert_close(x[0], torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1)
-    torch.testing.assert_close(x[0], to_input(rgb, VOC.mean, VOC.std))
+    torch.testing.assert_close(preprocess(rgb[None]), x)  # a (N, H, W, 3) batch as predict passes it
     batch = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).repeat(2, 1, 1, 1)
     torch.testing.assert_close(preprocess(batch), x.repeat(2, 1, 1, 1))
     torch.testing.assert_close(preprocess(rgb), x)
     assert float(preprocess(Image.new("L", (3, 2), 255)).min()) == 1.0  # grey -> RGB
-    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 array"):
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8 array, got float32"):
         preprocess(rgb.astype(np.float32))
 
 
@@ -269,7 +268,11 @@ def test_weights_download_convert_and_cache_give_exactly_the_original_model(
         expected = original(x)
         torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
     cached = hub_dir / "deeplabv3plus" / "converted" / "test_voc.pth"
-    assert sorted(p.name for p in cached.parent.iterdir()) == ["test_voc.pth"]
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["test_voc.pth", "test_voc.pth.sha256"]
+    assert zoo_download.sha256_record(cached).read_text().split()[0] == zoo_download.file_sha256(cached)
+    archive = hub_dir / "deeplabv3plus" / "archives" / "deeplabv3_test_voc.tar.gz"
+    assert zoo_download.sha256_record(archive).read_text().split()[0] == entry.sha256
+    assert "recorded the tarball's sha256" in err
     assert not list((hub_dir / "deeplabv3plus" / "tmp").iterdir())  # the extracted members are gone
 
     # A second use loads the cache: no tarball, no network; through torch.hub from this checkout.
@@ -296,6 +299,12 @@ def test_weights_download_convert_and_cache_give_exactly_the_original_model(
     with torch.no_grad():
         torch.testing.assert_close(prepared(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
+    # A cached file that changed since it was written is never used: every load checks its sha256.
+    with open(cached, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PretrainedWeightsError, match=r"test_voc.pth' have sha256 .* not the .* recorded"):
+        deeplabv3plus_xception65(weights=entry)
+
 
 def test_output_stride_is_free_with_weights_and_defaults_to_the_published_one():
     given = dict(decoder=True, separable=True, aspp_rates=None, pretrained_backbone=None)
@@ -308,7 +317,6 @@ def test_output_stride_is_free_with_weights_and_defaults_to_the_published_one():
 
 def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch, capsys):
     import deeplabv3plus.predict
-    import deeplabv3plus.weights
     from deeplabv3plus import cli
 
     calls, seen = [], {}
@@ -324,8 +332,8 @@ def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch,
         seen.update(mean=mean, **kwargs)
         return real_predict(model, paths, out_dir, mean, std, **kwargs)
 
-    monkeypatch.setattr(deeplabv3plus.weights, "load_weights_model", fake_loader)
-    monkeypatch.setattr(deeplabv3plus.predict, "predict_files", spy)
+    monkeypatch.setattr(cli, "load_weights_model", fake_loader)
+    monkeypatch.setattr(cli, "predict_files", spy)
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (29, 37, 3), dtype=np.uint8)).save(
         tmp_path / "a.jpg"
     )

@@ -12,7 +12,7 @@ from deeplabv3plus.weights import tf_bundle
 from deeplabv3plus.weights.tf_bundle import TFCheckpoint, crc32c
 from deeplabv3plus.weights.tf_writer import write_tf_checkpoint
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tf" / "model.ckpt"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "tf" / "model.ckpt"
 
 
 def _fixture_tensors() -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -1,7 +1,7 @@
 """Seeded expected-output regression: a change to the architecture or its init shows up here.
 
 The expected logits live in ``tests/fixtures/regression/expected.pt``. After a deliberate change,
-regenerate them with ``REGENERATE_EXPECTED=1 pytest tests/test_regression.py`` and say why in the
+regenerate them with ``REGENERATE_EXPECTED=1 pytest tests/models/test_regression.py`` and say why in the
 commit message.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from deeplabv3plus import build_model
 
-EXPECTED = Path(__file__).parent / "fixtures" / "regression" / "expected.pt"
+EXPECTED = Path(__file__).parents[1] / "fixtures" / "regression" / "expected.pt"
 
 CASES = {
     "resnet18_os16_decoder": dict(backbone="resnet18", head_channels=16, output_stride=16),

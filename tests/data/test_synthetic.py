@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from deeplabv3plus.data.synthetic import SYNTHETIC_NUM_CLASSES, make_synthetic_voc
@@ -185,3 +186,18 @@ def test_a_set_of_another_kind_or_an_older_version_is_never_silently_reused(tmp_
     cfg.synthetic_kind = "stripes"
     with pytest.raises(DatasetError, match="data.synthetic_kind: unknown synthetic kind 'stripes'"):
         build_dataset(cfg, "train", train=True)
+
+
+@pytest.mark.parametrize("kind", ["texture", "colour"])
+def test_synthetic_classes_are_named_after_what_the_generator_draws(kind):
+    from deeplabv3plus.data.synthetic import synthetic_class_names
+    from deeplabv3plus.data.synthetic_texture import shape_and_texture
+
+    for num_classes in range(2, 22):
+        names = synthetic_class_names(num_classes, kind)
+        assert len(names) == num_classes == len(set(names)) and names[0] == "background"
+    names = synthetic_class_names(21, kind)
+    if kind == "texture":
+        assert all(names[c] == " ".join(reversed(shape_and_texture(c))) for c in range(1, 21))
+    else:  # hue then the class's shape; classes cycle ellipse, rectangle, triangle
+        assert names[1] == "red ellipse" and names[2].endswith("rectangle") and names[3].endswith("triangle")

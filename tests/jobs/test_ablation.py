@@ -19,8 +19,8 @@ from deeplabv3plus.ablation import (
     train_variant,
     write_shuffled_label_copy,
 )
+from deeplabv3plus.builders import build_model
 from deeplabv3plus.config import config_from_dict
-from deeplabv3plus.models import build_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:BatchNorm statistics are trained:UserWarning")
 

@@ -14,7 +14,7 @@ import pytest
 
 from deeplabv3plus.weights.tf_bundle import TFCheckpoint, TFCheckpointError, crc32c, masked_crc32c
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tf"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "tf"
 PREFIX = FIXTURE / "model.ckpt"
 
 

@@ -114,7 +114,7 @@ def test_prepare_voc_script_extracts_archives(tmp_path: Path, monkeypatch: pytes
     with tarfile.open(tmp_path / "benchmark.tgz", "w:gz") as tar:
         tar.add(tmp_path / "src" / "benchmark_RELEASE", arcname="benchmark_RELEASE")
     out = tmp_path / "out"
-    script = Path(__file__).parents[1] / "scripts" / "prepare_voc.py"
+    script = Path(__file__).parents[2] / "scripts" / "prepare_voc.py"
     argv = ["prepare_voc.py", "--voc", str(tmp_path / "VOCtrainval_11-May-2012.tar")]
     argv += ["--sbd", str(tmp_path / "benchmark.tgz"), "--out", str(out), "--allow-count-mismatch"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -128,7 +128,7 @@ def test_prepare_voc_script_extracts_archives(tmp_path: Path, monkeypatch: pytes
 
 
 def test_prepare_voc_script_reports_a_missing_archive_in_one_line(tmp_path, monkeypatch, capsys) -> None:
-    script = Path(__file__).parents[1] / "scripts" / "prepare_voc.py"
+    script = Path(__file__).parents[2] / "scripts" / "prepare_voc.py"
     monkeypatch.setattr(
         sys, "argv", ["prepare_voc.py", "--voc", str(tmp_path / "no.tar"), "--out", str(tmp_path)]
     )

@@ -24,7 +24,7 @@ from PIL import Image
 from deeplabv3plus import build_model, cli
 from deeplabv3plus.config import Config, config_to_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 3
 
 

@@ -1,4 +1,5 @@
-"""The eval command (deeplabv3plus.cli, scripts/eval.py): a tiny checkpoint on the synthetic val split."""
+"""The eval command (deeplabv3plus.cli, scripts/eval.py) and its job, ``evaluate.evaluate_run``: a tiny
+checkpoint on the synthetic val split."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import torch
 from deeplabv3plus import build_model, cli
 from deeplabv3plus.config import Config, config_to_dict
 from deeplabv3plus.data.datasets import build_dataset
+from deeplabv3plus.evaluate import default_output_path, evaluate_run
 from deeplabv3plus.inference import predict_probs
-from deeplabv3plus.predict import load_model_from_checkpoint
+from deeplabv3plus.loading import load_model_from_checkpoint
 
 NUM_CLASSES = 6  # the synthetic_voc fixture's class count (not the default 21)
 
@@ -87,11 +89,33 @@ def test_eval_default_output_next_to_checkpoint(checkpoint: Path):
     assert res["output_stride"] == 16 and res["scales"] == [1.0] and res["flip"] is False
     assert "trimap" not in res
     assert (
-        cli.default_output_path("a/b.pt", 8, [0.5, 1.0], True, "train").name
+        default_output_path("a/b.pt", 8, [0.5, 1.0], True, "train").name
         == "b_eval_os8_s0.5-1_flip_train.json"
     )
     paper_ms = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-    assert cli.default_output_path("b.pt", 8, paper_ms, False, "val").name == "b_eval_os8_ms.json"
+    assert default_output_path("b.pt", 8, paper_ms, False, "val").name == "b_eval_os8_ms.json"
+
+
+def test_evaluate_run_is_the_eval_command_for_a_python_user(checkpoint: Path, tmp_path: Path, capsys):
+    model, cfg = load_model_from_checkpoint(checkpoint)
+    cfg.eval.flip = True
+    payload = evaluate_run(model, cfg, checkpoint=str(checkpoint), output=tmp_path / "r.json", progress=False)
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        f"evaluating {checkpoint} on 2 'val2' images: OS 16, scales [1.0], flip True, device cpu"
+    )
+    assert f"wrote {tmp_path / 'r.json'}" in printed
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(payload))
+    assert payload["flip"] is True and payload["weights"] is None and payload["num_images"] == 2
+
+    argv = ["--checkpoint", str(checkpoint), "--flip", "--no-progress", "--output", str(tmp_path / "c.json")]
+    assert eval_main(argv) == 0
+    command = json.loads((tmp_path / "c.json").read_text())
+    assert {k: v for k, v in command.items() if k != "seconds"} == {
+        k: v for k, v in json.loads((tmp_path / "r.json").read_text()).items() if k != "seconds"
+    }
+    with pytest.raises(ValueError, match="exactly one of checkpoint= and weights="):
+        evaluate_run(model, cfg, output=tmp_path / "x.json")
 
 
 def test_results_of_different_settings_get_different_file_names():
@@ -110,7 +134,7 @@ def test_results_of_different_settings_get_different_file_names():
     for extra in settings:
         kwargs = {**dict(output_stride=16, scales=[1.0], flip=False, split="val"), **extra}
         positional = [kwargs.pop(k) for k in ("output_stride", "scales", "flip", "split")]
-        names.add(cli.default_output_path("r/best.pth", *positional, **kwargs).name)
+        names.add(default_output_path("r/best.pth", *positional, **kwargs).name)
     assert len(names) == len(settings)
 
 

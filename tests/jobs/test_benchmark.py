@@ -21,9 +21,9 @@ from deeplabv3plus.benchmark import (
     peak_tflops_for,
     run_benchmark,
 )
+from deeplabv3plus.builders import build_model
 from deeplabv3plus.config import DataConfig, ModelConfig
 from deeplabv3plus.macs import count_macs
-from deeplabv3plus.models import build_model
 
 ROW_KEYS = {
     "name", "description", "config", "channels_last", "mode", "macs_g", "params_m", "latency_ms",
@@ -214,7 +214,7 @@ def test_markdown_and_gpu_summary_state_each_target(tmp_path):
     table = format_markdown(report)
     assert "| infer | ours |" in table and "| train | ours |" in table and "load average" in table
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "gpu_checks.py"
     spec = importlib.util.spec_from_file_location("gpu_checks", path)
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from deeplabv3plus.builders import build_model
 from deeplabv3plus.inference import predict_probs
-from deeplabv3plus.models import build_model
 from deeplabv3plus.models.fuse import PackedConv2d, conv_bn_pairs, fold_batchnorm, prepare_for_inference
 from deeplabv3plus.models.layers import set_conv_geometry
 
@@ -263,7 +263,7 @@ def test_prepared_copy_runs_under_autocast_and_torch_compile_free_paths():
 
 
 def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monkeypatch):
-    import deeplabv3plus.models.fuse as fuse
+    import deeplabv3plus.evaluate as evaluate_module
     from deeplabv3plus.evaluate import evaluate
 
     torch.manual_seed(0)
@@ -273,9 +273,11 @@ def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monk
     label = torch.randint(0, NUM_CLASSES, (2, 33, 33), generator=g)
     loader = [(torch.randn(2, 3, 33, 33, generator=g), label)]
     calls = []
-    monkeypatch.setattr(fuse, "prepare_for_inference", lambda m: calls.append(m) or prepare_for_inference(m))
-    fast = evaluate(model, loader, NUM_CLASSES, progress=False)
-    plain = evaluate(model, loader, NUM_CLASSES, progress=False, prepare=False)
+    monkeypatch.setattr(
+        evaluate_module, "prepare_for_inference", lambda m: calls.append(m) or prepare_for_inference(m)
+    )
+    fast = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False)
+    plain = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False, prepare=False)
     assert calls == [model]  # made afresh per call, from the live model
     assert model.training and all(p.requires_grad for p in model.parameters())
     after = model.state_dict()
@@ -287,7 +289,7 @@ def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monk
 
 def test_checkpoint_loads_as_a_prepared_model_unless_asked(tmp_path):
     from deeplabv3plus.config import Config, DataConfig, ModelConfig, config_to_dict
-    from deeplabv3plus.predict import load_model_from_checkpoint
+    from deeplabv3plus.loading import load_model_from_checkpoint
 
     cfg = Config(
         model=ModelConfig(backbone="resnet18", num_classes=NUM_CLASSES, head_channels=16),

@@ -20,7 +20,7 @@ from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.config import config_from_dict, load_config, parse_override, save_config
 from deeplabv3plus.train import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.filterwarnings("ignore:BatchNorm statistics are trained:UserWarning")
 
@@ -202,7 +202,7 @@ def test_the_wheel_installs_a_working_deeplabv3plus_command(tmp_path):
 
 
 def test_the_own_data_example_config_trains_on_a_folder_dataset(tmp_path, no_val):
-    from test_bad_inputs import make_folder_dataset
+    from test_errors import make_folder_dataset
 
     root = make_folder_dataset(tmp_path / "mydata")
     overrides = [f"data.root={root}", "model.pretrained_backbone=null", "train.allow_scratch_backbone=true",
@@ -224,7 +224,7 @@ def _ddp_stop_worker(rank: int, port: int, cfg_dict: dict, out: str) -> None:
     torch.set_num_threads(1)
     import deeplabv3plus.train as train_module
 
-    agree, calls = train_module._agreed_signal, []
+    agree, calls = train_module.agreed_signal, []
 
     def signal_rank1_at_its_third_step(local, runtime, group):
         calls.append(local)
@@ -232,7 +232,7 @@ def _ddp_stop_worker(rank: int, port: int, cfg_dict: dict, out: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)  # only this rank is signalled
         return agree(local, runtime, group)
 
-    train_module._agreed_signal = signal_rank1_at_its_third_step
+    train_module.agreed_signal = signal_rank1_at_its_third_step
     build, times = train_module.build_model, []
 
     def timed_build(**kwargs):

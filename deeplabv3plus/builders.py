@@ -1,0 +1,237 @@
+"""The public model builders: ``deeplabv3plus_resnet101(num_classes=21, output_stride=16, ...)``.
+
+Each builder assembles :class:`~deeplabv3plus.models.DeepLabV3Plus` from a backbone of
+:mod:`deeplabv3plus.models`, and resolves ``weights=`` (a trained model of the reference zoo,
+:mod:`deeplabv3plus.weights.zoo`) and ``pretrained_backbone=`` (ImageNet weights for the trunk,
+:mod:`deeplabv3plus.weights.imagenet`). :func:`build_model` builds from a backbone name, the form a
+config's ``model`` section takes: ``build_model(**dataclasses.asdict(cfg.model))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+import torch
+
+from .models import Backbone, DeepLabV3Plus, ResNet, Xception
+from .weights.download import load_state_dict
+from .weights.imagenet import load_pretrained_backbone
+from .weights.zoo import WeightsLike, resolve_builder_args
+
+__all__ = [
+    "MODEL_BUILDERS",
+    "build_model",
+    "deeplabv3plus_resnet",
+    "deeplabv3plus_resnet18",
+    "deeplabv3plus_resnet34",
+    "deeplabv3plus_resnet50",
+    "deeplabv3plus_resnet101",
+    "deeplabv3plus_xception",
+    "deeplabv3plus_xception41",
+    "deeplabv3plus_xception65",
+    "deeplabv3plus_xception71",
+]
+
+
+def _resolve_weights(
+    weights: Optional[WeightsLike],
+    backbone: str,
+    num_classes: Optional[int],
+    output_stride: Optional[int],
+    given: dict,
+) -> tuple[int, int, Optional[dict[str, torch.Tensor]]]:
+    """(num_classes, output_stride, state_dict) to build with; with ``weights`` checked against the
+    entry and its converted state_dict fetched (downloaded on first use) before anything is built."""
+    if weights is None:
+        return (
+            (21 if num_classes is None else num_classes),
+            (16 if output_stride is None else output_stride),
+            None,
+        )
+    entry, num_classes, output_stride = resolve_builder_args(
+        weights, backbone, num_classes=num_classes, output_stride=output_stride, given=given
+    )
+    return num_classes, output_stride, load_state_dict(entry)
+
+
+def _load_weights(model: DeepLabV3Plus, state: Optional[dict[str, torch.Tensor]]) -> DeepLabV3Plus:
+    """Load an entry's converted weights (strictly); a model with weights comes back in eval mode."""
+    if state is None:
+        return model
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _pretrained(backbone: Backbone, source: Optional[str]) -> Backbone:
+    """Load ImageNet weights into ``backbone`` when a source is given (see ``weights.imagenet``)."""
+    if source is not None:
+        load_pretrained_backbone(backbone, source)
+    return backbone
+
+
+def deeplabv3plus_resnet(
+    depth: int = 101,
+    *,
+    weights: Optional[WeightsLike] = None,
+    num_classes: Optional[int] = None,
+    output_stride: Optional[int] = None,
+    resnet_variant: str = "standard",
+    strided_shortcut: str = "subsample",
+    decoder: bool = True,
+    separable: bool = False,
+    aspp_rates: Optional[Sequence[int]] = None,
+    aspp_dropout: float = 0.1,
+    low_level_channels: int = 48,
+    head_channels: int = 256,
+    align_corners: bool = True,
+    pretrained_backbone: Optional[str] = None,
+) -> DeepLabV3Plus:
+    """DeepLabv3+ on an atrous ResNet-``depth`` (18, 34, 50, 101, 152).
+
+    ``resnet_variant="standard"`` is torchvision's architecture (its ImageNet weights fit);
+    ``"beta"`` is the paper's reference ResNet (3x3 stem, stride in the last unit);
+    ``strided_shortcut`` picks its shortcut in strided units (see :class:`ResNet`).
+    ``pretrained_backbone`` is an ImageNet source for the trunk: a state_dict path, or a name
+    accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone` (``"tf:resnet_v1_101_beta"``
+    for the reference's beta ResNet). ``weights`` and the defaults of ``num_classes`` (21) and
+    ``output_stride`` (16) work as in :func:`deeplabv3plus_xception` (the reference zoo has no
+    trained ResNet DeepLab, so no entry fits yet).
+    """
+    given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
+                 head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
+    num_classes, output_stride, state = _resolve_weights(
+        weights, f"resnet{depth}", num_classes, output_stride, given
+    )
+    model = DeepLabV3Plus(
+        _pretrained(ResNet(depth, resnet_variant, output_stride, strided_shortcut), pretrained_backbone),
+        num_classes,
+        decoder=decoder,
+        separable=separable,
+        aspp_rates=aspp_rates,
+        aspp_dropout=aspp_dropout,
+        low_level_channels=low_level_channels,
+        head_channels=head_channels,
+        align_corners=align_corners,
+    )
+    return _load_weights(model, state)
+
+
+def deeplabv3plus_xception(
+    depth: int = 65,
+    *,
+    weights: Optional[WeightsLike] = None,
+    num_classes: Optional[int] = None,
+    output_stride: Optional[int] = None,
+    decoder: bool = True,
+    separable: bool = True,
+    aspp_rates: Optional[Sequence[int]] = None,
+    aspp_dropout: float = 0.1,
+    low_level_channels: int = 48,
+    head_channels: int = 256,
+    align_corners: bool = True,
+    pretrained_backbone: Optional[str] = None,
+) -> DeepLabV3Plus:
+    """DeepLabv3+ on a modified aligned Xception-``depth`` (41, 65, 71); SC on by default.
+
+    Args:
+        weights: a trained model of the reference zoo, by name (``"xception65_coco_voc_trainaug"``)
+            or as a :class:`~deeplabv3plus.weights.DeepLabV3PlusXception65Weights` member (see
+            :mod:`deeplabv3plus.weights.zoo`). Downloaded and converted on first use, then cached;
+            the model comes back in eval mode. The entry fixes the architecture: ``num_classes`` and
+            the head arguments may be left out, and must agree with it when given (else
+            :class:`~deeplabv3plus.weights.PretrainedWeightsError`). ``output_stride`` is free: the
+            same weights run at 8, 16 or 32 (ASPP rates scale with it).
+        num_classes: output classes; default 21, or the entry's with ``weights``.
+        output_stride: 8, 16 or 32; default 16, or the stride of the entry's published evaluation.
+        pretrained_backbone: an ImageNet source for the trunk: a state_dict path, ``timm:...`` or
+            ``"tf:xception_65"`` (the reference checkpoint; ``tf:xception_41``, ``tf:xception_71``).
+        others: as :class:`DeepLabV3Plus`.
+    """
+    given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
+                 head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
+    num_classes, output_stride, state = _resolve_weights(
+        weights, f"xception{depth}", num_classes, output_stride, given
+    )
+    model = DeepLabV3Plus(
+        _pretrained(Xception(depth, output_stride), pretrained_backbone),
+        num_classes,
+        decoder=decoder,
+        separable=separable,
+        aspp_rates=aspp_rates,
+        aspp_dropout=aspp_dropout,
+        low_level_channels=low_level_channels,
+        head_channels=head_channels,
+        align_corners=align_corners,
+    )
+    return _load_weights(model, state)
+
+
+def deeplabv3plus_resnet18(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-18 (a CPU-sized model for quick experiments); see :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(18, **kwargs)
+
+
+def deeplabv3plus_resnet34(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-34; keyword arguments as :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(34, **kwargs)
+
+
+def deeplabv3plus_resnet50(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-50; keyword arguments as :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(50, **kwargs)
+
+
+def deeplabv3plus_resnet101(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ ResNet-101 (paper Table 3); keyword arguments as :func:`deeplabv3plus_resnet`."""
+    return deeplabv3plus_resnet(101, **kwargs)
+
+
+def deeplabv3plus_xception41(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ Xception-41; keyword arguments as :func:`deeplabv3plus_xception`."""
+    return deeplabv3plus_xception(41, **kwargs)
+
+
+def deeplabv3plus_xception65(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ Xception-65 (paper Table 5); keyword arguments as :func:`deeplabv3plus_xception`."""
+    return deeplabv3plus_xception(65, **kwargs)
+
+
+def deeplabv3plus_xception71(**kwargs) -> DeepLabV3Plus:
+    """DeepLabv3+ Xception-71; keyword arguments as :func:`deeplabv3plus_xception`."""
+    return deeplabv3plus_xception(71, **kwargs)
+
+
+MODEL_BUILDERS: dict[str, Callable[..., DeepLabV3Plus]] = {
+    "resnet18": deeplabv3plus_resnet18,
+    "resnet34": deeplabv3plus_resnet34,
+    "resnet50": deeplabv3plus_resnet50,
+    "resnet101": deeplabv3plus_resnet101,
+    "xception41": deeplabv3plus_xception41,
+    "xception65": deeplabv3plus_xception65,
+    "xception71": deeplabv3plus_xception71,
+}
+
+
+def build_model(
+    backbone: str = "resnet101",
+    *,
+    resnet_variant: str = "standard",
+    strided_shortcut: str = "subsample",
+    **kwargs,
+) -> DeepLabV3Plus:
+    """Build from a backbone name and the builders' keyword arguments (the config entry point).
+
+    ``build_model(**dataclasses.asdict(cfg.model))`` builds the model a config describes.
+    The ResNet-only arguments must keep their defaults for Xception backbones.
+    """
+    if backbone not in MODEL_BUILDERS:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}")
+    if backbone.startswith("resnet"):
+        kwargs.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
+    elif (resnet_variant, strided_shortcut) != ("standard", "subsample"):
+        raise ValueError(
+            f"resnet_variant/strided_shortcut ({resnet_variant!r}, {strided_shortcut!r}) do not apply to "
+            f"backbone {backbone!r}"
+        )
+    return MODEL_BUILDERS[backbone](**kwargs)

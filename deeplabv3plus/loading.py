@@ -1,0 +1,136 @@
+"""A ready model and its config, from a training checkpoint or a reference zoo name.
+
+What ``deeplabv3plus eval``, ``predict``, ``export`` and ``hubconf.py`` load models with:
+
+* :func:`load_model_from_checkpoint`: a ``.pth`` the training loop wrote (or a bare state_dict with
+  its training config);
+* :func:`load_weights_model`: an entry of the reference model zoo, with the config it was published
+  with (:meth:`~deeplabv3plus.weights.zoo.PretrainedWeights.config`).
+
+Both layer a YAML file and dotted overrides on top of the stored config, and return the model in
+eval mode, prepared for inference (:func:`~deeplabv3plus.models.prepare_for_inference`) by default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from .builders import build_model
+from .checkpoint import CheckpointError, check_state_dict_fits, read_torch_file
+from .config import Config, ConfigError, config_from_dict, layer_config
+from .models import prepare_for_inference
+from .weights.zoo import WeightsLike, get_weights
+
+__all__ = ["load_model_from_checkpoint", "load_weights_model"]
+
+
+def load_model_from_checkpoint(
+    checkpoint: Union[str, Path],
+    config: Optional[Union[str, Path]] = None,
+    overrides: Optional[Sequence[str]] = None,
+    device: Union[str, torch.device] = "cpu",
+    prepare: bool = True,
+) -> tuple[nn.Module, Config]:
+    """Build the model a training checkpoint describes and load its weights.
+
+    The config is layered: the checkpoint's own config, then the values of the ``config`` file on
+    top (only the keys it sets), then the dotted ``overrides``. For a bare state_dict (no stored
+    config) the ``config`` file is the whole config.
+
+    Args:
+        checkpoint: A ``.pth`` file holding ``{"model": state_dict, "config": nested dict}`` as
+            the training loop writes, or a bare state_dict (then ``config`` is required).
+        config: A YAML config whose values go on top of the checkpoint's.
+        overrides: Dotted ``a.b=c`` overrides applied last.
+        device: Where the model goes.
+        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN
+            folded, channels_last, frozen: for inference only); False returns the trainable model.
+
+    Returns:
+        ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
+        ``prepare=False``) and its :class:`Config`.
+
+    Raises:
+        CheckpointError: unreadable, foreign or unsafe file, or weights that do not fit the model.
+        ConfigError: a bad config file, stored config or override.
+    """
+    state = read_torch_file(checkpoint)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint '{checkpoint}' holds a {type(state).__name__}, not a state_dict")
+    has_wrapper = "model" in state and isinstance(state["model"], dict)
+    stored = state.get("config") if has_wrapper else None
+    if isinstance(stored, dict):
+        try:
+            base = config_from_dict(stored)
+        except ConfigError as e:
+            raise ConfigError(f"checkpoint '{checkpoint}', stored config: {e}") from None
+    elif config is not None:
+        base = Config()  # a bare state_dict: the file is the whole config
+    else:
+        raise ConfigError(
+            f"checkpoint '{checkpoint}' holds no config: pass the training config with --config"
+        )
+    cfg = layer_config(base, config, overrides)
+    model_kwargs = dataclasses.asdict(cfg.model)
+    model_kwargs["pretrained_backbone"] = None  # the checkpoint holds every weight
+    model = build_model(**model_kwargs)
+    weights = state["model"] if has_wrapper else state
+    # Checkpoints of a DDP or torch.compile'd model carry prefixes.
+    for prefix in ("module.", "_orig_mod."):
+        if weights and all(k.startswith(prefix) for k in weights):
+            weights = {k[len(prefix) :]: v for k, v in weights.items()}
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' is not a state_dict (its values are not all tensors)"
+        )
+    m = cfg.model
+    check_state_dict_fits(
+        model,
+        weights,
+        checkpoint,
+        f"{m.backbone}, {m.num_classes} classes, decoder {m.decoder}, SC {m.separable}",
+    )
+    model.load_state_dict(weights)
+    model = model.to(device).eval()
+    if prepare:
+        # BN folded, channels_last, packed oneDNN weights: the fastest exact path (docs/benchmarks.md).
+        model = prepare_for_inference(model)
+    return model, cfg
+
+
+def load_weights_model(
+    weights: WeightsLike,
+    overrides: Optional[Sequence[str]] = None,
+    device: Union[str, torch.device] = "cpu",
+    config: Optional[Union[str, Path]] = None,
+    prepare: bool = True,
+) -> tuple[nn.Module, Config]:
+    """The model of an entry and the config it was published with (as ``load_model_from_checkpoint``).
+
+    Args:
+        weights: an entry name (``"xception65_coco_voc_trainaug"``), member or entry.
+        overrides: dotted ``a.b=c`` config overrides applied last (e.g. ``data.root=/data/voc``,
+            ``eval.output_stride=8``).
+        device: where the model goes.
+        config: a YAML file whose values go on top of :meth:`PretrainedWeights.config` (only the
+            keys it sets), before the overrides.
+        prepare: Return :func:`~deeplabv3plus.models.fuse.prepare_for_inference`'s copy (BN folded,
+            channels_last, frozen: for inference only); False returns the plain eval-mode model.
+
+    Returns:
+        ``(model, cfg)``: the model in eval mode on ``device`` (prepared for inference unless
+        ``prepare=False``) and its :class:`~deeplabv3plus.config.Config`.
+    """
+    entry = get_weights(weights)
+    cfg = layer_config(entry.config(), config, overrides)
+    kwargs = dataclasses.asdict(cfg.model)
+    model = build_model(**kwargs, weights=entry).to(device).eval()
+    if prepare:
+        model = prepare_for_inference(model)
+    return model, cfg

@@ -1,0 +1,139 @@
+"""The package's layering (docs/architecture.md): no import cycle, and no import that goes up a layer.
+
+Every ``import`` / ``from ... import`` of the package's own modules is read from the source with
+``ast``, the ones inside functions too, so an import moved into a function to dodge a cycle still
+counts.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import deeplabv3plus
+from deeplabv3plus.builders import MODEL_BUILDERS
+from deeplabv3plus.config import BACKBONES
+
+PACKAGE = Path(deeplabv3plus.__file__).parent
+
+# docs/architecture.md's layers: a module may import its own layer and those below.
+LAYERS = {
+    "_compat": 0, "_version": 0,
+    "config": 1, "runtime": 1,
+    "data": 2, "models": 2,
+    "inference": 3, "metrics": 3, "checkpoint": 3, "losses": 3,
+    "weights": 4,
+    "builders": 5,
+    "loading": 6,
+    "train": 7, "evaluate": 7, "predict": 7, "export": 7, "macs": 7, "benchmark": 7, "ablation": 7,
+    "cli": 8, "__main__": 8,
+}  # fmt: skip
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+MODULES = module_names()
+
+
+def imported_modules(name: str, path: Path) -> set[str]:
+    """The package modules that ``name`` imports, anywhere in its source (the package root excluded)."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        else:
+            continue
+        for target in targets:
+            while target not in MODULES and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in MODULES and target not in (name, "deeplabv3plus"):
+                found.add(target)
+    return found
+
+
+GRAPH = {name: imported_modules(name, path) for name, path in MODULES.items()}
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[1]
+    return LAYERS[top]
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as [a, b, ..., a], or [] when the graph has none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return []
+
+
+def test_the_package_has_no_import_cycle():
+    assert find_cycle(GRAPH) == []
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    planted = {k: set(v) for k, v in GRAPH.items()}
+    planted["deeplabv3plus.config"].add("deeplabv3plus.builders")
+    cycle = find_cycle(planted)
+    assert cycle[0] == cycle[-1] and "deeplabv3plus.config" in cycle and "deeplabv3plus.builders" in cycle
+
+
+def test_every_module_has_a_layer():
+    assert sorted(m for m in MODULES if m != "deeplabv3plus" and m.split(".")[1] not in LAYERS) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "deeplabv3plus"))
+def test_no_module_imports_a_layer_above_its_own(module):
+    upward = sorted(t for t in GRAPH[module] if layer(t) > layer(module))
+    assert upward == [], f"{module} (layer {layer(module)}) imports " + ", ".join(
+        f"{t} (layer {layer(t)})" for t in upward
+    )
+
+
+def test_models_hold_only_nn_modules_and_import_nothing_that_reads_files_or_configs():
+    for module in (m for m in MODULES if m.startswith("deeplabv3plus.models")):
+        assert {t for t in GRAPH[module] if not t.startswith("deeplabv3plus.models")} <= {
+            "deeplabv3plus._compat"
+        }
+
+
+def test_the_config_knows_exactly_the_backbones_the_builders_build():
+    assert tuple(BACKBONES) == tuple(MODEL_BUILDERS)
