@@ -376,10 +376,10 @@ def lovasz_softmax(
 LOSSES: dict[str, LossFn] = {
     "cross_entropy": cross_entropy,
     "bootstrapped_cross_entropy": bootstrapped_cross_entropy,
-    "ohem_cross_entropy": ohem_cross_entropy,
+    "ohem": ohem_cross_entropy,
     "lovasz_softmax": lovasz_softmax,
 }
-"""The losses by name (the future ``train.loss.name``); the default is ``"cross_entropy"``."""
+"""The losses by name (``train.loss.name``, whose valid values ``config.LOSS_NAMES`` repeats); the default is ``"cross_entropy"``."""
 
 
 def build_loss(
@@ -421,7 +421,7 @@ def build_loss(
     options: dict[str, object] = {"ignore_index": ignore_index}
     used = {"cross_entropy": {"class_weights"}}
     used["bootstrapped_cross_entropy"] = {"class_weights", "top_k_percent_pixels", "hard_example_mining_step"}
-    used["ohem_cross_entropy"] = {"class_weights", "ohem_thresh", "ohem_min_kept"}
+    used["ohem"] = {"class_weights", "ohem_thresh", "ohem_min_kept"}
     used["lovasz_softmax"] = {"lovasz_classes"}
     given = {
         "class_weights": (weights, None),

@@ -184,7 +184,7 @@ def np_ohem(logits, target, weights, thresh, min_kept):
 def test_ohem_keeps_pixels_below_thresh_and_at_least_min_kept_per_image(thresh, min_kept):
     logits, target = random_batch(7)
     weights = [1.0, 2.0, 0.5, 1.0, 1.5]
-    loss = build_loss("ohem_cross_entropy", class_weights=weights, ohem_thresh=thresh, ohem_min_kept=min_kept)
+    loss = build_loss("ohem", class_weights=weights, ohem_thresh=thresh, ohem_min_kept=min_kept)
     expected = np_ohem(logits, target, weights, thresh, min_kept)
     assert loss(logits, target).item() == pytest.approx(expected, rel=1e-10)
 
@@ -297,8 +297,8 @@ def test_median_frequency_weights_follow_eigen_fergus_with_caps_and_absent_class
         ({"name": "bootstrapped_cross_entropy", "top_k_percent_pixels": 0.0}, "top_k_percent_pixels"),
         ({"name": "bootstrapped_cross_entropy", "top_k_percent_pixels": 1.5}, "top_k_percent_pixels"),
         ({"name": "bootstrapped_cross_entropy", "hard_example_mining_step": -1}, "hard_example_mining_step"),
-        ({"name": "ohem_cross_entropy", "ohem_thresh": 0.0}, "ohem_thresh"),
-        ({"name": "ohem_cross_entropy", "ohem_min_kept": 1}, "ohem_min_kept"),
+        ({"name": "ohem", "ohem_thresh": 0.0}, "ohem_thresh"),
+        ({"name": "ohem", "ohem_min_kept": 1}, "ohem_min_kept"),
         ({"name": "cross_entropy", "top_k_percent_pixels": 0.5}, "top_k_percent_pixels"),
         ({"name": "lovasz_softmax", "class_weights": [1.0] * 5}, "class_weights"),
         ({"name": "dice"}, "name"),

@@ -56,14 +56,14 @@ PROBLEM_KINDS: dict[str, tuple[bool, str]] = {
     # kind: (fatal, what it means / what to do)
     "unreadable": (True, "unreadable or truncated files"),
     "label_format": (True, "labels the declared mask format cannot decode"),
-    "rgb_mask": (True, "RGB/RGBA colour masks: give a colour table (mask format 'color')"),
+    "rgb_mask": (True, "RGB/RGBA colour masks: set data.mask_format=rgb and data.mask_colors"),
     "values_out_of_range": (True, "label values outside 0..num_classes-1 and the ignore index"),
     "size_mismatch": (True, "image and label sizes differ"),
     "stem_in_two_splits": (True, "the same file stem in two splits: evaluation would see training images"),
     "binary_mask": (
         False,
         "masks holding only 0 and 255: read as class indices every foreground pixel is ignored "
-        "(mask format 'binary' maps 255 to class 1)",
+        "(data.mask_format=binary maps 255 to class 1)",
     ),
     "mask_16bit": (False, "16-bit label masks: values above 255 do not fit the 8-bit labels training reads"),
     "exif_rotated": (
@@ -361,7 +361,7 @@ def _suggestions(
         out["data.num_classes"] = max(values) + 1
     labelled = sum(1 for r in results if r.values or r.label_mode in ("RGB", "RGBA"))
     if labelled and problems.counts["rgb_mask"] * 2 > labelled:
-        out["data.mask_format"] = "color"
+        out["data.mask_format"] = "rgb"
     elif labelled and problems.counts["binary_mask"] * 2 > labelled:
         out["data.mask_format"] = "binary"
         out["data.num_classes"] = 2

@@ -230,8 +230,8 @@ def read_binary_mask(path: PathLike) -> np.ndarray:
     return decode_binary_mask(array, path=path)
 
 
-MASK_FORMATS = {"index": read_index_mask, "color": read_color_mask, "binary": read_binary_mask}
-"""Mask-file decoders by format name (the future ``data.mask_format``); "coco" is JSON, see below."""
+MASK_FORMATS = {"index": read_index_mask, "rgb": read_color_mask, "binary": read_binary_mask}
+"""Mask-file decoders by format name (``data.mask_format``); "coco" is JSON, see below."""
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -56,9 +56,14 @@ class LabelMap:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes."""
+    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes.
+
+    ``label_reader`` (if any) decodes ``label`` instead of reading it as an index PNG: a picklable
+    ``path -> (H, W) uint8`` class mask from ``data/label_formats.py`` (``data.mask_format``).
+    """
 
     name: str
     image: Path
     label: Path
     label_map: Optional[LabelMap] = None
+    label_reader: Optional[Callable[[Path], np.ndarray]] = None

@@ -79,7 +79,7 @@ def test_colour_masks_decode_through_each_form_of_colour_table(tmp_path, table):
     path = save(rgb, tmp_path / "a.png")
     got = read_color_mask(path, table, ignore_colors=[[224, 224, 192]])
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
-    assert np.array_equal(MASK_FORMATS["color"](path, table, [[224, 224, 192]]), expected)
+    assert np.array_equal(MASK_FORMATS["rgb"](path, table, [[224, 224, 192]]), expected)
 
 
 def test_unknown_colours_are_reported_each_with_its_pixel_count_naming_the_file(tmp_path):
@@ -141,7 +141,7 @@ def test_every_mask_format_reports_a_truncated_file_in_one_line_naming_it(tmp_pa
     path.write_bytes(path.read_bytes()[:40])
     read = MASK_FORMATS[fmt]
     with pytest.raises(LabelFormatError) as info:
-        read(path, COLORS) if fmt == "color" else read(path)
+        read(path, COLORS) if fmt == "rgb" else read(path)
     assert_one_line_naming(info, path, "cannot read label")
 
 
