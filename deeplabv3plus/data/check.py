@@ -30,6 +30,7 @@ Layer 2 (docs/architecture.md): numpy, PIL and the data modules below it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -42,10 +43,14 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from PIL import Image
 
+from ..config import DataConfig
 from .class_weights import class_weights_from_counts
+from .datasets import SegmentationDataset, build_dataset, read_label, split_samples
+from .types import LabelMap, Sample
 
 PathLike = Union[str, Path]
-Pair = tuple[PathLike, PathLike]
+Pair = Union[tuple[PathLike, PathLike], tuple[PathLike, PathLike, Optional["Decoder"]]]
+"""(image, label) or (image, label, decoder): a pair's own decoder wins over ``check_data``'s."""
 Decoder = Callable[[PathLike], np.ndarray]
 """A label decoder from ``data/label_formats.py`` (a picklable callable: path -> (H, W) classes)."""
 
@@ -100,7 +105,11 @@ class PairResult:
 
 
 def inspect_pair(image: PathLike, label: PathLike, decoder: Optional[Decoder] = None) -> PairResult:
-    """Open, fully decode and measure one image/label pair; never raises for a bad file."""
+    """Open, fully decode and measure one image/label pair; never raises for a bad file.
+
+    With a ``decoder`` the label file is read by it only (it may not be an image: a COCO JSON), and
+    its mode is reported as ``"decoded"``.
+    """
     result = PairResult(image=str(image), label=str(label))
     try:
         with Image.open(image) as im:
@@ -110,21 +119,25 @@ def inspect_pair(image: PathLike, label: PathLike, decoder: Optional[Decoder] = 
     except Exception as e:
         result.unreadable.append(f"{image} ({_short(e)})")
     array = None
-    try:
-        with Image.open(label) as im:
-            result.label_mode, result.label_size = im.mode, im.size
-            im.load()
-            if decoder is None and im.mode not in ("RGB", "RGBA"):
-                array = np.array(im)
-    except Exception as e:
-        result.unreadable.append(f"{label} ({_short(e)})")
-        return result
-    if decoder is not None:
+    if decoder is None:
+        try:
+            with Image.open(label) as im:
+                result.label_mode, result.label_size = im.mode, im.size
+                im.load()
+                if im.mode not in ("RGB", "RGBA"):
+                    array = np.array(im)
+        except Exception as e:
+            result.unreadable.append(f"{label} ({_short(e)})")
+            return result
+    else:
         try:
             array = np.asarray(decoder(label))
         except Exception as e:
             result.format_error = _short(e)
             return result
+        result.label_mode = "decoded"
+        if array.ndim == 2:
+            result.label_size = (array.shape[1], array.shape[0])
     if array is not None and array.ndim == 2:
         if array.dtype == np.uint8:  # bincount: ~10x faster than np.unique's sort on VOC-sized masks
             counts = np.bincount(array.reshape(-1), minlength=256)
@@ -251,18 +264,22 @@ def check_data(
         raise ValueError(f"executor: expected 'thread' or 'process', got {executor!r}")
     workers = workers or min(8, os.cpu_count() or 1)
     pool_type: type[Executor] = ThreadPoolExecutor if executor == "thread" else ProcessPoolExecutor
-    jobs = [(split, str(img), str(lab)) for split, pairs in splits.items() for img, lab in pairs]
+    jobs = [
+        (split, str(pair[0]), str(pair[1]), pair[2] if len(pair) > 2 else decoder)
+        for split, pairs in splits.items()
+        for pair in pairs
+    ]
     with pool_type(max_workers=workers) as pool:
         chunk = {"chunksize": max(1, len(jobs) // (4 * workers))} if executor == "process" else {}
         results = list(
-            pool.map(inspect_pair, [j[1] for j in jobs], [j[2] for j in jobs], [decoder] * len(jobs), **chunk)
+            pool.map(inspect_pair, [j[1] for j in jobs], [j[2] for j in jobs], [j[3] for j in jobs], **chunk)
         )
 
     problems = _Problems(max_examples)
     by_split: dict[str, list[PairResult]] = {name: [] for name in splits}
-    for (split, _, _), result in zip(jobs, results):
+    for (split, _, _, pair_decoder), result in zip(jobs, results):
         by_split[split].append(result)
-        _pair_problems(result, num_classes, ignore_index, decoder is not None, problems)
+        _pair_problems(result, num_classes, ignore_index, pair_decoder is not None, problems)
     stats = {name: _split_stats(name, rs, num_classes, ignore_index) for name, rs in by_split.items()}
     for name, s in stats.items():
         if s.num_images:
@@ -339,7 +356,7 @@ def _split_stats(name: str, results: list[PairResult], num_classes: int, ignore_
 def _shared_stems(splits: Mapping[str, Sequence[Pair]], problems: _Problems) -> None:
     where: dict[str, list[str]] = {}
     for split, pairs in splits.items():
-        for stem in dict.fromkeys(Path(img).stem for img, _ in pairs):
+        for stem in dict.fromkeys(Path(pair[0]).stem for pair in pairs):
             where.setdefault(stem, []).append(split)
     for stem, names in where.items():
         if len(names) > 1:
@@ -371,6 +388,77 @@ def _suggestions(
             round(w, 4) for w in class_weights_from_counts(source.class_pixels, source.class_image_pixels)
         ]
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# From a config: what ``deeplabv3plus check-data`` and ``train.loss.class_weights=auto`` read.
+
+
+def _read_mapped_label(path: PathLike, *, label_map: LabelMap) -> np.ndarray:
+    # A layout whose raw label values are mapped (Cityscapes label IDs): read, check, map.
+    return label_map.apply(read_label(Path(path)), Path(path)).numpy()
+
+
+def _sample_decoder(sample: Sample) -> Optional[Decoder]:
+    if sample.label_reader is not None:
+        return sample.label_reader
+    if sample.label_map is not None:
+        return functools.partial(_read_mapped_label, label_map=sample.label_map)
+    return None  # an index PNG: read raw, so that colour, binary and 16-bit masks are recognised
+
+
+def config_splits(cfg: DataConfig) -> dict[str, list[Pair]]:
+    """The (image, label, decoder) triples of ``data.train_split`` and ``data.val_split``, as training reads them.
+
+    Raises:
+        DatasetError: a missing list, a listed file that does not exist, a bad ``data.mask_*`` option.
+    """
+    out: dict[str, list[Pair]] = {}
+    for split in dict.fromkeys((cfg.train_split, cfg.val_split)):
+        samples, _ = split_samples(cfg, split)
+        out[split] = [(s.image, s.label, _sample_decoder(s)) for s in samples]
+    return out
+
+
+def check_config_data(cfg: DataConfig, *, workers: Optional[int] = None) -> tuple[DataReport, list[str]]:
+    """:func:`check_data` on the splits of ``cfg``, with its class count, ignore index and label format.
+
+    Returns:
+        The report and the class names (for :func:`to_markdown`).
+    """
+    splits = config_splits(cfg)
+    names = build_dataset(cfg, cfg.train_split, train=False).class_names
+    report = check_data(
+        splits,
+        cfg.num_classes,
+        cfg.ignore_index,
+        workers=workers,
+        allow_shared_stems=cfg.allow_val_in_train,
+        weights_split=cfg.train_split,
+    )
+    return report, names
+
+
+def dataset_class_weights(dataset: SegmentationDataset, *, workers: Optional[int] = None) -> list[float]:
+    """Median-frequency class weights (capped, :func:`class_weights_from_counts`) of a dataset's labels.
+
+    Reads every label once (no image), in a thread pool: ``train.loss.class_weights: auto``.
+    Values outside the classes are skipped here; loading the sample reports them.
+    """
+    num_classes, ignore = dataset.num_classes, dataset.ignore_index
+
+    def count(index: int) -> np.ndarray:
+        return np.bincount(dataset.load_label(index).numpy().reshape(-1), minlength=256)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        per_image = list(pool.map(count, range(len(dataset))))
+    pixels = np.zeros(num_classes, dtype=np.int64)
+    image_pixels = np.zeros(num_classes, dtype=np.int64)
+    for counts in per_image:
+        labelled = int(counts.sum() - (counts[ignore] if ignore < 256 else 0))
+        pixels += counts[:num_classes]
+        image_pixels += (counts[:num_classes] > 0) * labelled
+    return class_weights_from_counts(pixels, image_pixels)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..config import ConfigError, DataConfig, load_yaml, read_config_file
+from ..config import ConfigError, DataConfig, load_yaml
 from .ade20k import ade20k_samples
 from .ade20k_meta import ade20k_class_names
 from .cityscapes import cityscapes_samples
@@ -362,11 +362,9 @@ def mask_color_table(cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
         path = _user_path(table)
         source = f"data.mask_colors file '{path}'"
         try:
-            table = (
-                read_config_file(path) if path.suffix in (".yaml", ".yml") else load_yaml(path.read_text())
-            )
+            table = load_yaml(path.read_text(), source)
         except ConfigError as e:
-            raise DatasetError(f"data.mask_colors: {e}") from None
+            raise DatasetError(str(e)) from None
         except OSError as e:
             raise DatasetError(f"{source}: cannot read it ({e.strerror or e})") from None
         if isinstance(table, dict) and set(table) == {"classes"}:
