@@ -14,7 +14,8 @@ import pytest
 
 import deeplabv3plus
 from deeplabv3plus.builders import MODEL_BUILDERS
-from deeplabv3plus.config import BACKBONES
+from deeplabv3plus.config import BACKBONES, LOSS_NAMES
+from deeplabv3plus.losses import LOSSES
 
 PACKAGE = Path(deeplabv3plus.__file__).parent
 
@@ -137,3 +138,7 @@ def test_models_hold_only_nn_modules_and_import_nothing_that_reads_files_or_conf
 
 def test_the_config_knows_exactly_the_backbones_the_builders_build():
     assert tuple(BACKBONES) == tuple(MODEL_BUILDERS)
+
+
+def test_the_config_knows_exactly_the_losses_train_builds():
+    assert tuple(LOSS_NAMES) == tuple(LOSSES)

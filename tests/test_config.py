@@ -120,3 +120,29 @@ def test_slide_window_keys_take_one_side_or_height_and_width():
         load_config(None, ["eval.crop_size=513", "eval.stride=600"])
     with pytest.raises(ConfigError, match=r"eval.trimap_band: expected void, boundary or null"):
         load_config(None, ["eval.trimap_band=edges"])
+
+
+def test_the_loss_section_and_accumulation_read_from_yaml_and_save_back(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "model: {num_classes: 3}\n"
+        "data: {layout: folders, num_classes: 3, mask_format: rgb, mask_colors: [[0, 0, 0], [1, 1, 1], [2, 2, 2]]}\n"
+        "train:\n  accumulate: 2\n  loss: {name: bootstrapped_cross_entropy, class_weights: auto,\n"
+        "         top_k_percent_pixels: 0.25, hard_example_mining_step: 1e3}\n"
+    )
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.train.accumulate == 2 and cfg.train.loss.hard_example_mining_step == 1000
+    assert cfg.train.loss.class_weights == "auto" and cfg.data.mask_colors[2] == [2, 2, 2]
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+    assert Config().train.loss.name == "cross_entropy" and Config().train.loss.class_weights is None
+
+
+def test_coco_options_take_a_file_per_split_and_a_mapping_by_id_or_name():
+    cfg = load_config(overrides=[
+        "data.layout=folders", "data.mask_format=coco", "data.coco_annotations={train: t.json, val: v.json}",
+        "data.coco_mapping={1: 1, car: 2}", "model.num_classes=3", "data.num_classes=3",
+    ])  # fmt: skip
+    assert cfg.data.coco_mapping == {1: 1, "car": 2} and cfg.data.coco_annotations["val"] == "v.json"
+    with pytest.raises(ConfigError, match="data.coco_annotations"):
+        load_config(overrides=["data.layout=folders", "data.mask_format=coco", "data.coco_annotations=[1]",
+                               "data.coco_mapping=voc"])  # fmt: skip
