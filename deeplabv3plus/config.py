@@ -528,6 +528,17 @@ def _validate_mask_format(data: DataConfig) -> None:
         raise ConfigError(
             f"data.coco_mapping: expected 'voc' or a {{category id or name: class}} mapping, got {data.coco_mapping!r}"
         )
+    if isinstance(data.coco_mapping, dict):
+        bad = {
+            k: v
+            for k, v in data.coco_mapping.items()
+            if not (0 <= v < data.num_classes or v == data.ignore_index)
+        }
+        if bad:
+            raise ConfigError(
+                f"data.coco_mapping: classes {bad} outside 0..{data.num_classes - 1} and data.ignore_index "
+                f"{data.ignore_index}"
+            )
     if data.coco_unmapped not in (None, "error", "background", "ignore"):
         raise ConfigError(
             f"data.coco_unmapped: expected error, background, ignore or null, got {data.coco_unmapped!r}"

@@ -568,6 +568,22 @@ def check_config_leakage(cfg: DataConfig) -> None:
     )
 
 
+def dataset_class_names(cfg: DataConfig) -> Optional[list[str]]:
+    """``data.class_names``, or the layout's (or colour table's) own names; None: the defaults."""
+    class_names = cfg.class_names
+    if class_names is None and cfg.layout == "synthetic":
+        class_names = synthetic_class_names(cfg.num_classes, cfg.synthetic_kind)
+    elif class_names is None and cfg.layout == "cityscapes":
+        class_names = list(CITYSCAPES_CLASSES)
+    elif class_names is None and cfg.layout == "ade20k":
+        class_names = ade20k_class_names(cfg.label_convention or "reference")
+    elif class_names is None and cfg.mask_format == "rgb":
+        names = mask_color_table(cfg)[0]
+        if names != [f"class_{i}" for i in range(len(names))]:
+            class_names = names  # a table of {name, color} or {name: color}
+    return class_names
+
+
 def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDataset:
     """The dataset of one split, with the training augmentation or the evaluation preprocessing.
 
@@ -581,17 +597,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDatas
         A dataset whose items are image (3, H, W) float32 and label (H, W) int64.
     """
     samples, list_file = split_samples(cfg, split)
-    class_names = cfg.class_names
-    if class_names is None and cfg.layout == "synthetic":
-        class_names = synthetic_class_names(cfg.num_classes, cfg.synthetic_kind)
-    elif class_names is None and cfg.layout == "cityscapes":
-        class_names = list(CITYSCAPES_CLASSES)
-    elif class_names is None and cfg.layout == "ade20k":
-        class_names = ade20k_class_names(cfg.label_convention or "reference")
-    elif class_names is None and cfg.mask_format == "rgb":
-        names = mask_color_table(cfg)[0]
-        if names != [f"class_{i}" for i in range(len(names))]:
-            class_names = names  # a table of {name, color} or {name: color}
+    class_names = dataset_class_names(cfg)
     return SegmentationDataset(
         samples,
         num_classes=cfg.num_classes,

@@ -222,6 +222,14 @@ COLORS = [[0, 0, 0], [128, 64, 128], [0, 0, 142]]
         (["data.mask_format=rgb"], ("data.mask_colors",)),
         (["data.mask_format=coco", "data.coco_annotations=a.json"], ("data.coco_mapping",)),
         (["data.mask_format=binary"], ("data.num_classes=2",)),
+        (
+            ["data.mask_format=coco", "data.coco_annotations=a.json", "data.coco_mapping={person: 7}"],
+            ("data.coco_mapping", "'person': 7", "0..2"),
+        ),
+        (
+            ["data.mask_format=coco", "data.coco_annotations=a.json", "data.coco_mapping=coco"],
+            ("data.coco_mapping", "'voc'"),
+        ),
         (["data.mask_colors=[[0,0,0]]"], ("data.mask_colors", "mask_format=rgb")),
         (["data.mask_format=rgb", "data.mask_colors=[[0,0,0],[1,1,1]]"], ("data.mask_colors", "2 colours")),
         (["data.mask_format=rgb", "data.mask_colors=~/no_such_colours.yaml"], ("no_such_colours.yaml",)),
