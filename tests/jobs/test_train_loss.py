@@ -152,6 +152,7 @@ def test_auto_class_weights_are_median_frequency_of_the_training_labels(tmp_path
     assert len(set(weights)) > 1
 
 
+@pytest.mark.slow
 def test_a_run_records_its_loss_and_resumes_bitwise_with_accumulation(tmp_path, synthetic_voc, no_val):
     loss = {"name": "bootstrapped_cross_entropy", "class_weights": "auto", "top_k_percent_pixels": 0.5}
     straight = tiny_config(synthetic_voc, tmp_path / "straight", max_iters=2, batch_size=2, accumulate=2)
