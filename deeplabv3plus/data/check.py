@@ -1,6 +1,8 @@
 """Check a dataset before training: read every image/label pair, report statistics and problems.
 
-The engine of the future ``deeplabv3plus check-data --config ...``: :func:`check_data` takes the
+The engine of ``deeplabv3plus check-data --config ...`` (:func:`check_config_data` reads a config's
+splits with their label format) and of ``train.loss.class_weights: auto``
+(:func:`dataset_class_weights`): :func:`check_data` takes the
 (image, label) pairs of each split, the class count and the ignore index, reads every pair in a
 thread pool and returns a :class:`DataReport`:
 

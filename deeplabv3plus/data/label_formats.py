@@ -4,10 +4,10 @@ Every decoder returns an (H, W) uint8 mask of class indices with ``IGNORE_INDEX`
 pixels, and raises :class:`LabelFormatError` with one line naming the file and what was expected.
 
 - **index** (:func:`read_index_mask`): "L" or "P" PNGs whose values are the classes (VOC, Cityscapes).
-- **color** (:func:`read_color_mask`): RGB masks with one colour per class (CVAT's and Label Studio's
-  "semantic mask" exports, Roboflow's "semantic segmentation masks"); the colour table is a list of
-  ``[r, g, b]`` in class order, a ``{name: [r, g, b]}`` dict, or a list of ``{"name", "color"}``
-  (the YAML forms ``data.*`` will accept, parsed by the config layer).
+- **rgb** (:func:`read_color_mask`): RGB masks with one colour per class (CVAT's "Segmentation
+  mask 1.1" export); the colour table is a list of ``[r, g, b]`` in class order, a
+  ``{name: [r, g, b]}`` dict, or a list of ``{"name", "color"}`` (the forms ``data.mask_colors``
+  takes, inline or from a YAML file).
 - **binary** (:func:`read_binary_mask`): 0/255 foreground masks, 0 -> class 0 and 255 -> class 1.
   Explicit, because 255 is otherwise the ignore value: read as an index mask, every foreground
   pixel of a binary mask would be ignored.
