@@ -6,15 +6,13 @@ val mIoU, the trimap curve (mIoU in bands of 2..40 px around the void pixels, pa
 Multiply-Adds and the training wall time; then it evaluates the decoder model at OS 16 and 8,
 single- and multi-scale, with and without flip (paper Table 3). ``controls=True`` adds two broken
 recipes that must score clearly lower than the real one: labels shuffled independently of the
-images, and a frozen randomly initialised backbone. ``scripts/paper_ablation.py`` is its
-command-line face.
+images, and a frozen randomly initialised backbone. ``deeplabv3plus paper-ablation`` (and
+``scripts/paper_ablation.py``) is its command-line face, in :mod:`deeplabv3plus.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import Config, EvalConfig, load_config
+from .config import Config, EvalConfig
 from .data.datasets import build_dataset, eval_collate, find_voc_dir, read_label, split_names
 from .data.synthetic import SYNTHETIC_SIZE
 from .data.voc_meta import voc_palette
@@ -251,33 +249,3 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {_pct(r['mIoU'])} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Train the quickstart model with and without the decoder at equal budget and print "
-        "mIoU, trimap curve, Multiply-Adds and wall time side by side, then the eval-time ablation "
-        "(OS 16 vs 8, multi-scale, flip) of the decoder model.",
-    )
-    parser.add_argument("--config", default="configs/quickstart.yaml", help="recipe (default: %(default)s)")
-    parser.add_argument(
-        "--output", default="runs/paper_ablation", help="output folder (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--controls",
-        action="store_true",
-        help="also train the broken recipes (shuffled labels, frozen backbone)",
-    )
-    parser.add_argument("--no-eval-rows", action="store_true", help="skip the eval-time ablation")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.max_iters=100")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out_dir = Path(args.output).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = run_ablation(cfg, out_dir, controls=args.controls, eval_rows=() if args.no_eval_rows else None)
-    report = format_report(results)
-    print(report)
-    (out_dir / "ablation.md").write_text(report + "\n")
-    (out_dir / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_dir / 'ablation.md'} and {out_dir / 'ablation.json'}")
-    return 0

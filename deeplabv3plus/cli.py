@@ -24,45 +24,57 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
-import torch
-import torch.distributed as dist
-
-from . import benchmark as bench
 from ._version import __version__
-from .benchmark import PEERS
-from .builders import MODEL_BUILDERS
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, load_config, validate_config
-from .data.check import check_config_data, plot_class_frequencies, to_json, to_markdown
-from .data.prepare import PrepareError, prepare_voc
-from .data.synthetic import (
-    SYNTHETIC_KIND,
-    SYNTHETIC_KINDS,
-    SYNTHETIC_NUM_CLASSES,
-    SYNTHETIC_NUM_TRAIN,
-    SYNTHETIC_NUM_VAL,
-    SYNTHETIC_SIZE,
-    is_synthetic_root,
-    make_synthetic_voc,
+from .config import (
+    BACKBONES,
+    Config,
+    config_from_dict,
+    find_config,
+    load_config,
+    shipped_configs,
+    validate_config,
 )
-from .evaluate import evaluate_run
-from .export import check_onnx, export_onnx
-from .loading import load_model_from_checkpoint, load_weights_model
-from .macs import PAPER_ROWS, format_macs_table, macs_table
-from .predict import collect_inputs, dataset_palette, predict_files
-from .runtime import PeerFailure, TrainingInterrupted, is_distributed, rank
-from .train import train
-from .weights.tf_bundle import TFCheckpoint
-from .weights.tf_convert import convert, deeplab_checkpoint, target_module, zoo_source
-from .weights.tf_names import KINDS
-from .weights.zoo import PretrainedWeightsError
 
-USER_ERRORS = (OSError, ValueError, CheckpointError, PretrainedWeightsError, PrepareError, FloatingPointError)
-"""Bad input: a missing or unreadable file, a wrong key or value (ConfigError, DatasetError and
-TFCheckpointError are ValueErrors), a diverging loss. Their messages name the file, key or value.
-A missing optional extra (an ImportError whose message says what to ``pip install``) counts too."""
+if TYPE_CHECKING:
+    import torch
+
+# Building the parsers imports no torch (``deeplabv3plus --help`` answers in a fraction of a second,
+# docs/benchmarks.md "CLI start-up"): the modules a command runs (torch, the models, the jobs) are
+# imported inside its run_<command> function, and the few choices a parser needs from them are
+# copied here, kept equal to their sources by tests/cli/test_cli.py.
+
+CONVERT_KINDS = (
+    "xception65_imagenet",
+    "resnet101_beta_imagenet",
+    "xception65_deeplab",
+    "xception41_imagenet",
+    "xception71_imagenet",
+    "resnet50_beta_imagenet",
+)
+"""``deeplabv3plus.weights.tf_names.KINDS``: what ``convert --kind`` accepts."""
+
+BENCHMARK_PEERS = ("smp", "torchvision")
+"""``deeplabv3plus.benchmark.PEERS``: the peer implementations ``benchmark --peers`` runs."""
+
+SYNTHETIC_DEFAULTS = {"kinds": ("texture", "colour"), "kind": "texture", "num_classes": 6, "num_train": 200,
+                      "num_val": 50, "size": 128}  # fmt: skip
+"""``make-synthetic``'s defaults: ``deeplabv3plus.data.synthetic``'s ``SYNTHETIC_KINDS`` (its keys),
+``SYNTHETIC_KIND``, ``SYNTHETIC_NUM_CLASSES``, ``_NUM_TRAIN``, ``_NUM_VAL`` and ``_SIZE`` (that module
+imports numpy, a fifth of a second that ``--help`` would spend for nothing)."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Bad input: a missing or unreadable file, a wrong key or value (ConfigError, DatasetError and
+    TFCheckpointError are ValueErrors), a diverging loss. Their messages name the file, key or value.
+    A missing optional extra (an ImportError whose message says what to ``pip install``) counts too."""
+    # here, not at the top: --help must not import torch
+    from .checkpoint import CheckpointError
+    from .data.prepare import PrepareError
+    from .weights.zoo import PretrainedWeightsError
+
+    return (OSError, ValueError, CheckpointError, PretrainedWeightsError, PrepareError, FloatingPointError)
 
 
 class CommandError(Exception):
@@ -73,7 +85,9 @@ def is_user_error(e: BaseException) -> bool:
     """Whether ``e`` is bad input (reported in one line) rather than a bug (traceback)."""
     if isinstance(e, ImportError):
         return "pip install" in str(e)
-    return isinstance(e, (CommandError, *USER_ERRORS))
+    if isinstance(e, CommandError):
+        return True
+    return isinstance(e, user_errors())
 
 
 def error_message(e: BaseException) -> str:
@@ -106,17 +120,25 @@ TRAIN_DESCRIPTION = """Train DeepLabv3+ from a YAML config, overridden by dotted
 
 Examples::
 
-    deeplabv3plus train --config configs/quickstart.yaml
+    deeplabv3plus train --config quickstart
     deeplabv3plus train --config configs/quickstart.yaml train.max_iters=100 train.lr=1e-3
     torchrun --nproc_per_node=8 -m deeplabv3plus train --config configs/voc_resnet101_os16.yaml
 
 SIGTERM or SIGINT (pre-emption, Ctrl-C) finishes the current step, writes last.pth and exits with
 128 + the signal number; continue with --resume <output_dir>/last.pth (or --resume auto).
+
+--config takes a file or a shipped config's name (deeplabv3plus configs lists them). Relative paths
+in the config (data.root, train.output_dir: data/... and runs/... in the shipped configs) are
+relative to the folder the command runs in; the run prints both folders in full.
 """
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/quickstart.yaml")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML config file, or a shipped config's name (quickstart; deeplabv3plus configs lists them)",
+    )
     p.add_argument(
         "--resume", help="checkpoint to continue from (e.g. runs/x/last.pth); 'auto' = output_dir/last.pth"
     )
@@ -128,8 +150,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> Any:
     """Load the config (or the resumed run's), then :func:`deeplabv3plus.train.train`."""
+    # here, not at the top: --help must not import torch
+    import torch.distributed as dist
+
+    from .checkpoint import load_checkpoint
+    from .runtime import PeerFailure, is_distributed, rank
+    from .train import train
+
     try:
         cfg = load_config(args.config, args.overrides)
+        used = find_config(args.config)
+        if used != Path(args.config).expanduser() and rank() == 0:
+            print(f"--config {args.config}: the shipped config {used}")
         resume = args.resume
         if resume == "auto":
             last = Path(cfg.train.output_dir) / "last.pth"
@@ -224,6 +256,9 @@ def parse_eval_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _device(name: str) -> str:
+    # here, not at the top: --help must not import torch
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -238,6 +273,9 @@ def _device(name: str) -> str:
 def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, Config]:
     """The model of ``--checkpoint`` (its stored config) or of ``--weights`` (the entry's published
     config), with the ``--config`` file's values and then the overrides on top."""
+    # here, not at the top: --help must not import torch
+    from .loading import load_model_from_checkpoint, load_weights_model
+
     overrides = getattr(args, "overrides", None)
     if getattr(args, "weights", None):
         return load_weights_model(args.weights, overrides, device=device, config=args.config)
@@ -274,6 +312,9 @@ def apply_eval_flags(cfg: Config, args: argparse.Namespace) -> None:
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     """Load the model, apply the flags, then :func:`deeplabv3plus.evaluate.evaluate_run`; returns its payload."""
+    # here, not at the top: --help must not import torch
+    from .evaluate import evaluate_run
+
     device = _device(args.device)
     model, cfg = load_model(args, device)
     apply_eval_flags(cfg, args)
@@ -325,6 +366,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> list:
+    # here, not at the top: --help must not import torch
+    from .predict import collect_inputs, dataset_palette, predict_files
+
     device = _device(args.device)
     if args.scales is not None and any(s <= 0 for s in args.scales):
         raise CommandError(f"--scales: expected positive factors, got {args.scales}")
@@ -390,6 +434,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> str:
+    # here, not at the top: --help must not import torch
+    import torch
+
+    from .export import check_onnx, export_onnx
+    from .loading import load_model_from_checkpoint
+
     if args.height < 16 or args.width < 16:
         raise CommandError(f"--height/--width: expected at least 16 pixels, got {args.height}x{args.width}")
     if args.opset is not None and not 7 <= args.opset <= 30:
@@ -444,7 +494,7 @@ loading it (strict) into our freshly built model before the file is written. See
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix, e.g. DIR/model.ckpt")
-    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--kind", required=True, choices=CONVERT_KINDS)
     p.add_argument("--output", required=True, type=Path, help="the .pth file to write")
     p.add_argument(
         "--num-classes",
@@ -456,6 +506,11 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> Path:
+    # here, not at the top: --help must not import torch
+    from .checkpoint import save_checkpoint
+    from .weights.tf_bundle import TFCheckpoint
+    from .weights.tf_convert import convert, deeplab_checkpoint, target_module, zoo_source
+
     ckpt = TFCheckpoint(args.checkpoint, verify=args.verify_crc)
     state = convert(ckpt, args.kind)
     num_classes = 0
@@ -514,6 +569,9 @@ def add_macs_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_macs(args: argparse.Namespace) -> list[dict]:
     """Count, print and optionally save the table; returns the rows of :func:`deeplabv3plus.macs.macs_table`."""
+    # here, not at the top: --help must not import torch
+    from .macs import PAPER_ROWS, format_macs_table, macs_table
+
     if args.size < 33:
         raise CommandError(f"--size: expected at least 33 pixels, got {args.size}")
     print(
@@ -562,7 +620,7 @@ Examples::
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model (ignored fields keep the config's / the defaults)")
     m.add_argument("--config", help="YAML config: its model (and data, for --data) section")
-    m.add_argument("--backbone", help=", ".join(MODEL_BUILDERS))
+    m.add_argument("--backbone", help=", ".join(BACKBONES))
     m.add_argument("--resnet-variant", choices=("standard", "beta"))
     m.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     m.add_argument(
@@ -573,7 +631,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--num-classes", type=int)
     m.add_argument(
-        "--peers", nargs="+", default=list(PEERS), choices=(*PEERS, "none"),
+        "--peers", nargs="+", default=list(BENCHMARK_PEERS), choices=(*BENCHMARK_PEERS, "none"),
         help="peer implementations to run alongside (each with ours at its closest configuration)",
     )  # fmt: skip
     r = p.add_argument_group("run")
@@ -640,6 +698,9 @@ def benchmark_model_config(args: argparse.Namespace, cfg: Config):
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
+    # here, not at the top: --help must not import torch
+    from . import benchmark as bench
+
     cfg = load_config(args.config)
     device = _device(args.device)
     for name in ("size", "batch", "repeats"):
@@ -719,6 +780,9 @@ def add_prepare_voc_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_prepare_voc(args: argparse.Namespace) -> Path:
+    # here, not at the top: --help must not import torch
+    from .data.prepare import prepare_voc
+
     voc_dir = prepare_voc(
         args.voc,
         args.sbd,
@@ -746,20 +810,27 @@ def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "root", nargs="?", default="data/synthetic", help="output folder (default: data/synthetic)"
     )
-    p.add_argument("--num-train", type=int, default=SYNTHETIC_NUM_TRAIN)
-    p.add_argument("--num-val", type=int, default=SYNTHETIC_NUM_VAL)
-    p.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="nominal image side in pixels")
-    p.add_argument("--num-classes", type=int, default=SYNTHETIC_NUM_CLASSES, help="including background")
+    p.add_argument("--num-train", type=int, default=SYNTHETIC_DEFAULTS["num_train"])
+    p.add_argument("--num-val", type=int, default=SYNTHETIC_DEFAULTS["num_val"])
+    p.add_argument(
+        "--size", type=int, default=SYNTHETIC_DEFAULTS["size"], help="nominal image side in pixels"
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=SYNTHETIC_DEFAULTS["num_classes"], help="including background"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--kind",
-        choices=list(SYNTHETIC_KINDS),
-        default=SYNTHETIC_KIND,
+        choices=list(SYNTHETIC_DEFAULTS["kinds"]),
+        default=SYNTHETIC_DEFAULTS["kind"],
         help="texture: classes differ by shape and texture only; colour: one hue per class (default: %(default)s)",
     )
 
 
 def run_make_synthetic(args: argparse.Namespace) -> Path:
+    # here, not at the top: --help must not import torch
+    from .data.synthetic import is_synthetic_root, make_synthetic_voc
+
     if args.size < 16:
         raise CommandError(f"--size: expected at least 16 pixels, got {args.size}")
     existed = is_synthetic_root(Path(args.root))
@@ -780,6 +851,107 @@ def run_make_synthetic(args: argparse.Namespace) -> Path:
             f"kind '{args.kind}') to {voc}"
         )
     return voc
+
+
+# --- paper-ablation ------------------------------------------------------------------------------
+
+PAPER_ABLATION_DESCRIPTION = """Train the quickstart model with and without the decoder at equal budget and print mIoU,
+trimap curve, Multiply-Adds and wall time side by side, then the eval-time ablation (OS 16 vs 8,
+multi-scale, flip) of the decoder model: paper Table 3 and Fig. 5a at a CPU's scale (docs/paper_ablation.md).
+
+Examples::
+
+    deeplabv3plus paper-ablation                       # the shipped quickstart config, runs/paper_ablation/
+    deeplabv3plus paper-ablation --controls            # also the two broken recipes
+    deeplabv3plus paper-ablation train.max_iters=100   # dotted config overrides
+
+The tables are printed and written to <output>/ablation.md and ablation.json; each training run
+keeps its own folder <output>/<variant>/.
+"""
+
+
+def add_paper_ablation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default="quickstart",
+        help="recipe: a YAML file or a shipped config's name (default: %(default)s)",
+    )
+    p.add_argument("--output", default="runs/paper_ablation", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--controls",
+        action="store_true",
+        help="also train the broken recipes (shuffled labels, frozen backbone)",
+    )
+    p.add_argument("--no-eval-rows", action="store_true", help="skip the eval-time ablation")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.max_iters=100")
+
+
+def run_paper_ablation(args: argparse.Namespace) -> dict[str, Any]:
+    """Train both variants, evaluate, print the tables and write them; returns :func:`run_ablation`'s results."""
+    # here, not at the top: --help must not import torch
+    from .ablation import format_report, run_ablation
+
+    cfg = load_config(args.config, args.overrides)
+    out_dir = Path(args.output).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = run_ablation(cfg, out_dir, controls=args.controls, eval_rows=() if args.no_eval_rows else None)
+    report = format_report(results)
+    print(report)
+    (out_dir / "ablation.md").write_text(report + "\n")
+    (out_dir / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out_dir / 'ablation.md'} and {out_dir / 'ablation.json'}")
+    return results
+
+
+# --- configs -------------------------------------------------------------------------------------
+
+CONFIGS_DESCRIPTION = """List the configs that ship with the package (name and what it is), or print one.
+
+Every --config takes a YAML file or one of these names: a path that exists wins, else a bare name
+(quickstart, quickstart.yaml) or configs/<name>.yaml is looked up among the shipped configs, so
+the commands work the same from a checkout and from any folder after pip install.
+
+Examples::
+
+    deeplabv3plus configs                       # the list
+    deeplabv3plus configs quickstart            # print one (e.g. > my.yaml, then edit it)
+    deeplabv3plus train --config quickstart     # train with one
+"""
+
+
+def add_configs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="a shipped config to print (default: list them all)")
+
+
+def config_summary(path: Path) -> str:
+    """What a config is: its first comment line, without the ``#``."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def run_configs(args: argparse.Namespace) -> dict[str, Path]:
+    """Print the list of :func:`deeplabv3plus.config.shipped_configs`, or the text of one; returns them."""
+    shipped = shipped_configs()
+    if not shipped:
+        raise CommandError("no shipped configs found next to the package (reinstall deeplabv3plus)")
+    if args.name is None:
+        width = max(len(name) for name in shipped)
+        for name, path in shipped.items():
+            print(f"{name:<{width}}  {config_summary(path)}")
+        folder = next(iter(shipped.values())).parent
+        print(
+            f"\n(in {folder}) train with one: deeplabv3plus train --config NAME; print one: deeplabv3plus configs NAME"
+        )
+        return shipped
+    name = args.name[: -len(".yaml")] if args.name.endswith(".yaml") else args.name
+    if name not in shipped:
+        raise CommandError(f"no shipped config named '{args.name}'; expected one of {', '.join(shipped)}")
+    sys.stdout.write(shipped[name].read_text())
+    return shipped
 
 
 # --- check-data ----------------------------------------------------------------------------------
@@ -807,6 +979,9 @@ def add_check_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_check_data(args: argparse.Namespace) -> Any:
     """:func:`deeplabv3plus.data.check.check_config_data`, printed and written; fatal problems exit 2."""
+    # here, not at the top: --help must not import torch
+    from .data.check import check_config_data, plot_class_frequencies, to_json, to_markdown
+
     if args.workers is not None and args.workers < 1:
         raise CommandError(f"--workers: expected a positive number, got {args.workers}")
     cfg = load_config(args.config, args.overrides)
@@ -879,6 +1054,15 @@ COMMANDS: dict[str, Command] = {
         add_make_synthetic_arguments,
         run_make_synthetic,
     ),
+    "paper-ablation": Command(
+        "the decoder and eval-time ablation on a CPU (paper Table 3, Fig. 5a)",
+        PAPER_ABLATION_DESCRIPTION,
+        add_paper_ablation_arguments,
+        run_paper_ablation,
+    ),
+    "configs": Command(
+        "list the shipped configs, or print one", CONFIGS_DESCRIPTION, add_configs_arguments, run_configs
+    ),
     "check-data": Command(
         "read every image and label of a config's splits and report problems",
         CHECK_DATA_DESCRIPTION,
@@ -908,6 +1092,9 @@ def parse_command_args(command: str, argv: Optional[Sequence[str]] = None, prog:
 
 
 def _report(prog: str, e: BaseException) -> None:
+    # here, not at the top: --help must not import torch
+    from .runtime import rank
+
     message = error_message(e)
     this_rank = rank()
     line = f"{prog}: error: {f'rank {this_rank}: ' if this_rank else ''}{message}"
@@ -942,16 +1129,19 @@ def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Option
             # torch.load of a plain pickle warns about its protocol before refusing it.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             COMMANDS[command].run(args)
-    except TrainingInterrupted as e:
-        if rank() == 0:
-            print(f"{prog}: {e}", file=sys.stderr)
-        return 128 + e.signum
-    except PeerFailure:
-        # Another rank reports the error; exit a moment after it, so that torchrun's summary names
-        # that rank (and its message) as the first failure, not this quiet one.
-        time.sleep(3)
-        return 2
     except Exception as e:
+        # here, not at the top: --help must not import torch
+        from .runtime import PeerFailure, TrainingInterrupted, rank
+
+        if isinstance(e, TrainingInterrupted):
+            if rank() == 0:
+                print(f"{prog}: {e}", file=sys.stderr)
+            return 128 + e.signum
+        if isinstance(e, PeerFailure):
+            # Another rank reports the error; exit a moment after it, so that torchrun's summary names
+            # that rank (and its message) as the first failure, not this quiet one.
+            time.sleep(3)
+            return 2
         if not is_user_error(e):
             raise
         _report(prog, e)
@@ -993,15 +1183,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run_script(command: str, prog: str) -> NoReturn:
     """What ``scripts/<name>.py`` do: run ``command`` with ``sys.argv`` and exit with its code."""
     sys.exit(run_command(command, sys.argv[1:], prog))
-
-
-def run_main(main: Callable[[], object], prog: str) -> NoReturn:
-    """Run a ``main()`` and exit: 2 with ``prog: error: ...`` on a user error, else its code."""
-    try:
-        result = main()
-    except Exception as e:
-        if not is_user_error(e):
-            raise
-        _report(prog, e)
-        sys.exit(2)
-    sys.exit(result if isinstance(result, int) else 0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.resources
 import re
 import types
 import typing
@@ -353,6 +354,51 @@ def parse_override(text: str) -> dict:
     return nested
 
 
+def shipped_configs_dir() -> Optional[Path]:
+    """The folder of the configs that ship with the package (the repository's top-level ``configs/``).
+
+    Installed from a wheel they lie in ``<site-packages>/deeplabv3plus/configs/`` (pyproject.toml maps
+    the package ``deeplabv3plus.configs`` onto ``configs/``); in a checkout (an editable install, or
+    the repository on ``sys.path``) they are the top-level ``configs/`` next to ``deeplabv3plus/``.
+    None when neither exists.
+    """
+    package = Path(str(importlib.resources.files(__package__)))
+    if (package / "configs").is_dir():
+        return package / "configs"
+    # A checkout, told apart from an installed copy (whose parent is site-packages) by its pyproject.toml.
+    if (package.parent / "configs").is_dir() and (package.parent / "pyproject.toml").is_file():
+        return package.parent / "configs"
+    return None
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name (the file's stem, e.g. ``quickstart``) -> path of every shipped config, sorted by name."""
+    folder = shipped_configs_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder is not None else {}
+
+
+def find_config(name: Union[str, Path]) -> Path:
+    """The config file ``name`` means: a path that exists wins (``~`` expanded, relative to the
+    current folder); else a bare name (``quickstart``, ``quickstart.yaml``) or the checkout form
+    ``configs/quickstart.yaml`` is looked up among :func:`shipped_configs`.
+
+    Raises:
+        ConfigError: neither a file nor a shipped config (the message lists the shipped names).
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if len(path.parts) == 1 or path.parent == Path("configs"):
+        if stem in shipped:
+            return shipped[stem]
+    raise ConfigError(
+        f"config file '{path}' does not exist and names no shipped config; shipped: "
+        f"{', '.join(shipped) or 'none found'} (deeplabv3plus configs describes them)"
+    )
+
+
 def read_config_file(path: Union[str, Path]) -> dict:
     """The nested dict of a YAML config file (not yet checked against the schema).
 
@@ -360,9 +406,7 @@ def read_config_file(path: Union[str, Path]) -> dict:
         ConfigError: the file is missing or unreadable, has a YAML syntax error (with line and
             column), or does not hold a mapping.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+    path = find_config(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:

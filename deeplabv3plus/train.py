@@ -383,13 +383,18 @@ def write_run_files(
 
 
 def announce(cfg: Config, out_dir: Path, num_train: int, num_val: int, generated: bool) -> None:
-    """The run's first printed lines: the data it reads and the files it writes."""
+    """The run's first printed lines: the data it reads and the files it writes.
+
+    Both folders are printed absolute: a relative ``data.root`` or ``train.output_dir`` (the
+    shipped configs' ``data/...`` and ``runs/...``) is relative to the folder the command ran in.
+    """
+    root, out_dir = Path(cfg.data.root).resolve(), out_dir.resolve()
     if generated:
-        print(f"generated a synthetic dataset in {cfg.data.root} (data.layout=synthetic)")
+        print(f"generated a synthetic dataset in {root} (data.layout=synthetic)")
     print(
         f"training on {num_train} '{cfg.data.train_split}' images, validating on {num_val} "
-        f"'{cfg.data.val_split}' images; writing the run to {out_dir} (config.yaml, run_info.json, "
-        "metrics.jsonl, last.pth, best.pth)"
+        f"'{cfg.data.val_split}' images from {root}; writing the run to {out_dir} (config.yaml, "
+        "run_info.json, metrics.jsonl, last.pth, best.pth)"
     )
 
 

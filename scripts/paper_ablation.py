@@ -6,12 +6,13 @@ Example::
     python scripts/paper_ablation.py --controls           # also the two broken recipes
     python scripts/paper_ablation.py train.max_iters=100  # dotted config overrides
 
-The tables are printed and written to ``<output>/ablation.md`` (and ``ablation.json``). The logic is
-:mod:`deeplabv3plus.ablation`.
+The tables are printed and written to ``<output>/ablation.md`` (and ``ablation.json``).
+
+A thin face over ``deeplabv3plus paper-ablation`` (the installed command; logic in
+:mod:`deeplabv3plus.ablation`, arguments in :mod:`deeplabv3plus.cli`).
 """
 
-from deeplabv3plus.ablation import main
-from deeplabv3plus.cli import run_main
+from deeplabv3plus.cli import run_script
 
 if __name__ == "__main__":
-    run_main(main, "paper_ablation.py")
+    run_script("paper-ablation", "paper_ablation.py")

@@ -10,9 +10,11 @@ from deeplabv3plus.config import (
     Config,
     ConfigError,
     config_from_dict,
+    find_config,
     load_config,
     parse_override,
     save_config,
+    shipped_configs,
 )
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -120,6 +122,40 @@ def test_slide_window_keys_take_one_side_or_height_and_width():
         load_config(None, ["eval.crop_size=513", "eval.stride=600"])
     with pytest.raises(ConfigError, match=r"eval.trimap_band: expected void, boundary or null"):
         load_config(None, ["eval.trimap_band=edges"])
+
+
+def test_the_shipped_configs_are_the_checkouts_configs_folder():
+    assert list(shipped_configs().values()) == CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_says_what_it_is_in_its_first_line(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and len(first) > 20, first
+
+
+def test_a_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    quickstart = Path(__file__).parent.parent / "configs" / "quickstart.yaml"
+    for name in ("quickstart", "quickstart.yaml", "configs/quickstart.yaml"):
+        assert find_config(name) == quickstart, name
+    assert load_config("voc_resnet101_os16") == load_config(quickstart.parent / "voc_resnet101_os16.yaml")
+
+
+def test_a_file_that_exists_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart.yaml").write_text("train:\n  max_iters: 7\n")
+    assert find_config("quickstart.yaml") == Path("quickstart.yaml")
+    assert load_config("quickstart.yaml").train.max_iters == 7
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quickstart.yaml").write_text("train:\n  max_iters: 9\n")
+    assert load_config("configs/quickstart.yaml").train.max_iters == 9
+    assert load_config("quickstart").train.max_iters == 800  # a bare name that is no file: the shipped one
+
+
+def test_a_missing_path_in_another_folder_is_not_replaced_by_a_shipped_config(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file '.*mine/quickstart.yaml' does not exist.*shipped: "):
+        find_config(tmp_path / "mine" / "quickstart.yaml")
 
 
 def test_the_loss_section_and_accumulation_read_from_yaml_and_save_back(tmp_path):

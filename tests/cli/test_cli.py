@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import deeplabv3plus
 from deeplabv3plus import cli
 from deeplabv3plus.checkpoint import load_checkpoint
-from deeplabv3plus.config import config_from_dict, load_config, parse_override, save_config
+from deeplabv3plus.config import config_from_dict, load_config, parse_override, save_config, shipped_configs
 from deeplabv3plus.train import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +54,8 @@ def test_eval_settings_and_the_commands_are_listed_in_the_help(capsys):
         "benchmark",
         "prepare-voc",
         "make-synthetic",
+        "paper-ablation",
+        "configs",
         "check-data",
     ):
         assert f"  {name} " in out
@@ -62,6 +66,118 @@ def test_eval_settings_and_the_commands_are_listed_in_the_help(capsys):
         cli.main(["eval", "--help"])
     text = capsys.readouterr().out
     assert ".pth" in text and ".pt)" not in text
+
+
+HELP_WITHOUT_TORCH = """
+import sys
+from deeplabv3plus import cli
+for argv in [["--help"], *([name, "--help"] for name in cli.COMMANDS)]:
+    try:
+        cli.main(argv)
+    except SystemExit as e:
+        assert e.code == 0, (argv, e.code)
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+
+
+def test_help_of_every_command_imports_no_torch():
+    """``--help`` answers at once: building the parsers imports neither torch nor the jobs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_installed_command_form_of_help_imports_no_torch():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "deeplabv3plus", "train", "--help"],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0 and "--config" in done.stdout, done.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
+    assert "deeplabv3plus.cli" in imported and "torch" not in imported
+
+
+def test_the_package_root_loads_its_public_names_on_first_use():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = "import sys, deeplabv3plus; print('torch' in sys.modules, deeplabv3plus.__version__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.stdout.split() == ["False", deeplabv3plus.__version__], done.stderr
+    from deeplabv3plus import deeplabv3plus_resnet101  # noqa: F401  (the import form keeps working)
+    from deeplabv3plus.builders import build_model
+
+    assert deeplabv3plus.build_model is build_model
+    assert set(deeplabv3plus.__all__) <= set(dir(deeplabv3plus))
+    assert all(callable(getattr(deeplabv3plus, name)) for name in deeplabv3plus.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'deeplabv3plus_resnet7'"):
+        _ = deeplabv3plus.deeplabv3plus_resnet7
+
+
+def test_the_parsers_choices_and_defaults_copied_from_heavy_modules_equal_their_sources():
+    from deeplabv3plus.benchmark import PEERS
+    from deeplabv3plus.weights.tf_names import KINDS
+
+    assert cli.CONVERT_KINDS == tuple(KINDS) and cli.BENCHMARK_PEERS == tuple(PEERS)
+    from deeplabv3plus.data import synthetic
+
+    assert cli.SYNTHETIC_DEFAULTS == {
+        "kinds": tuple(synthetic.SYNTHETIC_KINDS),
+        "kind": synthetic.SYNTHETIC_KIND,
+        "num_classes": synthetic.SYNTHETIC_NUM_CLASSES,
+        "num_train": synthetic.SYNTHETIC_NUM_TRAIN,
+        "num_val": synthetic.SYNTHETIC_NUM_VAL,
+        "size": synthetic.SYNTHETIC_SIZE,
+    }
+
+
+def test_configs_lists_every_shipped_config_with_what_it_is_and_prints_one(capsys):
+    assert cli.main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart                  Quickstart: a few minutes on a laptop CPU, no downloads." in out
+    assert "voc_resnet101_os16          DeepLabv3+ ResNet-101, PASCAL VOC 2012 train_aug" in out
+    assert sum(line.split(" ", 1)[0] in shipped_configs() for line in out.splitlines()) == len(
+        shipped_configs()
+    )
+    for name in ("voc_xception65_os16", "voc_xception65_os16.yaml"):
+        assert cli.main(["configs", name]) == 0
+        assert capsys.readouterr().out == (REPO / "configs" / "voc_xception65_os16.yaml").read_text()
+
+
+def test_paper_ablation_is_a_command_with_the_scripts_flags():
+    args = cli.parse_command_args("paper-ablation", [])
+    assert (args.config, args.output, args.controls, args.no_eval_rows) == (
+        "quickstart", "runs/paper_ablation", False, False,
+    )  # fmt: skip
+    args = cli.parse_command_args(
+        "paper-ablation", ["--controls", "--no-eval-rows", "--output", "o", "train.max_iters=3"]
+    )
+    assert (args.output, args.controls, args.no_eval_rows, args.overrides) == (
+        "o",
+        True,
+        True,
+        ["train.max_iters=3"],
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "paper_ablation.py"), "--bogus"],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("paper_ablation.py: error: unrecognized arguments: --bogus")
+
+
+def test_pyproject_lists_every_package_folder_and_maps_the_configs():
+    text = (REPO / "pyproject.toml").read_text()
+    listed = re.search(r"^packages = \[(.*)\]$", text, re.M).group(1)
+    packages = {name.strip().strip('"') for name in listed.split(",")}
+    folders = {
+        ".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "deeplabv3plus").rglob("__init__.py")
+    }
+    assert packages == folders | {"deeplabv3plus.configs"}
+    assert 'package-dir = { "deeplabv3plus.configs" = "configs" }' in text
 
 
 def test_make_synthetic_says_what_it_wrote(tmp_path, capsys):
@@ -171,15 +287,15 @@ def test_best_pth_holds_weights_and_config_only_by_default(tmp_path, synthetic_v
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_a_working_deeplabv3plus_command(tmp_path):
-    """pip wheel -> entry_points.txt names the command -> pip install into a fresh venv -> it runs."""
+def test_the_wheel_installs_a_working_deeplabv3plus_command_that_trains_the_quickstart_by_name(tmp_path):
+    """pip wheel -> entry_points.txt names the command, the configs are inside -> pip install into a
+    fresh venv -> it runs, and trains the shipped quickstart from a folder outside the checkout."""
     src = tmp_path / "src"  # build from a copy: an in-tree build would leave build/ in the checkout
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(
-        REPO / "deeplabv3plus", src / "deeplabv3plus", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for folder in ("deeplabv3plus", "configs"):
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
@@ -190,6 +306,7 @@ def test_the_wheel_installs_a_working_deeplabv3plus_command(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         entry_points = next(z.read(n).decode() for n in z.namelist() if n.endswith("entry_points.txt"))
     assert "[console_scripts]" in entry_points and "deeplabv3plus = deeplabv3plus.cli:main" in entry_points
+    assert {f"deeplabv3plus/configs/{p.name}" for p in (REPO / "configs").glob("*.yaml")} <= set(z.namelist())
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -217,6 +334,24 @@ def test_the_wheel_installs_a_working_deeplabv3plus_command(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr == "deeplabv3plus eval: error: checkpoint 'missing.pth' does not exist\n"
+
+    # The quickstart by name, from a folder outside the checkout: data/ and runs/ land there.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([str(command), "configs"], capture_output=True, text=True, env=env, cwd=elsewhere)
+    assert done.returncode == 0 and "\nquickstart " in done.stdout, done.stderr
+    tiny = ["train.max_iters=2", "train.batch_size=2", "data.synthetic_size=6", "data.crop_size=33",
+            "data.workers=0", "model.head_channels=16", "train.ckpt_interval=1000"]  # fmt: skip
+    done = subprocess.run(
+        [str(command), "train", "--config", "quickstart", *tiny],
+        capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "2"}, cwd=elsewhere,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shipped = next(venv.glob("lib/python*/site-packages/deeplabv3plus/configs/quickstart.yaml"))
+    assert f"--config quickstart: the shipped config {shipped}" in done.stdout
+    assert f"generated a synthetic dataset in {elsewhere / 'data' / 'synthetic'} " in done.stdout
+    assert f"writing the run to {elsewhere / 'runs' / 'quickstart'} " in done.stdout
+    assert load_checkpoint(elsewhere / "runs" / "quickstart" / "last.pth")["iteration"] == 2
 
 
 def test_the_own_data_example_config_trains_on_a_folder_dataset(tmp_path, no_val):

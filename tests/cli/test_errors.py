@@ -158,6 +158,18 @@ def test_missing_config_file(tmp_path, capsys):
     fails(["train", "--config", tmp_path / "nope.yaml"], capsys, "nope.yaml", "does not exist")
 
 
+def test_unknown_config_name_lists_the_shipped_configs(capsys):
+    fails(["train", "--config", "quickstrat"], capsys, "'quickstrat'", "does not exist", "quickstart, ")
+
+
+def test_configs_of_an_unknown_name_lists_the_shipped_configs(capsys):
+    fails(["configs", "quickstrat"], capsys, "'quickstrat'", "quickstart, voc_resnet101_os16")
+
+
+def test_paper_ablation_with_a_missing_config(tmp_path, capsys):
+    fails(["paper-ablation", "--config", tmp_path / "nope.yaml"], capsys, "nope.yaml", "does not exist")
+
+
 def test_eval_config_file_with_a_syntax_error(checkpoint, tmp_path, capsys):
     (tmp_path / "e.yaml").write_text("eval: {scales: [1.0}\n")
     fails(["eval", "--checkpoint", checkpoint, "--config", tmp_path / "e.yaml"], capsys, "e.yaml", "line 1")

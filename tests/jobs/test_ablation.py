@@ -11,11 +11,11 @@ import torch
 import yaml
 from PIL import Image
 
+from deeplabv3plus import cli
 from deeplabv3plus.ablation import (
     EVAL_ROWS,
     TRIMAP_WIDTHS,
     inference_macs,
-    main,
     train_variant,
     write_shuffled_label_copy,
 )
@@ -99,7 +99,8 @@ def test_ablation_command_trains_both_variants_and_writes_the_tables(
     monkeypatch.setattr(ablation, "EVAL_ROWS", rows)
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(tiny_recipe(synthetic_voc, tmp_path / "unused")))
-    assert main(["--config", str(config), "--output", str(tmp_path / "out"), "--controls"]) == 0
+    argv = ["paper-ablation", "--config", str(config), "--output", str(tmp_path / "out"), "--controls"]
+    assert cli.main(argv) == 0
     report = (tmp_path / "out" / "ablation.md").read_text()
     assert f"wrote {tmp_path / 'out' / 'ablation.md'}" in capsys.readouterr().out
     for text in ["| mIoU % |", "| trimap 2 px % |", "| trimap 40 px % |", "Multiply-Adds", "training wall time",

@@ -316,6 +316,7 @@ def test_output_stride_is_free_with_weights_and_defaults_to_the_published_one():
 
 
 def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch, capsys):
+    import deeplabv3plus.loading
     import deeplabv3plus.predict
     from deeplabv3plus import cli
 
@@ -332,8 +333,9 @@ def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch,
         seen.update(mean=mean, **kwargs)
         return real_predict(model, paths, out_dir, mean, std, **kwargs)
 
-    monkeypatch.setattr(cli, "load_weights_model", fake_loader)
-    monkeypatch.setattr(cli, "predict_files", spy)
+    # patched where they live: the predict command imports them when it runs
+    monkeypatch.setattr(deeplabv3plus.loading, "load_weights_model", fake_loader)
+    monkeypatch.setattr(deeplabv3plus.predict, "predict_files", spy)
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (29, 37, 3), dtype=np.uint8)).save(
         tmp_path / "a.jpg"
     )
