@@ -58,6 +58,9 @@ CONVERT_KINDS = (
 BENCHMARK_PEERS = ("smp", "torchvision")
 """``deeplabv3plus.benchmark.PEERS``: the peer implementations ``benchmark --peers`` runs."""
 
+PREDICT_FORMATS = ("png", "cityscapes", "voc", "ade20k")
+"""``deeplabv3plus.predict.FORMATS``: what ``predict --format`` writes."""
+
 SYNTHETIC_DEFAULTS = {"kinds": ("texture", "colour"), "kind": "texture", "num_classes": 6, "num_train": 200,
                       "num_val": 50, "size": 128}  # fmt: skip
 """``make-synthetic``'s defaults: ``deeplabv3plus.data.synthetic``'s ``SYNTHETIC_KINDS`` (its keys),
@@ -333,13 +336,24 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 # --- predict -------------------------------------------------------------------------------------
 
-PREDICT_DESCRIPTION = """Segment images with a trained checkpoint: palette label PNGs + colour overlays.
+PREDICT_DESCRIPTION = """Segment images with a trained checkpoint as eval scores it: label PNGs + overlays,
+or a benchmark server's submission.
+
+The config is the checkpoint's, then --config on top, then the flags; every eval.* setting applies
+(eval.pad_to, output stride, scales, flip, sliding windows), through the function eval scores with.
+--format picks the files (docs/evaluation.md): png (palette PNGs + overlays, the default),
+cityscapes (label IDs in <output>/results/), voc (<output>/results/VOC2012/Segmentation/
+comp6_test_cls/ and results.tar.gz) or ade20k (<output>/results/ and results.zip); with a
+submission format overlays go to <output>/overlays/ (--no-overlay: none). The default --output is
+predictions/<checkpoint stem or weights name> in the current folder.
 
 Examples::
 
     deeplabv3plus predict --checkpoint runs/voc/best.pth photo.jpg --output out/
     deeplabv3plus predict --checkpoint runs/voc/best.pth "images/*.jpg" imgs2/ --output out/ \\
         --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip --output-stride 8
+    deeplabv3plus predict --checkpoint runs/cityscapes/best.pth "leftImg8bit/test/*/*.png" \\
+        --format cityscapes --no-overlay
 """
 
 
@@ -350,59 +364,112 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
         help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    p.add_argument("--output", help="output folder (default: predictions/<checkpoint stem or weights name>)")
     p.add_argument(
-        "--scales", type=float, nargs="+", help="inference scales (paper MS: 0.5..1.75; default 1.0)"
+        "--format",
+        choices=PREDICT_FORMATS,
+        default="png",
+        help="png: palette PNGs + overlays; cityscapes, voc, ade20k: the benchmark server's submission",
+    )
+    p.add_argument(
+        "--overlay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write colour overlays (--no-overlay: none; with a submission format they go to <output>/overlays/)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument(
+        "--batch-size", type=int, help="images per forward pass, same-size images (eval.batch_size)"
+    )
+    p.add_argument(
+        "--scales", type=float, nargs="+", help="inference scales (paper MS: 0.5..1.75; eval.scales)"
     )
     p.add_argument(
         "--flip", action=argparse.BooleanOptionalAction, help="also average the left-right flipped image"
     )
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at this output stride")
     _add_window_arguments(p)
+    p.add_argument(
+        "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast dtype (default off)"
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
     p.add_argument("--overlay-ext", default=".jpg", choices=(".jpg", ".png"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_predict_output(args: argparse.Namespace) -> Path:
+    """``predictions/<checkpoint stem or weights name>``, relative to the current folder."""
+    return Path("predictions") / (args.weights or Path(args.checkpoint).stem)
 
 
 def run_predict(args: argparse.Namespace) -> list:
+    """Load the model, apply the flags as eval does, then :func:`deeplabv3plus.predict.predict_files`."""
     # here, not at the top: --help must not import torch
-    from .predict import collect_inputs, dataset_palette, predict_files
+    from .data.datasets import dataset_class_names
+    from .inference import AMP_DTYPES
+    from .predict import (
+        background_class,
+        check_format,
+        collect_inputs,
+        dataset_palette,
+        predict_files,
+        write_archive,
+    )
 
     device = _device(args.device)
     if args.scales is not None and any(s <= 0 for s in args.scales):
         raise CommandError(f"--scales: expected positive factors, got {args.scales}")
-    paths = collect_inputs(args.inputs)
+    if not 0 <= args.alpha <= 1:
+        raise CommandError(f"--alpha: expected a weight in [0, 1], got {args.alpha}")
+    paths = collect_inputs([os.path.expanduser(str(p)) for p in args.inputs])
     model, cfg = load_model(args, device)
-    if not args.weights:  # a training checkpoint: single scale unless asked (its eval.* is for val)
-        cfg.eval.scales, cfg.eval.flip, cfg.eval.output_stride = [1.0], False, None
-    apply_eval_flags(cfg, args)  # the flags win over the zoo entry's published settings / the above
-    if args.weights:
-        print(
-            f"{args.weights}: output stride {cfg.eval.output_stride}, scales {cfg.eval.scales}, "
-            f"flip {cfg.eval.flip}"
-        )
+    apply_eval_flags(cfg, args)  # the flags win over the checkpoint's / zoo entry's eval settings
+    check_format(args.format, cfg.data.layout, cfg.data.num_classes, cfg.data.label_convention)
+    out = Path(os.path.expanduser(args.output)) if args.output else default_predict_output(args)
+    print(
+        f"predicting {len(paths)} images with {args.checkpoint or args.weights} into {out}/ "
+        f"(format {args.format}): output stride {cfg.eval.output_stride or cfg.model.output_stride}, "
+        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}"
+        + (f", pad to {cfg.eval.pad_to}" if cfg.eval.pad_to else "")
+        + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
+    )
     outputs = predict_files(
         model,
         paths,
-        args.output,
+        out,
         cfg.data.mean,
         cfg.data.std,
-        batch_size=args.batch_size,
+        cfg.eval,
+        fmt=args.format,
         device=device,
-        scales=cfg.eval.scales,
-        flip=cfg.eval.flip,
-        output_stride=cfg.eval.output_stride,
+        amp_dtype=AMP_DTYPES[args.amp],
+        overlay=args.overlay,
         alpha=args.alpha,
         overlay_ext=args.overlay_ext,
         palette=dataset_palette(cfg.data.layout, cfg.data.label_convention),
-        mode=cfg.eval.mode,
-        crop_size=cfg.eval.crop_size,
-        stride=cfg.eval.stride,
+        background=background_class(cfg.data.layout, cfg.data.label_convention),
+        label_convention=cfg.data.label_convention,
+        class_names=dataset_class_names(cfg.data),
+        report=True,
+        progress=not args.no_progress,
     )
-    print(
-        f"wrote {len(outputs)} label PNGs (<name>.png) and overlays (<name>_overlay{args.overlay_ext}) to {args.output}"
-    )
+    labels = {
+        "png": "label PNGs (<name>.png)",
+        "cityscapes": "Cityscapes label-ID PNGs",
+        "voc": "VOC result PNGs",
+        "ade20k": "ADE20K result PNGs",
+    }[args.format]
+    folder = outputs[0][0].parent if outputs else out
+    print(f"wrote {len(outputs)} {labels} to {folder}")
+    if args.format == "png" and cfg.data.layout == "cityscapes":
+        print(
+            "(their values are train IDs 0..18; --format cityscapes writes the label IDs the official evaluator reads)"
+        )
+    if outputs and outputs[0][1] is not None:
+        print(f"wrote {len(outputs)} overlays (<name>_overlay{args.overlay_ext}) to {outputs[0][1].parent}")
+    archive = write_archive(args.format, out)
+    if archive is not None:
+        print(f"wrote {archive} (the file to upload)")
     return outputs
 
 

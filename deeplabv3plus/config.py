@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import difflib
 import importlib.resources
+import os
 import re
 import types
 import typing
@@ -310,6 +311,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         return int(value)  # "train.max_iters=3e4"
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if isinstance(value, str) and value.startswith("~"):
+        return os.path.expanduser(value)  # a path as people type it: data.root=~/data/voc
     return value
 
 

@@ -19,48 +19,59 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from .config import Config, EvalConfig, config_to_dict, trimap_band
-from .data.datasets import build_dataset, eval_collate
+from .data.cityscapes import read_instances
+from .data.datasets import SegmentationDataset, build_dataset, eval_collate
+from .data.types import DatasetError
 from .data.voc_meta import IGNORE_INDEX
-from .inference import AMP_DTYPES, PAPER_SCALES, segment
-from .metrics import ConfusionMatrix, TrimapMeter, format_trimap_table
+from .inference import AMP_DTYPES, PAPER_SCALES, segment_eval
+from .metrics import (
+    CityscapesMeter,
+    ConfusionMatrix,
+    TrimapMeter,
+    format_cityscapes_table,
+    format_trimap_table,
+)
 from .models.fuse import prepare_for_inference
 from .runtime import is_distributed, is_main_process
 
 
-def iter_image_groups(batch: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iter_image_groups(batch: Any) -> Iterator[tuple[torch.Tensor, ...]]:
     """Split one loader batch into stacks of same-size images.
 
     Accepts what the usual collates produce: an ``(image, label)`` pair of tensors ((N, 3, H, W),
     (N, H, W)) or of a single image ((3, H, W), (H, W)); a pair of lists of images and labels
     (variable sizes); a list of ``(image, label)`` pairs; or a dict with ``"image"`` and
-    ``"label"`` keys holding any of these.
+    ``"label"`` keys holding any of these. Each may carry a third per-pixel map after the label
+    (the ``"instances"`` key of a dict: Cityscapes' ``*_instanceIds.png``), stacked alongside.
 
     Yields:
-        ``(images (n, 3, H, W) float, labels (n, H, W))`` with images of one size stacked.
+        ``(images (n, 3, H, W) float, labels (n, H, W))`` with images of one size stacked, plus
+        ``instances (n, H, W)`` when the batch has them.
     """
     if isinstance(batch, dict):
-        batch = (batch["image"], batch["label"])
+        batch = tuple(batch[k] for k in ("image", "label", "instances") if k in batch)
     if not isinstance(batch, (list, tuple)) or len(batch) == 0:
         raise TypeError(f"expected (image, label) pairs from the loader, got {type(batch).__name__}")
     first = batch[0]
     if isinstance(first, torch.Tensor):
-        images, labels = batch[0], batch[1]
-        if images.dim() == 3:
-            images, labels = images[None], labels[None]
-        yield images, labels
+        fields = tuple(batch)
+        if fields[0].dim() == 3:
+            fields = tuple(f[None] for f in fields)
+        yield fields
         return
-    if len(first) == 2 and isinstance(first[1], torch.Tensor) and first[1].dim() == 2:
-        pairs = list(batch)  # a list of (image (3, H, W), label (H, W)) pairs
+    if len(first) in (2, 3) and isinstance(first[1], torch.Tensor) and first[1].dim() == 2:
+        samples = [tuple(s) for s in batch]  # a list of (image (3, H, W), label (H, W)[, instances]) tuples
     else:
-        pairs = list(zip(batch[0], batch[1]))  # (list of images, list of labels)
-    groups: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for image, label in pairs:
-        groups.setdefault(tuple(image.shape[-2:]), []).append((image, label))
+        samples = list(zip(*batch))  # (list of images, list of labels[, list of instance maps])
+    groups: dict[tuple[int, int], list[tuple[torch.Tensor, ...]]] = {}
+    for sample in samples:
+        groups.setdefault(tuple(sample[0].shape[-2:]), []).append(sample)
     for group in groups.values():
-        yield torch.stack([p[0] for p in group]), torch.stack([p[1] for p in group])
+        yield tuple(torch.stack(field) for field in zip(*group))
 
 
 def evaluate(
@@ -80,6 +91,8 @@ def evaluate(
     progress: bool = True,
     desc: str = "eval",
     prepare: bool = True,
+    cityscapes: bool = False,
+    include_matrix: bool = False,
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
 
@@ -121,12 +134,17 @@ def evaluate(
             model (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster),
             made afresh on each call, so the caller's (e.g. the live training) model is never
             changed; False runs ``model`` itself.
+        cityscapes: Add Cityscapes' official category IoU and, when the loader's batches carry
+            instance maps (``(image, label, instances)``), the instance-weighted iIoU
+            (:class:`deeplabv3plus.metrics.CityscapesMeter`); labels are train IDs.
+        include_matrix: Add the confusion matrix (``confusion_matrix``, rows = true class).
 
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
         undefined), ``num_pixels``, ``per_class_iou`` and ``per_class_acc`` ({name: fraction or
         None for an absent class}), ``num_images``, ``table`` (text); with the trimap also
-        ``trimap`` ({width: mIoU or None}) and ``trimap_table`` (text).
+        ``trimap`` ({width: mIoU or None}) and ``trimap_table`` (text); with ``cityscapes`` the
+        keys of :meth:`~deeplabv3plus.metrics.CityscapesMeter.compute` and ``cityscapes_table``.
     """
     if eval_cfg is None:
         eval_cfg = EvalConfig()
@@ -145,42 +163,31 @@ def evaluate(
     meter = (
         TrimapMeter(num_classes, eval_cfg.trimap_widths, ignore_index, device, band) if with_trimap else None
     )
+    official = CityscapesMeter(device) if cityscapes else None
+    with_instances = None  # whether every batch carried instance maps
     was_training = model.training
     model.eval()
     if prepare and not getattr(model, "prepared_for_inference", False):
         inference_model = prepare_for_inference(model)
     else:
         inference_model = model
-    pad_to = eval_cfg.pad_to
-    pad_h, pad_w = (pad_to, pad_to) if isinstance(pad_to, int) else (pad_to or (0, 0))
     num_images = 0
     bar = tqdm(loader, desc=desc, disable=not (progress and is_main_process()), dynamic_ncols=True)
     try:
         for batch in bar:
-            for images, labels in iter_image_groups(batch):
+            for images, labels, *extra in iter_image_groups(batch):
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
-                height, width = images.shape[-2:]
-                if height < pad_h or width < pad_w:
-                    # Zero after normalisation is the mean pixel, the reference's pad value.
-                    images = torch.nn.functional.pad(
-                        images, (0, max(0, pad_w - width), 0, max(0, pad_h - height))
-                    )
-                pred = segment(
-                    inference_model,
-                    images,
-                    scales=eval_cfg.scales,
-                    flip=eval_cfg.flip,
-                    output_stride=eval_cfg.output_stride,
-                    max_batch=max_batch,
-                    amp_dtype=amp_dtype,
-                    mode=eval_cfg.mode,
-                    crop_size=eval_cfg.crop_size,
-                    stride=eval_cfg.stride,
-                )[..., :height, :width]
+                pred = segment_eval(
+                    inference_model, images, eval_cfg, max_batch=max_batch, amp_dtype=amp_dtype
+                )
                 matrix.update(pred, labels)
                 if meter is not None:
                     meter.update(pred, labels)
+                if official is not None:
+                    with_instances = bool(extra) if with_instances is None else with_instances and bool(extra)
+                    if extra:
+                        official.update(pred, extra[0].to(device, non_blocking=True))
                 num_images += images.shape[0]
     finally:
         bar.close()
@@ -189,14 +196,19 @@ def evaluate(
     matrix.all_reduce()
     if meter is not None:
         meter.all_reduce()
+    if official is not None:
+        official.all_reduce()
     if is_distributed():
         count = torch.tensor([num_images], device=device)
         dist.all_reduce(count)
         num_images = int(count.item())
 
-    results = matrix.to_dict(class_names)
+    results = matrix.to_dict(class_names, include_matrix=include_matrix)
     results["num_images"] = num_images
     results["table"] = matrix.format_table(class_names)
+    if official is not None:
+        results.update(official.compute(matrix, with_instances=bool(with_instances)))
+        results["cityscapes_table"] = format_cityscapes_table(results)
     if meter is not None:
         scores = meter.compute()
         results["trimap"] = {w: (None if v != v else v) for w, v in scores.items()}
@@ -209,6 +221,28 @@ def evaluate(
 
 
 # --- the eval command's job ----------------------------------------------------------------------
+
+
+class WithInstances(TorchDataset):
+    """A Cityscapes split whose items carry the instance map for the iIoU: ``(image (3, H, W) float,
+    label (H, W) int64, instances (H, W) int64)`` (every sample must have ``instances``)."""
+
+    def __init__(self, dataset: SegmentationDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, label = self.dataset[index]
+        path = self.dataset.samples[index].instances
+        instances = torch.from_numpy(read_instances(path))
+        if tuple(instances.shape) != tuple(label.shape):
+            raise DatasetError(
+                f"instance map '{path}' is {instances.shape[1]}x{instances.shape[0]} but its label is "
+                f"{label.shape[1]}x{label.shape[0]} (width x height)"
+            )
+        return image, label, instances
 
 
 def _scales_tag(scales: Sequence[float]) -> str:
@@ -293,8 +327,11 @@ def evaluate_run(
     output_stride = cfg.eval.output_stride or cfg.model.output_stride
     band = trimap_band(cfg)
     dataset = build_dataset(cfg.data, split, train=False)
+    cityscapes = cfg.data.layout == "cityscapes"
+    # The official iIoU needs every image's *_gtFine_instanceIds.png (the evaluator stops otherwise).
+    with_instances = cityscapes and all(s.instances is not None for s in dataset.samples)
     loader = DataLoader(
-        dataset,
+        WithInstances(dataset) if with_instances else dataset,
         batch_size=cfg.eval.batch_size,
         shuffle=False,
         num_workers=cfg.data.workers,
@@ -320,6 +357,7 @@ def evaluate_run(
         model, loader, cfg.eval,
         num_classes=cfg.data.num_classes, class_names=dataset.class_names, ignore_index=cfg.data.ignore_index,
         device=device, amp_dtype=AMP_DTYPES[amp], trimap_band=band, trimap_dir=trimap_dir, progress=progress,
+        cityscapes=cityscapes, include_matrix=cityscapes,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     print(results["table"])
@@ -329,6 +367,11 @@ def evaluate_run(
         print(results["trimap_table"])
         if any(v is None for v in results["trimap"].values()):
             print("n/a: the band holds no labelled pixel (width 0 is the void itself)")
+    if "cityscapes_table" in results:
+        print("\nCityscapes' official scores (cityscapesScripts evalPixelLevelSemanticLabeling.py)")
+        print(results["cityscapes_table"])
+        if not with_instances:
+            print("no iIoU: not every image of the split has its *_gtFine_instanceIds.png")
     print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
           if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
 
@@ -343,7 +386,7 @@ def evaluate_run(
         **({"trimap_band": band} if cfg.eval.trimap else {}),
         "amp": amp,
         "seconds": seconds,
-        **{k: v for k, v in results.items() if k not in ("table", "trimap_table")},
+        **{k: v for k, v in results.items() if k not in ("table", "trimap_table", "cityscapes_table")},
         "config": config_to_dict(cfg),
     }
     output.parent.mkdir(parents=True, exist_ok=True)

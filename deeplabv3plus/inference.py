@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import EvalConfig
 from .models.layers import unwrap_model
 
 PAPER_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -284,3 +285,55 @@ def segment(
         stride=stride,
     )
     return probs.argmax(dim=1)
+
+
+def pad_sizes(pad_to: Optional[Window]) -> tuple[int, int]:
+    """``eval.pad_to`` as (height, width); (0, 0) for None (no padding)."""
+    if pad_to is None:
+        return 0, 0
+    return _pair(pad_to, "pad_to")
+
+
+def segment_eval(
+    model: nn.Module,
+    images: torch.Tensor,
+    eval_cfg: EvalConfig,
+    *,
+    max_batch: Optional[int] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """The class map of each image under a config's evaluation protocol: what ``eval`` scores and
+    ``predict`` writes (both call this, so a submission is the model that was evaluated).
+
+    Pads images smaller than ``eval_cfg.pad_to`` at the bottom and right with zeros (the mean pixel
+    after normalisation, the reference's pad value: ``eval_crop_size`` in research/deeplab/eval.py,
+    513 on VOC, 1025x2049 on Cityscapes), runs :func:`segment` with ``eval_cfg``'s scales, flip,
+    output stride and whole/slide mode, and crops the prediction back to the image. The padding
+    matters: the image-pooling branch averages over the padded window.
+
+    Args:
+        model: Maps (B, 3, h, w) normalised images to (B, C, h, w) logits, in eval mode.
+        images: (N, 3, H, W) float, normalised.
+        eval_cfg: A config's ``eval`` section (``pad_to``, ``scales``, ``flip``, ``output_stride``,
+            ``mode``, ``crop_size``, ``stride``).
+        max_batch, amp_dtype: As :func:`predict_probs`.
+
+    Returns:
+        (N, H, W) int64 class indices.
+    """
+    height, width = images.shape[-2:]
+    pad_h, pad_w = pad_sizes(eval_cfg.pad_to)
+    if height < pad_h or width < pad_w:
+        images = F.pad(images, (0, max(0, pad_w - width), 0, max(0, pad_h - height)))
+    return segment(
+        model,
+        images,
+        scales=eval_cfg.scales,
+        flip=eval_cfg.flip,
+        output_stride=eval_cfg.output_stride,
+        max_batch=max_batch,
+        amp_dtype=amp_dtype,
+        mode=eval_cfg.mode,
+        crop_size=eval_cfg.crop_size,
+        stride=eval_cfg.stride,
+    )[..., :height, :width]

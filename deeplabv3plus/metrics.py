@@ -23,6 +23,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .data.cityscapes_meta import (
+    AVERAGE_INSTANCE_SIZE,
+    CITYSCAPES_CATEGORIES,
+    CITYSCAPES_CLASSES,
+    CLASS_CATEGORY,
+    INSTANCE_ID_DIVISOR,
+    label_id_lut,
+)
 from .data.voc_meta import IGNORE_INDEX
 from .runtime import is_distributed
 
@@ -185,6 +193,176 @@ def _class_names(class_names: Optional[Sequence[str]], num_classes: int) -> list
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
     return list(class_names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cityscapes' official scores beyond the class IoU (cityscapesScripts
+# evaluation/evalPixelLevelSemanticLabeling.py): category IoU and the instance-weighted iIoU
+# ---------------------------------------------------------------------------------------------
+
+
+def category_matrix(
+    matrix: torch.Tensor, category_of_class: Sequence[int], num_categories: int
+) -> torch.Tensor:
+    """Sum a (C, C) confusion matrix into a (K, K) one over the classes' categories.
+
+    The official category IoU (``getIouScoreForCategory``) counts as true positive every pixel of a
+    category's classes predicted as any class of that category, and its false positives only on
+    evaluated pixels of other categories: exactly the IoU of this summed matrix.
+    """
+    one_hot = torch.zeros(len(category_of_class), num_categories, dtype=torch.float64)
+    one_hot[torch.arange(len(category_of_class)), torch.as_tensor(category_of_class)] = 1
+    m = matrix.detach().to("cpu", torch.float64)
+    return one_hot.T @ m @ one_hot
+
+
+def _iou(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    denom = tp + fp + fn
+    return torch.where(denom > 0, tp / denom.clamp(min=1e-300), torch.full_like(tp, float("nan")))
+
+
+class CityscapesMeter:
+    """Cityscapes' category IoU and instance-level iIoU, as the official evaluator defines them.
+
+    * **category IoU** (7 categories): the IoU of the confusion matrix summed over the categories
+      (:func:`category_matrix`); its mean is the benchmark's "IoU category".
+    * **iIoU** (classes with instances: person, rider, car, truck, bus, train, motorcycle, bicycle):
+      ``iTP / (iTP + FP + iFN)``, where every ground-truth instance (a value > 1000 in
+      ``*_gtFine_instanceIds.png``) adds its true positive and false negative pixel counts weighted
+      by ``average instance size of its class / its size`` (so a small person counts as much as a
+      large one); FP is the class's plain false positive count from the confusion matrix. The
+      category iIoU (human, vehicle) weights the same instances with a true positive meaning "any
+      class of the instance's category". Means are over the defined (non-NaN) values, as the
+      evaluator's ``getScoreAverage``.
+
+    :meth:`update` takes train-ID predictions and the raw instance maps; :meth:`compute` takes the
+    split's :class:`ConfusionMatrix` for the false positives.
+
+    Args:
+        device: Where the tallies live (that of the predictions).
+    """
+
+    def __init__(self, device: Union[str, torch.device] = "cpu") -> None:
+        num_classes = len(CITYSCAPES_CLASSES)
+        self.device = torch.device(device)
+        average = torch.full((num_classes,), float("nan"), dtype=torch.float64)
+        for train_id, size in AVERAGE_INSTANCE_SIZE.items():
+            average[train_id] = size
+        self.average_size = average.to(self.device)
+        # Label ID -> train ID of the classes with an average size (caravan and trailer have
+        # instances but are not evaluated: their instances are skipped, as the evaluator does).
+        lut = torch.from_numpy(label_id_lut().astype("int64"))
+        lut[torch.isin(lut, torch.tensor(list(AVERAGE_INSTANCE_SIZE)), invert=True)] = -1
+        self.instance_class = lut.to(self.device)
+        self.category = torch.tensor(CLASS_CATEGORY, dtype=torch.int64, device=self.device)
+        num_categories = len(CITYSCAPES_CATEGORIES)
+        # [class tp, class fn, category tp, category fn], instance-weighted
+        self.tallies = torch.zeros(
+            2 * num_classes + 2 * num_categories, dtype=torch.float64, device=self.device
+        )
+        self.num_instances = 0
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, instances: torch.Tensor) -> None:
+        """Add images: ``pred`` (N, H, W) train IDs, ``instances`` (N, H, W) raw instance IDs."""
+        pred, instances = pred.reshape(-1, *pred.shape[-2:]), instances.reshape(-1, *instances.shape[-2:])
+        num_classes, num_categories = len(CITYSCAPES_CLASSES), len(CITYSCAPES_CATEGORIES)
+        for p, inst in zip(pred, instances):
+            ids = inst.reshape(-1).long()
+            keep = ids > INSTANCE_ID_DIVISOR
+            ids, p = ids[keep], p.reshape(-1)[keep].long()
+            cls = self.instance_class[(ids // INSTANCE_ID_DIVISOR).clamp(max=255)]
+            evaluated = cls >= 0
+            ids, p, cls = ids[evaluated], p[evaluated], cls[evaluated]
+            if ids.numel() == 0:
+                continue
+            uniq, inverse, size = torch.unique(ids, return_inverse=True, return_counts=True)
+            uniq_cls = cls.new_empty(uniq.shape).scatter_(0, inverse, cls)
+            hit = torch.bincount(inverse, weights=(p == cls).double(), minlength=uniq.numel())
+            cat = self.category[uniq_cls]
+            cat_hit = torch.bincount(
+                inverse, weights=(self.category[p] == self.category[cls]).double(), minlength=uniq.numel()
+            )
+            size = size.double()
+            weight = self.average_size[uniq_cls] / size
+            t = self.tallies
+            t[:num_classes].index_add_(0, uniq_cls, hit * weight)
+            t[num_classes : 2 * num_classes].index_add_(0, uniq_cls, (size - hit) * weight)
+            base = 2 * num_classes
+            t[base : base + num_categories].index_add_(0, cat, cat_hit * weight)
+            t[base + num_categories :].index_add_(0, cat, (size - cat_hit) * weight)
+            self.num_instances += uniq.numel()
+
+    def all_reduce(self) -> None:
+        """Sum the tallies over all ``torch.distributed`` ranks (no-op when not initialised)."""
+        if is_distributed():
+            dist.all_reduce(self.tallies, op=dist.ReduceOp.SUM)
+
+    def compute(self, matrix: ConfusionMatrix, with_instances: bool = True) -> dict:
+        """The official scores of the split, JSON-ready (fractions, None where undefined).
+
+        Args:
+            matrix: The split's (19, 19) train-ID confusion matrix.
+            with_instances: Also the iIoU scores (False when the split has no instance maps).
+
+        Returns:
+            ``per_category_iou`` ({category: IoU}), ``category_mIoU``; with instances also
+            ``per_class_iiou`` ({class: iIoU} of the 8 instance classes), ``iIoU`` (their mean),
+            ``per_category_iiou`` ({human, vehicle}), ``category_iIoU``.
+        """
+        num_classes, num_categories = len(CITYSCAPES_CLASSES), len(CITYSCAPES_CATEGORIES)
+        m = matrix.matrix.detach().to("cpu", torch.float64)
+        cm = category_matrix(m, CLASS_CATEGORY, num_categories)
+        cat_tp = cm.diag()
+        cat_iou = _iou(cat_tp, cm.sum(0) - cat_tp, cm.sum(1) - cat_tp)
+        out: dict = {
+            "per_category_iou": {n: _none_if_nan(v) for n, v in zip(CITYSCAPES_CATEGORIES, cat_iou.tolist())},
+            "category_mIoU": _none_if_nan(_nanmean(cat_iou)),
+        }
+        if not with_instances:
+            return out
+        t = self.tallies.to("cpu")
+        fp = m.sum(0) - m.diag()
+        iiou = _iou(t[:num_classes], fp, t[num_classes : 2 * num_classes])
+        instance_classes = sorted(AVERAGE_INSTANCE_SIZE)
+        base = 2 * num_classes
+        cat_iiou = _iou(t[base : base + num_categories], cm.sum(0) - cat_tp, t[base + num_categories :])
+        instance_categories = sorted({CLASS_CATEGORY[c] for c in instance_classes})
+        out["per_class_iiou"] = {
+            CITYSCAPES_CLASSES[c]: _none_if_nan(iiou[c].item()) for c in instance_classes
+        }
+        out["iIoU"] = _none_if_nan(_nanmean(iiou[instance_classes]))
+        out["per_category_iiou"] = {
+            CITYSCAPES_CATEGORIES[k]: _none_if_nan(cat_iiou[k].item()) for k in instance_categories
+        }
+        out["category_iIoU"] = _none_if_nan(_nanmean(cat_iiou[instance_categories]))
+        return out
+
+
+def format_cityscapes_table(scores: dict) -> str:
+    """The category IoU (and iIoU) table of :meth:`CityscapesMeter.compute`, in %, with the means."""
+    iiou = scores.get("per_category_iiou")
+    lines = [f"{'category':<14}  {'IoU %':>7}" + (f"  {'iIoU %':>7}" if iiou is not None else "")]
+    lines.append("-" * len(lines[0]))
+    for name, v in scores["per_category_iou"].items():
+        row = f"{name:<14}  {_pct(_nan_if_none(v), 'absent'):>7}"
+        if iiou is not None:
+            row += f"  {_pct(_nan_if_none(iiou.get(name)), '-'):>7}"
+        lines.append(row)
+    lines.append("-" * len(lines[0]))
+    row = f"{'mean':<14}  {_pct(_nan_if_none(scores['category_mIoU']), 'n/a'):>7}"
+    if iiou is not None:
+        row += f"  {_pct(_nan_if_none(scores['category_iIoU']), 'n/a'):>7}"
+    lines.append(row)
+    if iiou is not None:
+        lines.append("")
+        lines.append(f"{'class':<14}  {'iIoU %':>7}")
+        lines.append("-" * 23)
+        for name, v in scores["per_class_iiou"].items():
+            lines.append(f"{name:<14}  {_pct(_nan_if_none(v), 'absent'):>7}")
+        lines.append("-" * 23)
+        lines.append(f"{'iIoU':<14}  {_pct(_nan_if_none(scores['iIoU']), 'n/a'):>7}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -158,6 +158,14 @@ def test_a_missing_path_in_another_folder_is_not_replaced_by_a_shipped_config(tm
         find_config(tmp_path / "mine" / "quickstart.yaml")
 
 
+def test_a_path_starting_with_a_tilde_expands_to_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "c.yaml").write_text("data:\n  root: ~/voc\n")
+    cfg = load_config(tmp_path / "c.yaml", ["train.output_dir=~/runs/a", "train.init_from=~/w.pth"])
+    assert cfg.data.root == str(tmp_path / "voc")
+    assert (cfg.train.output_dir, cfg.train.init_from) == (str(tmp_path / "runs/a"), str(tmp_path / "w.pth"))
+
+
 def test_the_loss_section_and_accumulation_read_from_yaml_and_save_back(tmp_path):
     (tmp_path / "c.yaml").write_text(
         "model: {num_classes: 3}\n"

@@ -47,7 +47,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from .class_weights import class_weights_from_counts
-from .datasets import SegmentationDataset, dataset_class_names, default_class_names, read_label, split_samples
+from .datasets import SegmentationDataset, dataset_class_names, read_label, split_samples
 from .types import LabelMap, Sample
 
 PathLike = Union[str, Path]
@@ -429,7 +429,7 @@ def check_config_data(cfg: DataConfig, *, workers: Optional[int] = None) -> tupl
         The report and the class names (for :func:`to_markdown`).
     """
     splits = config_splits(cfg)
-    names = dataset_class_names(cfg) or default_class_names(cfg.num_classes)
+    names = dataset_class_names(cfg)
     report = check_data(
         splits,
         cfg.num_classes,

@@ -5,6 +5,7 @@
     root/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png        (label IDs 0..33)
     root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png   (optional: 0..18, 255)
+    root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png     (optional: for the iIoU)
 
 ``root`` may also be the folder holding ``cityscapes/``. The split is the folder name (train, val,
 test, or any folder of ``leftImg8bit/``); no list files. Labels are the 19 train IDs of
@@ -25,6 +26,7 @@ Label IDs are checked against 0..33 before the mapping, train IDs against 0..18 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Union
 
@@ -36,6 +38,7 @@ from .cityscapes_meta import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_IGNORE_INDEX,
     CITYSCAPES_PALETTE,
+    INSTANCE_ID_DIVISOR,
     LABEL_ID_TO_TRAIN_ID,
     label_id_lut,
 )
@@ -105,6 +108,9 @@ def cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]
         else:
             candidates = [label_ids] if convention == "label_ids" else [train_ids, label_ids]
             sample = Sample(name, image, label_ids, LABEL_IDS)
+        instances = gt / f"{name}_gtFine_instanceIds.png"
+        if instances.is_file():
+            sample = dataclasses.replace(sample, instances=instances)
         if not sample.label.is_file():
             raise DatasetError(
                 f"image '{image}' has no label: expected {' or '.join(repr(str(c)) for c in candidates)}"
@@ -112,6 +118,29 @@ def cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]
             )
         samples.append(sample)
     return samples, image_dir
+
+
+def read_instances(path: Path) -> np.ndarray:
+    """A ``*_gtFine_instanceIds.png`` as an (H, W) int64 array: ``label_id * 1000 + k`` for instance
+    ``k`` of a class with instances, the bare label ID (0..33) elsewhere.
+
+    Raises:
+        DatasetError: an unreadable file, or a value whose label ID is not 0..33.
+    """
+    try:
+        with Image.open(path) as im:
+            array = np.array(im).astype(np.int64)
+    except Exception as e:
+        raise DatasetError(f"cannot read instance map '{path}': {e}") from None
+    if array.ndim != 2:
+        raise DatasetError(f"instance map '{path}' has shape {array.shape}; expected a single-channel image")
+    label_ids = np.where(array >= INSTANCE_ID_DIVISOR, array // INSTANCE_ID_DIVISOR, array)
+    if array.size and (array.min() < 0 or label_ids.max() >= NUM_LABEL_IDS):
+        raise DatasetError(
+            f"instance map '{path}' has values outside label_id * 1000 + k and 0..{NUM_LABEL_IDS - 1} "
+            f"(max {array.max()})"
+        )
+    return array
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,6 +153,8 @@ SYNTHETIC_SIZE = (64, 128)
 # Label IDs drawn as objects: evaluated classes and three that map to 255 (static 4, parking 9,
 # guard rail 14), so the label-ID mapping and the void handling are exercised.
 _OBJECT_IDS = (24, 26, 17, 21, 20, 13, 4, 9, 14)
+_INSTANCE_IDS = (24, 26)
+"""The drawn label IDs of classes with instances (person, car)."""
 
 
 def _colour(label_id: int) -> np.ndarray:
@@ -134,6 +165,46 @@ def _colour(label_id: int) -> np.ndarray:
     return np.array(CITYSCAPES_PALETTE[train_id], dtype=np.float64)
 
 
+def _draw_synthetic_sample(
+    rng: np.random.Generator, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`make_synthetic_sample`'s image and label, and the (H, W) uint16 instance-ID map."""
+    h, w = size
+    label_img = Image.new("L", (w, h), 23)  # sky
+    draw = ImageDraw.Draw(label_img)
+    horizon = int(h * rng.uniform(0.35, 0.55))
+    draw.rectangle((0, int(h * 0.15), w, horizon), fill=11)  # building
+    draw.rectangle((0, horizon, w, h), fill=7)  # road
+    draw.rectangle((0, horizon, int(w * rng.uniform(0.05, 0.2)), h), fill=8)  # sidewalk
+    # The instance map is drawn with the same shapes (no extra random draws: the labels of a seed
+    # stay as they were): label_id * 1000 + k for the k-th object of a class with instances.
+    instance_img = label_img.convert("I")
+    draw_instance = ImageDraw.Draw(instance_img)
+    counts: dict[int, int] = {}
+    for _ in range(int(rng.integers(2, 6))):
+        label_id = int(rng.choice(_OBJECT_IDS))
+        ow, oh = int(rng.integers(w // 12, w // 4)), int(rng.integers(h // 8, h // 2))
+        x0, y0 = int(rng.integers(0, w - ow)), int(rng.integers(h // 5, h - oh))
+        box = (x0, y0, x0 + ow, y0 + oh)
+        shape = "ellipse" if rng.random() < 0.5 else "rectangle"
+        getattr(draw, shape)(box, fill=label_id)
+        instance_id = label_id
+        if label_id in _INSTANCE_IDS:
+            instance_id = label_id * INSTANCE_ID_DIVISOR + counts.get(label_id, 0)
+            counts[label_id] = counts.get(label_id, 0) + 1
+        getattr(draw_instance, shape)(box, fill=instance_id)
+    draw.rectangle((0, h - max(2, h // 16), w, h), fill=1)  # ego vehicle (unevaluated)
+    draw_instance.rectangle((0, h - max(2, h // 16), w, h), fill=1)
+    label = np.asarray(label_img, dtype=np.uint8).copy()
+    instances = np.asarray(instance_img, dtype=np.int32).astype(np.uint16)
+    image = np.zeros((h, w, 3))
+    for label_id in np.unique(label):
+        region = label == label_id
+        colour = _colour(int(label_id)) + rng.uniform(-15, 15, size=3)
+        image[region] = colour + rng.normal(0, 8, size=(int(region.sum()), 3))
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label, instances
+
+
 def make_synthetic_sample(
     rng: np.random.Generator, size: tuple[int, int] = SYNTHETIC_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -142,27 +213,8 @@ def make_synthetic_sample(
     Returns:
         image: (H, W, 3) uint8 RGB; label: (H, W) uint8 Cityscapes label IDs (0..33).
     """
-    h, w = size
-    label_img = Image.new("L", (w, h), 23)  # sky
-    draw = ImageDraw.Draw(label_img)
-    horizon = int(h * rng.uniform(0.35, 0.55))
-    draw.rectangle((0, int(h * 0.15), w, horizon), fill=11)  # building
-    draw.rectangle((0, horizon, w, h), fill=7)  # road
-    draw.rectangle((0, horizon, int(w * rng.uniform(0.05, 0.2)), h), fill=8)  # sidewalk
-    for _ in range(int(rng.integers(2, 6))):
-        label_id = int(rng.choice(_OBJECT_IDS))
-        ow, oh = int(rng.integers(w // 12, w // 4)), int(rng.integers(h // 8, h // 2))
-        x0, y0 = int(rng.integers(0, w - ow)), int(rng.integers(h // 5, h - oh))
-        box = (x0, y0, x0 + ow, y0 + oh)
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=label_id)
-    draw.rectangle((0, h - max(2, h // 16), w, h), fill=1)  # ego vehicle (unevaluated)
-    label = np.asarray(label_img, dtype=np.uint8).copy()
-    image = np.zeros((h, w, 3))
-    for label_id in np.unique(label):
-        region = label == label_id
-        colour = _colour(int(label_id)) + rng.uniform(-15, 15, size=3)
-        image[region] = colour + rng.normal(0, 8, size=(int(region.sum()), 3))
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+    image, label, _ = _draw_synthetic_sample(rng, size)
+    return image, label
 
 
 def make_synthetic_cityscapes(
@@ -171,6 +223,7 @@ def make_synthetic_cityscapes(
     size: tuple[int, int] = SYNTHETIC_SIZE,
     seed: int = 0,
     train_ids: bool = False,
+    instance_ids: bool = False,
 ) -> Path:
     """Write a synthetic dataset in the Cityscapes layout (deterministic from ``seed``).
 
@@ -184,6 +237,8 @@ def make_synthetic_cityscapes(
         size: (height, width) of every frame.
         seed: The same seed gives the same files.
         train_ids: Also write the ``*_gtFine_labelTrainIds.png`` files.
+        instance_ids: Also write the ``*_gtFine_instanceIds.png`` files (16-bit; person and car
+            objects as instances ``label_id * 1000 + k``), which the official iIoU reads.
 
     Returns:
         ``root``.
@@ -202,7 +257,7 @@ def make_synthetic_cityscapes(
             j = i if split == "train" else i - num_train
             city = cities[j % len(cities)]
             name = f"{city}_{j // len(cities):06d}_000019"
-            image, label = make_synthetic_sample(np.random.default_rng([seed, i]), size)
+            image, label, instances = _draw_synthetic_sample(np.random.default_rng([seed, i]), size)
             for folder in ("leftImg8bit", "gtFine"):
                 (tmp / folder / split / city).mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(tmp / "leftImg8bit" / split / city / f"{name}{_IMAGE_SUFFIX}")
@@ -210,5 +265,7 @@ def make_synthetic_cityscapes(
             Image.fromarray(label, mode="L").save(gt / f"{name}_gtFine_labelIds.png")
             if train_ids:
                 Image.fromarray(lut[label], mode="L").save(gt / f"{name}_gtFine_labelTrainIds.png")
+            if instance_ids:
+                Image.fromarray(instances).save(gt / f"{name}_gtFine_instanceIds.png")
         (tmp / _MARKER).write_text(f"synthetic Cityscapes layout: {num_images} images, seed {seed}\n")
     return root

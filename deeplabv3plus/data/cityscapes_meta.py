@@ -47,3 +47,37 @@ def cityscapes_palette(num_colors: int = 256) -> np.ndarray:
     palette = np.zeros((num_colors, 3), dtype=np.uint8)
     palette[: len(CITYSCAPES_PALETTE)] = CITYSCAPES_PALETTE
     return palette
+
+
+# --- the official evaluation's tables (cityscapesScripts helpers/labels.py and
+# evaluation/evalPixelLevelSemanticLabeling.py) ----------------------------------------------------
+
+TRAIN_ID_TO_LABEL_ID: tuple[int, ...] = tuple(sorted(LABEL_ID_TO_TRAIN_ID, key=LABEL_ID_TO_TRAIN_ID.get))
+"""The label ID of each train ID 0..18: what the official evaluator and benchmark server read."""
+
+CITYSCAPES_CATEGORIES: tuple[str, ...] = (
+    "flat", "construction", "object", "nature", "sky", "human", "vehicle",
+)  # fmt: skip
+"""The 7 evaluated categories (labels.py's category column, "void" being never evaluated)."""
+
+CLASS_CATEGORY: tuple[int, ...] = (0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6)
+"""The category (index into :data:`CITYSCAPES_CATEGORIES`) of each train ID."""
+
+AVERAGE_INSTANCE_SIZE: dict[int, float] = {
+    11: 3462.4756337644, 12: 3930.4788056518, 13: 12794.0202738185, 14: 27855.1264367816,
+    15: 35732.1511111111, 16: 67583.7075812274, 17: 6298.7200839748, 18: 4672.3249222261,
+}  # fmt: skip
+"""Train IDs of the 8 evaluated classes with instances (person, rider, car, truck, bus, train,
+motorcycle, bicycle) -> their average instance size in pixels over the training set: the weights
+of the instance-level iIoU (``args.avgClassSize`` of evalPixelLevelSemanticLabeling.py)."""
+
+INSTANCE_ID_DIVISOR = 1000
+"""``*_gtFine_instanceIds.png`` holds ``label_id * 1000 + k`` for instance ``k`` of a class with
+instances and the bare label ID elsewhere (crowds included); the evaluator counts values > 1000."""
+
+
+def train_id_to_label_id_lut() -> np.ndarray:
+    """A (256,) uint8 lookup table from train ID to label ID (0, "unlabeled", for 19..255)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[: len(TRAIN_ID_TO_LABEL_ID)] = TRAIN_ID_TO_LABEL_ID
+    return lut

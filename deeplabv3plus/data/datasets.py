@@ -216,19 +216,17 @@ def default_class_names(num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def eval_collate(
-    batch: list[tuple[torch.Tensor, torch.Tensor]],
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def eval_collate(batch: list[tuple[torch.Tensor, ...]]) -> tuple[list[torch.Tensor], ...]:
     """Collate for evaluation batches > 1: full images differ in size, so keep lists.
 
     Training crops all have the crop size, so the default collate stacks them; evaluation with
     ``batch_size=1`` can use either.
 
     Returns:
-        images: list of (3, H_i, W_i) float32; labels: list of (H_i, W_i) int64.
+        images: list of (3, H_i, W_i) float32; labels: list of (H_i, W_i) int64; and a third list
+        when the samples carry a third field (instance maps).
     """
-    images, labels = zip(*batch)
-    return list(images), list(labels)
+    return tuple(list(field) for field in zip(*batch))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -568,22 +566,6 @@ def check_config_leakage(cfg: DataConfig) -> None:
     )
 
 
-def dataset_class_names(cfg: DataConfig) -> Optional[list[str]]:
-    """``data.class_names``, or the layout's (or colour table's) own names; None: the defaults."""
-    class_names = cfg.class_names
-    if class_names is None and cfg.layout == "synthetic":
-        class_names = synthetic_class_names(cfg.num_classes, cfg.synthetic_kind)
-    elif class_names is None and cfg.layout == "cityscapes":
-        class_names = list(CITYSCAPES_CLASSES)
-    elif class_names is None and cfg.layout == "ade20k":
-        class_names = ade20k_class_names(cfg.label_convention or "reference")
-    elif class_names is None and cfg.mask_format == "rgb":
-        names = mask_color_table(cfg)[0]
-        if names != [f"class_{i}" for i in range(len(names))]:
-            class_names = names  # a table of {name, color} or {name: color}
-    return class_names
-
-
 def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDataset:
     """The dataset of one split, with the training augmentation or the evaluation preprocessing.
 
@@ -597,12 +579,30 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDatas
         A dataset whose items are image (3, H, W) float32 and label (H, W) int64.
     """
     samples, list_file = split_samples(cfg, split)
-    class_names = dataset_class_names(cfg)
     return SegmentationDataset(
         samples,
         num_classes=cfg.num_classes,
         ignore_index=cfg.ignore_index,
         transform=train_transform(cfg) if train else eval_transform(cfg),
-        class_names=class_names,
+        class_names=dataset_class_names(cfg),
         list_file=list_file,
     )
+
+
+def dataset_class_names(cfg: DataConfig) -> list[str]:
+    """The ``cfg.num_classes`` class names: ``data.class_names``, else the layout's own (synthetic,
+    Cityscapes, ADE20K in its label convention) or the names of ``data.mask_colors``, else
+    :func:`default_class_names`."""
+    if cfg.class_names is not None:
+        return list(cfg.class_names)
+    if cfg.layout == "synthetic":
+        return synthetic_class_names(cfg.num_classes, cfg.synthetic_kind)
+    if cfg.layout == "cityscapes":
+        return list(CITYSCAPES_CLASSES)
+    if cfg.layout == "ade20k":
+        return ade20k_class_names(cfg.label_convention or "reference")
+    if cfg.mask_format == "rgb":
+        names = mask_color_table(cfg)[0]
+        if names != [f"class_{i}" for i in range(len(names))]:
+            return names  # a colour table of {name, color} or {name: color}
+    return default_class_names(cfg.num_classes)

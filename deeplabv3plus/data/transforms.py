@@ -153,8 +153,8 @@ class Preprocess:
     """Image -> normalised model input: ``(x / 255 - mean) / std`` per channel.
 
     The one image normaliser of the package (``predict``, the zoo entries' ``transforms()``; the
-    dataset pipelines run the same arithmetic through ``v2.Normalize``). Accepts a PIL image (any
-    mode; converted to RGB), an (H, W, 3) or (N, H, W, 3) uint8 numpy array, or a uint8 tensor
+    dataset pipelines run the same arithmetic, to the bit, through ``v2.ToDtype`` and
+    ``v2.Normalize``). Accepts a PIL image (any mode; converted to RGB), an (H, W, 3) or (N, H, W, 3) uint8 numpy array, or a uint8 tensor
     (3, H, W) / (N, 3, H, W) (a float tensor is taken to be in [0, 1] already). Returns a
     float32 tensor (1, 3, H, W) (or (N, 3, H, W)), any H and W: the models take any size. The
     reference additionally pads to 513x513 for its VOC evaluation; that is ``eval.pad_to``, not this.
@@ -180,7 +180,9 @@ class Preprocess:
     def _to_tensor(image: Any) -> torch.Tensor:
         if isinstance(image, torch.Tensor):
             if image.dtype == torch.uint8:
-                return image.float().div(255)
+                # x * (1/255), not x / 255: v2.ToDtype's arithmetic, so that predict's inputs equal
+                # the dataset pipeline's to the bit (and its predictions eval's).
+                return image.float().mul(1.0 / 255)
             if image.is_floating_point():
                 return image.float()
             raise ValueError(f"expected a uint8 or float image tensor, got {image.dtype}")
@@ -190,7 +192,7 @@ class Preprocess:
                     f"expected an (H, W, 3) or (N, H, W, 3) uint8 array, got {image.dtype} of shape {image.shape}"
                 )
             x = torch.from_numpy(np.array(image))  # a copy: the input may be read-only
-            return x.permute(*range(x.dim() - 3), -1, -3, -2).float().div(255)
+            return x.permute(*range(x.dim() - 3), -1, -3, -2).float().mul(1.0 / 255)
         if isinstance(image, Image.Image):
             return Preprocess._to_tensor(np.array(image.convert("RGB")))
         raise TypeError(

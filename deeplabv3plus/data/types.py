@@ -56,7 +56,9 @@ class LabelMap:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes.
+    """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes;
+    ``instances`` is the image's instance-ID map where the layout has one (Cityscapes'
+    ``*_gtFine_instanceIds.png``, for the official iIoU).
 
     ``label_reader`` (if any) decodes ``label`` instead of reading it as an index PNG: a picklable
     ``path -> (H, W) uint8`` class mask from ``data/label_formats.py`` (``data.mask_format``).
@@ -66,4 +68,5 @@ class Sample:
     image: Path
     label: Path
     label_map: Optional[LabelMap] = None
+    instances: Optional[Path] = None
     label_reader: Optional[Callable[[Path], np.ndarray]] = None

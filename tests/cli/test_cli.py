@@ -118,9 +118,11 @@ def test_the_package_root_loads_its_public_names_on_first_use():
 
 def test_the_parsers_choices_and_defaults_copied_from_heavy_modules_equal_their_sources():
     from deeplabv3plus.benchmark import PEERS
+    from deeplabv3plus.predict import FORMATS
     from deeplabv3plus.weights.tf_names import KINDS
 
     assert cli.CONVERT_KINDS == tuple(KINDS) and cli.BENCHMARK_PEERS == tuple(PEERS)
+    assert cli.PREDICT_FORMATS == FORMATS
     from deeplabv3plus.data import synthetic
 
     assert cli.SYNTHETIC_DEFAULTS == {

@@ -384,6 +384,69 @@ def test_predict_input_without_images(checkpoint, tmp_path, capsys):
     fails(args, capsys, "nothing*.jpg", "no image found")
 
 
+@pytest.mark.parametrize("fmt", ["cityscapes", "voc", "ade20k"])
+def test_predict_submission_format_must_fit_the_model(checkpoint, tmp_path, capsys, fmt):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    args = [
+        "predict",
+        "--checkpoint",
+        checkpoint,
+        tmp_path / "x.png",
+        "--output",
+        tmp_path / "o",
+        "--format",
+        fmt,
+    ]
+    fails(args, capsys, f"--format {fmt}", "data.layout=folders")
+
+
+def test_predict_alpha_must_be_a_weight(checkpoint, tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    fails(
+        ["predict", "--checkpoint", checkpoint, tmp_path / "x.png", "--alpha", "2"],
+        capsys,
+        "--alpha",
+        "[0, 1]",
+    )
+
+
+@pytest.fixture(scope="module")
+def cityscapes_checkpoint(tmp_path_factory) -> Path:
+    """A random ResNet-18 checkpoint of the 19 Cityscapes train IDs."""
+    path = tmp_path_factory.mktemp("cs") / "cs.pth"
+    cfg = Config()
+    cfg.model.backbone, cfg.model.head_channels = "resnet18", 16
+    cfg.model.num_classes = cfg.data.num_classes = 19
+    cfg.data.layout = "cityscapes"
+    model = build_model(**dataclasses.asdict(cfg.model))
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, path)
+    return path
+
+
+def test_predict_cityscapes_format_needs_cityscapes_file_names(cityscapes_checkpoint, tmp_path, capsys):
+    Image.new("RGB", (16, 8)).save(tmp_path / "photo.png")
+    args = [
+        "predict",
+        "--checkpoint",
+        cityscapes_checkpoint,
+        tmp_path / "photo.png",
+        "--format",
+        "cityscapes",
+    ]
+    fails([*args, "--output", tmp_path / "o"], capsys, "photo.png", "<city>_<seq>_<frame>_leftImg8bit.png")
+
+
+def test_predict_refuses_a_submission_folder_holding_other_files(cityscapes_checkpoint, tmp_path, capsys):
+    Image.new("RGB", (16, 8)).save(tmp_path / "ulm_000001_000019_leftImg8bit.png")
+    (tmp_path / "o" / "results").mkdir(parents=True)
+    Image.new("L", (16, 8)).save(
+        tmp_path / "o" / "results" / "ulm_000000_000019_leftImg8bit.png"
+    )  # a stale one
+    args = ["predict", "--checkpoint", cityscapes_checkpoint, tmp_path / "ulm_000001_000019_leftImg8bit.png"]
+    fails([*args, "--format", "cityscapes", "--output", tmp_path / "o"], capsys,
+          "ulm_000000_000019_leftImg8bit.png", "predictions only")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "extra, culprit",
     [(["--output", "model.txt"], ".onnx"), (["--output", "m.onnx", "--opset", "3"], "--opset")],

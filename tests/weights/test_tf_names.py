@@ -208,10 +208,11 @@ def test_converted_resnet_beta_loads_strictly_into_our_resnet101_beta():
 
 @pytest.mark.slow
 def test_convert_script_writes_a_checkpoint_the_eval_loader_accepts(tmp_path, monkeypatch):
+    import deeplabv3plus.weights.tf_bundle
     from deeplabv3plus import cli
 
-    monkeypatch.setattr(
-        cli,
+    monkeypatch.setattr(  # patched where it lives: the convert command imports it when it runs
+        deeplabv3plus.weights.tf_bundle,
         "TFCheckpoint",
         lambda path, verify=False: synthetic_checkpoint("xception65_deeplab"),
     )

@@ -329,9 +329,9 @@ def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch,
 
     real_predict = deeplabv3plus.predict.predict_files
 
-    def spy(model, paths, out_dir, mean, std, **kwargs):
-        seen.update(mean=mean, **kwargs)
-        return real_predict(model, paths, out_dir, mean, std, **kwargs)
+    def spy(model, paths, out_dir, mean, std, eval_cfg, **kwargs):
+        seen.update(mean=mean, **dataclasses.asdict(eval_cfg))
+        return real_predict(model, paths, out_dir, mean, std, eval_cfg, **kwargs)
 
     # patched where they live: the predict command imports them when it runs
     monkeypatch.setattr(deeplabv3plus.loading, "load_weights_model", fake_loader)
@@ -353,9 +353,8 @@ def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch,
     ]
     assert seen["mean"] == [0.5] * 3 and seen["output_stride"] == 8  # as published: OS 8 ...
     assert seen["scales"] == [1.0] and seen["flip"] is False  # ... but the flags win
-    assert (
-        "xception65_coco_voc_trainval: output stride 8, scales [1.0], flip False" in capsys.readouterr().out
-    )
+    assert "with xception65_coco_voc_trainval into" in (out := capsys.readouterr().out)
+    assert "output stride 8, scales [1.0], flip False" in out
 
 
 def test_eval_command_takes_weights_in_place_of_checkpoint(capsys):
