@@ -1042,6 +1042,61 @@ def run_configs(args: argparse.Namespace) -> dict[str, Path]:
     return shipped
 
 
+# --- check-data ----------------------------------------------------------------------------------
+
+CHECK_DATA_DESCRIPTION = """Read every image and label of the config's train and val splits (in parallel) and report.
+
+Prints a Markdown summary (splits, class shares, problems with examples, suggested data.* keys and
+class weights) and writes check_data.json, check_data.md and, with the plot extra (matplotlib),
+check_data_classes.png into --output. Exit code 0 when training would run, 2 when a fatal problem
+was found (unreadable files, colour masks read as indices, values out of range, size mismatches,
+undecodable labels, an image in two splits). docs/own_data.md.
+
+Example::
+
+    deeplabv3plus check-data --config configs/own_data_rgb_masks.yaml data.root=mydata --output checks/
+"""
+
+
+def add_check_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config whose data.* section describes the dataset")
+    p.add_argument("--output", default="check_data", help="folder for the reports (default: ./check_data)")
+    p.add_argument("--workers", type=int, help="reader threads (default: the CPU count, at most 8)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=mydata")
+
+
+def run_check_data(args: argparse.Namespace) -> Any:
+    """:func:`deeplabv3plus.data.check.check_config_data`, printed and written; fatal problems exit 2."""
+    # here, not at the top: --help must not import torch
+    from .data.check import check_config_data, plot_class_frequencies, to_json, to_markdown
+
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers: expected a positive number, got {args.workers}")
+    cfg = load_config(args.config, args.overrides)
+    start = time.perf_counter()
+    report, class_names = check_config_data(cfg.data, workers=args.workers)
+    seconds = time.perf_counter() - start
+    markdown = to_markdown(report, class_names)
+    print(markdown)
+    out = Path(args.output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "check_data.json").write_text(to_json(report) + "\n")
+    (out / "check_data.md").write_text(markdown)
+    written = [out / "check_data.json", out / "check_data.md"]
+    try:
+        written.append(plot_class_frequencies(report, out / "check_data_classes.png", class_names))
+    except ImportError as e:
+        print(f"no class-frequency chart: {e}")
+    pairs = sum(s.num_images for s in report.splits.values())
+    print(f"read {pairs} pairs in {seconds:.1f} s; wrote {', '.join(str(p) for p in written)}")
+    if not report.ok:
+        fatal = ", ".join(f"{p.kind} ({p.count})" for p in report.problems if p.fatal)
+        raise CommandError(
+            f"{args.config}: the data has fatal problems: {fatal}; see {out / 'check_data.md'}"
+        )
+    return report
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 
@@ -1095,6 +1150,13 @@ COMMANDS: dict[str, Command] = {
     ),
     "configs": Command(
         "list the shipped configs, or print one", CONFIGS_DESCRIPTION, add_configs_arguments, run_configs
+    ),
+    "check-data": Command(
+        "read every image and label of a config's splits and report problems",
+        CHECK_DATA_DESCRIPTION,
+        add_check_data_arguments,
+        run_check_data,
+        True,
     ),
 }
 

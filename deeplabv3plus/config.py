@@ -129,6 +129,49 @@ class DataConfig:
     """'synthetic' layout: generate the dataset into root when root holds none. The default root
     (data/synthetic, the quickstart's) is generated on first use without it; any other root that
     holds no dataset is an error, so that a mistyped data.root never silently gets a new dataset."""
+    mask_format: str = "index"
+    """'folders' layout: what the label files hold (docs/own_data.md). 'index': PNGs whose pixel
+    values are the classes; 'rgb': colour masks, one colour per class (``mask_colors``); 'binary':
+    0/255 masks, 0 -> class 0, 255 -> class 1 (never guessed: 255 is otherwise the void label);
+    'coco': COCO instance JSON (``coco_annotations``, ``coco_mapping``) rasterised per image."""
+    mask_colors: Optional[Union[str, list[Any], dict[str, Any]]] = None
+    """'rgb': the colour of each class, in class order: a list of [r, g, b], a list of
+    {name, color}, a {name: [r, g, b]} mapping, or the path of a YAML file holding one of these."""
+    mask_ignore_colors: Optional[list[list[int]]] = None
+    """'rgb': colours read as ``ignore_index`` (e.g. [[224, 224, 192]], VOC's void outline)."""
+    coco_annotations: Optional[Union[str, dict[str, str]]] = None
+    """'coco': the COCO JSON path, or {split: path} (e.g. {train: ann/train.json, val: ann/val.json});
+    images are matched by file stem to the split lists."""
+    coco_mapping: Optional[Union[str, dict[Any, int]]] = None
+    """'coco': category id or name -> class index (255 = ignore), or 'voc' for the COCO -> VOC
+    20-class table of the COCO pre-training stage (data/label_formats.py, COCO_VOC_TABLE)."""
+    coco_unmapped: Optional[str] = None
+    """'coco': what a category outside ``coco_mapping`` becomes: 'error', 'background' or 'ignore';
+    null: 'background' with coco_mapping=voc (the reference's pre-training), 'error' otherwise."""
+
+
+LOSS_NAMES = ("cross_entropy", "bootstrapped_cross_entropy", "ohem", "lovasz_softmax")
+"""The valid ``train.loss.name`` values: the keys of ``deeplabv3plus.losses.LOSSES`` (a test keeps
+them equal; the config sits below the losses and does not import them)."""
+
+
+@dataclass
+class LossConfig:
+    """``train.loss``: which loss and its options (``deeplabv3plus.losses.build_loss``; docs/own_data.md)."""
+
+    name: str = "cross_entropy"
+    """cross_entropy (the paper's), bootstrapped_cross_entropy (TF DeepLab's top_k_percent_pixels
+    mining), ohem (mmsegmentation's), lovasz_softmax (Berman et al., CVPR 2018)."""
+    class_weights: Optional[Union[str, list[float]]] = None
+    """null, one weight per class, or 'auto': median-frequency weights (capped to 0.1..10) from the
+    training split's labels, computed at the start of the run (cross-entropy losses only)."""
+    top_k_percent_pixels: float = 1.0
+    """bootstrapped_cross_entropy: the share of hardest pixels kept (reference flag, e.g. 0.25)."""
+    hard_example_mining_step: int = 0
+    """bootstrapped_cross_entropy: optimizer steps over which the share decays from 1.0."""
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100000
+    """ohem: pixels with a true-class probability below ohem_thresh, at least ohem_min_kept per image."""
 
 
 @dataclass
@@ -176,6 +219,13 @@ class TrainConfig:
     gradients of every ``biases`` variable by 2 (``utils/train_utils.py``
     ``get_model_gradient_multipliers``), and the logits conv holds the model's only bias: 2.0 in the
     paper's configs."""
+    accumulate: int = 1
+    """Micro-batches per optimizer step: each of ``batch_size`` images, their gradients summed, so
+    the effective batch is ``batch_size * accumulate`` (the paper's 16 as 2 x 8 on a smaller GPU).
+    The LR schedule and ``max_iters`` count optimizer steps. BatchNorm still normalises each
+    micro-batch on its own (docs/training.md)."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The training loss; the default is the paper's plain softmax cross-entropy."""
 
 
 @dataclass
@@ -273,6 +323,14 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            _check_value(k, key_tp, f"{where} key"): _check_value(v, value_tp, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, bool):
@@ -468,6 +526,101 @@ def validate_config(cfg: Config) -> None:
         )
     _validate_eval_window(cfg.eval)
     _validate_recipe_options(cfg)
+    _validate_train_loss(cfg)
+    _validate_mask_format(cfg.data)
+
+
+def _validate_train_loss(cfg: Config) -> None:
+    loss = cfg.train.loss
+    if cfg.train.accumulate < 1:
+        raise ConfigError(
+            f"train.accumulate: expected an integer >= 1 (micro-batches per step), got {cfg.train.accumulate}"
+        )
+    if loss.name not in LOSS_NAMES:
+        raise ConfigError(
+            f"train.loss.name: unknown loss {loss.name!r}; expected one of {', '.join(LOSS_NAMES)}"
+        )
+    weights = loss.class_weights
+    if isinstance(weights, str) and weights != "auto":
+        raise ConfigError(
+            f"train.loss.class_weights: expected null, 'auto' or a list of numbers, got {weights!r}"
+        )
+    if isinstance(weights, list) and len(weights) != cfg.data.num_classes:
+        raise ConfigError(
+            f"train.loss.class_weights: expected {cfg.data.num_classes} weights (data.num_classes), got {len(weights)}"
+        )
+    if isinstance(weights, list) and any(not w >= 0 for w in weights):
+        raise ConfigError(f"train.loss.class_weights: expected non-negative numbers, got {weights}")
+    if weights is not None and loss.name == "lovasz_softmax":
+        raise ConfigError("train.loss.class_weights: not used by lovasz_softmax; set it to null")
+    if not 0.0 < loss.top_k_percent_pixels <= 1.0:
+        raise ConfigError(
+            f"train.loss.top_k_percent_pixels: expected a share in (0, 1], got {loss.top_k_percent_pixels}"
+        )
+    if loss.hard_example_mining_step < 0:
+        raise ConfigError(
+            f"train.loss.hard_example_mining_step: expected >= 0, got {loss.hard_example_mining_step}"
+        )
+    if not 0.0 < loss.ohem_thresh <= 1.0:
+        raise ConfigError(f"train.loss.ohem_thresh: expected a probability in (0, 1], got {loss.ohem_thresh}")
+    if loss.ohem_min_kept <= 1:
+        raise ConfigError(f"train.loss.ohem_min_kept: expected an integer > 1, got {loss.ohem_min_kept}")
+    defaults = LossConfig()
+    used = {
+        "cross_entropy": (), "bootstrapped_cross_entropy": ("top_k_percent_pixels", "hard_example_mining_step"),
+        "ohem": ("ohem_thresh", "ohem_min_kept"), "lovasz_softmax": (),
+    }  # fmt: skip
+    for option in ("top_k_percent_pixels", "hard_example_mining_step", "ohem_thresh", "ohem_min_kept"):
+        if option not in used[loss.name] and getattr(loss, option) != getattr(defaults, option):
+            raise ConfigError(f"train.loss.{option}: not used by the {loss.name!r} loss (train.loss.name)")
+
+
+MASK_FORMATS = ("index", "rgb", "binary", "coco")
+"""The values of ``data.mask_format`` (read by the 'folders' layout)."""
+
+
+def _validate_mask_format(data: DataConfig) -> None:
+    fmt = data.mask_format
+    if fmt not in MASK_FORMATS:
+        raise ConfigError(
+            f"data.mask_format: unknown format {fmt!r}; expected one of {', '.join(MASK_FORMATS)}"
+        )
+    if fmt != "index" and data.layout != "folders":
+        raise ConfigError(
+            f"data.mask_format={fmt!r} is read by the 'folders' layout only, not {data.layout!r}"
+        )
+    needs = {"rgb": ("mask_colors",), "coco": ("coco_annotations", "coco_mapping")}
+    for key in needs.get(fmt, ()):
+        if getattr(data, key) is None:
+            raise ConfigError(f"data.mask_format={fmt} needs data.{key} (docs/own_data.md)")
+    owners = {"mask_colors": "rgb", "mask_ignore_colors": "rgb", "coco_annotations": "coco",
+              "coco_mapping": "coco", "coco_unmapped": "coco"}  # fmt: skip
+    for key, owner in owners.items():
+        if getattr(data, key) is not None and fmt != owner:
+            raise ConfigError(f"data.{key}: used with data.mask_format={owner} only (it is {fmt!r})")
+    if fmt == "binary" and data.num_classes != 2:
+        raise ConfigError(
+            f"data.mask_format=binary: expected data.num_classes=2 (background, foreground), got {data.num_classes}"
+        )
+    if isinstance(data.coco_mapping, str) and data.coco_mapping != "voc":
+        raise ConfigError(
+            f"data.coco_mapping: expected 'voc' or a {{category id or name: class}} mapping, got {data.coco_mapping!r}"
+        )
+    if isinstance(data.coco_mapping, dict):
+        bad = {
+            k: v
+            for k, v in data.coco_mapping.items()
+            if not (0 <= v < data.num_classes or v == data.ignore_index)
+        }
+        if bad:
+            raise ConfigError(
+                f"data.coco_mapping: classes {bad} outside 0..{data.num_classes - 1} and data.ignore_index "
+                f"{data.ignore_index}"
+            )
+    if data.coco_unmapped not in (None, "error", "background", "ignore"):
+        raise ConfigError(
+            f"data.coco_unmapped: expected error, background, ignore or null, got {data.coco_unmapped!r}"
+        )
 
 
 LABEL_CONVENTIONS: dict[str, tuple[str, ...]] = {

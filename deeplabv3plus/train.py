@@ -24,7 +24,6 @@ from typing import Any, NoReturn, Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -43,10 +42,18 @@ from .checkpoint import (
     write_atomically,
 )
 from .config import Config, ConfigError, config_to_dict, save_config
-from .data.datasets import build_dataset, check_config_leakage, check_splits, eval_collate
+from .data.check import dataset_class_weights
+from .data.datasets import (
+    SegmentationDataset,
+    build_dataset,
+    check_config_leakage,
+    check_splits,
+    eval_collate,
+)
 from .data.sampling import SeededDataset, TrainStream
 from .data.synthetic import is_synthetic_root
 from .evaluate import evaluate
+from .losses import LossFn, build_loss
 from .runtime import (
     PeerFailure,
     Runtime,
@@ -62,8 +69,8 @@ from .runtime import (
 # --- the run's record ----------------------------------------------------------------------------
 
 
-def run_info(cfg: Config, runtime: Runtime) -> dict[str, Any]:
-    """What is needed to trace a result back: config, seed, commit, versions, device."""
+def run_info(cfg: Config, runtime: Runtime, class_weights: Optional[list[float]] = None) -> dict[str, Any]:
+    """What is needed to trace a result back: config, seed, commit, versions, device, the loss's class weights."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -91,6 +98,7 @@ def run_info(cfg: Config, runtime: Runtime) -> dict[str, Any]:
         "channels_last": runtime.channels_last,
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loss": {"name": cfg.train.loss.name, "class_weights": class_weights},
     }
 
 
@@ -180,6 +188,36 @@ def poly_lr_factor(iteration: int, max_iters: int, power: float = 0.9) -> float:
     return (1.0 - min(iteration, max_iters) / max_iters) ** power
 
 
+def resolve_class_weights(cfg: Config, train_set: SegmentationDataset) -> Optional[list[float]]:
+    """``train.loss.class_weights``: None, the configured list, or for 'auto' the median-frequency
+    weights (capped to 0.1..10, data/class_weights.py) of the training split's labels, read once."""
+    weights = cfg.train.loss.class_weights
+    if weights == "auto":
+        return dataset_class_weights(train_set, workers=max(1, cfg.data.workers))
+    return weights
+
+
+def build_train_loss(cfg: Config, class_weights: Optional[list[float]]) -> LossFn:
+    """The loss of ``train.loss``; the default is exactly ``F.cross_entropy(logits, labels, ignore_index=...)``."""
+    loss = cfg.train.loss
+    options: dict[str, Any] = {"class_weights": class_weights}
+    if loss.name == "bootstrapped_cross_entropy":
+        options.update(
+            top_k_percent_pixels=loss.top_k_percent_pixels,
+            hard_example_mining_step=loss.hard_example_mining_step,
+        )
+    elif loss.name == "ohem":
+        options.update(ohem_thresh=loss.ohem_thresh, ohem_min_kept=loss.ohem_min_kept)
+    elif loss.name == "lovasz_softmax":
+        options = {}
+    try:
+        return build_loss(
+            loss.name, ignore_index=cfg.data.ignore_index, num_classes=cfg.data.num_classes, **options
+        )
+    except ValueError as e:
+        raise ConfigError(f"train.loss.{e}") from None
+
+
 # --- data ------------------------------------------------------------------------------------
 
 
@@ -192,9 +230,9 @@ def build_loaders(cfg: Config, runtime: Runtime, start_iteration: int):
     per_rank = cfg.train.batch_size // runtime.world_size
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    stream = TrainStream(
-        len(train_set), cfg.train.seed, runtime.rank, runtime.world_size, start_iteration * per_rank
-    )
+    # Each optimizer step draws train.accumulate micro-batches from the stream.
+    drawn = start_iteration * per_rank * cfg.train.accumulate
+    stream = TrainStream(len(train_set), cfg.train.seed, runtime.rank, runtime.world_size, drawn)
     train_loader = DataLoader(
         SeededDataset(train_set, cfg.train.seed),
         batch_size=per_rank,
@@ -463,11 +501,14 @@ def trim_metrics(out_dir: Path, iteration: int) -> None:
         write_atomically(path, lambda f: f.write("".join(kept).encode()))
 
 
-def write_run_files(cfg: Config, runtime: Runtime, out_dir: Path) -> None:
+def write_run_files(
+    cfg: Config, runtime: Runtime, out_dir: Path, class_weights: Optional[list[float]] = None
+) -> None:
     """``config.yaml`` and ``run_info.json`` in the run's folder (rank 0 calls it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
-    (out_dir / "run_info.json").write_text(json.dumps(run_info(cfg, runtime), indent=2, default=str))
+    info = run_info(cfg, runtime, class_weights)
+    (out_dir / "run_info.json").write_text(json.dumps(info, indent=2, default=str))
 
 
 def announce(cfg: Config, out_dir: Path, num_train: int, num_val: int, generated: bool) -> None:
@@ -581,35 +622,64 @@ class Checkpoints:
 # --- one step, its log line, validation, stopping --------------------------------------------------
 
 
+def micro_batch_shares(labels: list[torch.Tensor], ignore_index: int) -> list[float]:
+    """Each micro-batch's share of the step's non-void pixels (equal shares when all are void).
+
+    Weighting the micro-batches' mean losses by these makes the summed gradient that of the mean
+    over all the step's pixels: exactly the large batch's for (weighted) cross-entropy, which
+    averages over the non-void pixels; an approximation for the losses that select pixels per
+    batch (bootstrapped top-k, OHEM, Lovász).
+    """
+    if len(labels) == 1:
+        return [1.0]
+    counts = [int((y != ignore_index).sum()) for y in labels]
+    total = sum(counts)
+    return [c / total for c in counts] if total else [1.0 / len(labels)] * len(labels)
+
+
 def train_step(
     train_model: nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor],
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
     state: TrainState,
     cfg: Config,
     runtime: Runtime,
+    loss_fn: LossFn,
 ) -> torch.Tensor:
-    """One SGD step on ``batch`` ((B, 3, H, W) float images, (B, H, W) int64 labels); returns the loss.
+    """One SGD step on ``train.accumulate`` micro-batches ((B, 3, H, W) float images, (B, H, W) int64
+    labels each), their gradients summed; returns the step's loss.
 
-    The loss is the mean cross-entropy over the non-void pixels, computed in fp32 whatever the
-    autocast dtype; returned detached, on the device (reading it would synchronise the host).
+    The loss (``loss_fn``, fp32 whatever the autocast dtype) of each micro-batch is weighted by its
+    share of the non-void pixels (:func:`micro_batch_shares`); with one micro-batch it is used as is.
+    Returned detached, on the device (reading it would synchronise the host).
     """
-    images, labels = batch
-    images = images.to(runtime.device, non_blocking=True)
-    labels = labels.to(runtime.device, non_blocking=True)
-    if runtime.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    autocast = (
-        torch.autocast(runtime.device.type, dtype=runtime.amp_dtype) if runtime.amp_dtype else nullcontext()
-    )
-    with autocast:
-        logits = train_model(images)
-    loss = F.cross_entropy(logits.float(), labels, ignore_index=cfg.data.ignore_index)
+    shares = micro_batch_shares([labels for _, labels in micro_batches], cfg.data.ignore_index)
     state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.scale(loss).backward()
+    total = None
+    for k, ((images, labels), share) in enumerate(zip(micro_batches, shares)):
+        images = images.to(runtime.device, non_blocking=True)
+        labels = labels.to(runtime.device, non_blocking=True)
+        if runtime.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(runtime.device.type, dtype=runtime.amp_dtype)
+            if runtime.amp_dtype
+            else nullcontext()
+        )
+        # Under DDP, gradients are all-reduced at the last micro-batch's backward only.
+        last = k == len(micro_batches) - 1
+        sync = nullcontext() if last or not hasattr(train_model, "no_sync") else train_model.no_sync()
+        with sync:
+            with autocast:
+                logits = train_model(images)
+            loss = loss_fn(logits.float(), labels, state.iteration)
+            if len(micro_batches) > 1:
+                loss = loss * share
+            state.scaler.scale(loss).backward()
+        total = loss.detach() if total is None else total + loss.detach()
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
-    return loss.detach()
+    return total
 
 
 class LossWindow:
@@ -644,7 +714,7 @@ def log_window(window: LossWindow, state: TrainState, cfg: Config, log: MetricsL
         "iteration": iteration,
         "loss": mean_loss,
         "lr": state.optimizer.param_groups[-1]["lr"],
-        "images_per_s": window.steps * cfg.train.batch_size / max(elapsed, 1e-9),
+        "images_per_s": window.steps * cfg.train.batch_size * cfg.train.accumulate / max(elapsed, 1e-9),
     }
     log.write(record)
     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}")
@@ -752,15 +822,20 @@ def train(
     train_model = wrap_for_training(model, cfg, runtime)
     with all_or_none(runtime, group):
         train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, state.iteration)
+        class_weights = resolve_class_weights(cfg, train_set)
+        loss_fn = build_train_loss(cfg, class_weights)
         if runtime.is_main:
             remove_run_files(replaced, out_dir)
             if saved:
                 trim_metrics(out_dir, state.iteration)
-            write_run_files(cfg, runtime, out_dir)
+            write_run_files(cfg, runtime, out_dir, class_weights)
     if runtime.is_main:
         announce(cfg, out_dir, len(train_set), len(val_set), generating)
         if saved:
             print(f"resumed from {resume} at iteration {state.iteration}")
+        if cfg.train.loss.class_weights == "auto":
+            shown = ", ".join(f"{w:.3g}" for w in class_weights)
+            print(f"train.loss.class_weights=auto (median frequency, capped to 0.1..10): [{shown}]")
     class_names = train_set.class_names
     log = MetricsLog(out_dir, enabled=runtime.is_main, start=state.iteration)
     checkpoints = Checkpoints(out_dir, cfg, runtime, resume, state.iteration)
@@ -788,7 +863,8 @@ def train(
                 signum = agreed_signal(stop.signum, runtime, group)
                 if signum is not None:
                     stop_with_checkpoint(signum, state, checkpoints, runtime, group)
-                loss = train_step(train_model, next(batches), state, cfg, runtime)
+                micro_batches = [next(batches) for _ in range(cfg.train.accumulate)]
+                loss = train_step(train_model, micro_batches, state, cfg, runtime, loss_fn)
                 state.iteration += 1
                 window.add(loss)
                 if state.iteration % cfg.train.log_interval == 0 or state.iteration == end:

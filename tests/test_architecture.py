@@ -19,7 +19,8 @@ import pytest
 
 import deeplabv3plus
 from deeplabv3plus.builders import MODEL_BUILDERS
-from deeplabv3plus.config import BACKBONES
+from deeplabv3plus.config import BACKBONES, LOSS_NAMES
+from deeplabv3plus.losses import LOSSES
 
 PACKAGE = Path(deeplabv3plus.__file__).parent
 
@@ -190,3 +191,7 @@ def test_the_lazy_cli_imports_still_count_in_the_layering():
     assert {"deeplabv3plus.train", "deeplabv3plus.evaluate", "deeplabv3plus.benchmark"} <= GRAPH[
         "deeplabv3plus.cli"
     ]
+
+
+def test_the_config_knows_exactly_the_losses_train_builds():
+    assert tuple(LOSS_NAMES) == tuple(LOSSES)

@@ -233,3 +233,29 @@ def test_evaluation_and_inference_defaults_are_the_documented_ones():
     voc = load_config(Path(__file__).parent.parent / "configs" / "voc_eval_os8_ms_flip.yaml")
     assert voc.eval.output_stride == 8 and voc.eval.scales == list(PAPER_SCALES) and voc.eval.flip
     assert voc.eval.pad_to == 513  # eval.py eval_crop_size 513
+
+
+def test_the_loss_section_and_accumulation_read_from_yaml_and_save_back(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "model: {num_classes: 3}\n"
+        "data: {layout: folders, num_classes: 3, mask_format: rgb, mask_colors: [[0, 0, 0], [1, 1, 1], [2, 2, 2]]}\n"
+        "train:\n  accumulate: 2\n  loss: {name: bootstrapped_cross_entropy, class_weights: auto,\n"
+        "         top_k_percent_pixels: 0.25, hard_example_mining_step: 1e3}\n"
+    )
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.train.accumulate == 2 and cfg.train.loss.hard_example_mining_step == 1000
+    assert cfg.train.loss.class_weights == "auto" and cfg.data.mask_colors[2] == [2, 2, 2]
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+    assert Config().train.loss.name == "cross_entropy" and Config().train.loss.class_weights is None
+
+
+def test_coco_options_take_a_file_per_split_and_a_mapping_by_id_or_name():
+    cfg = load_config(overrides=[
+        "data.layout=folders", "data.mask_format=coco", "data.coco_annotations={train: t.json, val: v.json}",
+        "data.coco_mapping={1: 1, car: 2}", "model.num_classes=3", "data.num_classes=3",
+    ])  # fmt: skip
+    assert cfg.data.coco_mapping == {1: 1, "car": 2} and cfg.data.coco_annotations["val"] == "v.json"
+    with pytest.raises(ConfigError, match="data.coco_annotations"):
+        load_config(overrides=["data.layout=folders", "data.mask_format=coco", "data.coco_annotations=[1]",
+                               "data.coco_mapping=voc"])  # fmt: skip

@@ -26,21 +26,32 @@ naming the file; missing files, missing or empty split lists raise when the data
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig, load_yaml
 from .ade20k import ade20k_samples
 from .ade20k_meta import ade20k_class_names
 from .cityscapes import cityscapes_samples
 from .cityscapes_meta import CITYSCAPES_CLASSES
+from .label_formats import (
+    COCO_TO_VOC,
+    CocoFile,
+    coco_semantic_mask,
+    decode_color_mask,
+    parse_color_table,
+    read_binary_mask,
+    read_coco,
+    read_color_mask,
+)
 from .synthetic import (
     SYNTHETIC_NUM_TRAIN,
     SYNTHETIC_NUM_VAL,
@@ -121,6 +132,19 @@ def check_label_values(label: torch.Tensor, path: Path, num_classes: int, ignore
         )
 
 
+def read_sample_label(sample: Sample) -> torch.Tensor:
+    """The label of ``sample`` as class indices, (H, W) uint8 (not yet value-checked): an index PNG,
+    or what the sample's ``label_reader`` decodes (colour, binary and COCO masks), through the
+    layout's ``label_map`` if it has one."""
+    if sample.label_reader is None:
+        label = read_label(sample.label)
+    else:
+        label = torch.from_numpy(np.ascontiguousarray(sample.label_reader(sample.label)))
+    if sample.label_map is not None:
+        label = sample.label_map.apply(label, sample.label)
+    return label
+
+
 def load_pair(sample: Sample, *, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode and validate one pair: image (3, H, W) uint8, label (H, W) uint8 class indices.
 
@@ -130,9 +154,7 @@ def load_pair(sample: Sample, *, num_classes: int, ignore_index: int) -> tuple[t
             ``0..num_classes-1`` and ``ignore_index``.
     """
     image = read_image(sample.image)
-    label = read_label(sample.label)
-    if sample.label_map is not None:
-        label = sample.label_map.apply(label, sample.label)
+    label = read_sample_label(sample)
     if tuple(image.shape[1:]) != tuple(label.shape):
         raise DatasetError(
             f"image '{sample.image}' is {image.shape[2]}x{image.shape[1]} but label '{sample.label}' "
@@ -183,6 +205,10 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def load_label(self, index: int) -> torch.Tensor:
+        """The label of sample ``index`` as class indices, (H, W) uint8 (not yet value-checked)."""
+        return read_sample_label(self.samples[index])
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The validated raw pair: image (3, H, W) uint8, label (H, W) uint8."""
@@ -315,11 +341,122 @@ def _folder_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
     root = Path(cfg.root)
     list_file = _find_list([root / f"{split}.txt"], split)
     image_dir, mask_dir = root / cfg.image_dir, root / cfg.mask_dir
+    stems = read_split_list(list_file)
+    if cfg.mask_format == "coco":
+        return _coco_samples(cfg, split, stems, list_file), list_file
+    # "index" keeps reader None: read_label, exactly as before data.mask_format existed.
+    reader = None
+    if cfg.mask_format == "rgb":
+        reader = _color_reader(cfg)
+    elif cfg.mask_format == "binary":
+        reader = read_binary_mask
     samples = [
-        Sample(stem, image_dir / f"{stem}{cfg.image_ext}", mask_dir / f"{stem}.png")
-        for stem in read_split_list(list_file)
+        Sample(stem, image_dir / f"{stem}{cfg.image_ext}", mask_dir / f"{stem}.png", label_reader=reader)
+        for stem in stems
     ]
     return samples, list_file
+
+
+# ---------------------------------------------------------------------------------------------------
+# data.mask_format: colour masks and COCO JSON in the folders layout (docs/own_data.md).
+
+
+def _user_path(text: str) -> Path:
+    """A path from the config as the user typed it: ``~`` expanded, relative to the working directory."""
+    return Path(text).expanduser()
+
+
+def mask_color_table(cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
+    """``data.mask_colors`` (inline, or read from its YAML file) as class names and [r, g, b] colours.
+
+    Raises:
+        DatasetError: an unreadable file, a malformed table, or not ``data.num_classes`` colours.
+    """
+    table: Any = cfg.mask_colors
+    source = "data.mask_colors"
+    if isinstance(table, str):
+        path = _user_path(table)
+        source = f"data.mask_colors file '{path}'"
+        try:
+            table = load_yaml(path.read_text(), source)
+        except ConfigError as e:
+            raise DatasetError(str(e)) from None
+        except OSError as e:
+            raise DatasetError(f"{source}: cannot read it ({e.strerror or e})") from None
+        if isinstance(table, dict) and set(table) == {"classes"}:
+            table = table["classes"]  # a YAML file of the form "classes: [{name, color}, ...]"
+    try:
+        names, colors = parse_color_table(table)
+    except ValueError as e:
+        raise DatasetError(f"{source}: {e}") from None
+    if len(colors) != cfg.num_classes:
+        raise DatasetError(
+            f"{source} holds {len(colors)} colours; expected one per class, data.num_classes={cfg.num_classes}"
+        )
+    return names, colors.tolist()
+
+
+def _color_reader(cfg: DataConfig) -> Callable[[Path], np.ndarray]:
+    _, colors = mask_color_table(cfg)
+    ignore = cfg.mask_ignore_colors or []
+    try:  # a bad ignore table is reported now, not at the first label
+        decode_color_mask(np.zeros((0, 0, 3), np.uint8), colors, ignore_colors=ignore)
+    except ValueError as e:
+        raise DatasetError(f"data.mask_{e}") from None
+    return functools.partial(read_color_mask, colors=colors, ignore_colors=ignore)
+
+
+def coco_mapping(cfg: DataConfig) -> tuple[Mapping[Any, int], str]:
+    """``data.coco_mapping`` as a category -> class table and ``data.coco_unmapped`` resolved."""
+    if cfg.coco_mapping == "voc":
+        return COCO_TO_VOC, cfg.coco_unmapped or "background"
+    return dict(cfg.coco_mapping or {}), cfg.coco_unmapped or "error"
+
+
+def coco_file_for_split(cfg: DataConfig, split: str) -> Path:
+    """The COCO JSON of ``split`` named by ``data.coco_annotations`` (one file, or {split: file})."""
+    annotations = cfg.coco_annotations
+    if isinstance(annotations, dict):
+        if split not in annotations:
+            raise DatasetError(
+                f"data.coco_annotations names no file for split '{split}' (it has {', '.join(annotations) or 'none'})"
+            )
+        annotations = annotations[split]
+    return _user_path(str(annotations))
+
+
+def _coco_label(path: Path, *, coco: CocoFile, file_name: str, mapping: Mapping[Any, int], unmapped: str):
+    return coco_semantic_mask(coco, file_name, mapping, unmapped=unmapped)
+
+
+def _coco_samples(cfg: DataConfig, split: str, stems: list[str], list_file: Path) -> list[Sample]:
+    path = coco_file_for_split(cfg, split)
+    if not path.is_file():
+        raise DatasetError(f"data.coco_annotations: COCO file '{path}' for split '{split}' does not exist")
+    coco = read_coco(path)
+    by_stem: dict[str, str] = {}
+    for file_name in coco.images:
+        stem = Path(file_name).stem
+        if stem in by_stem:
+            raise DatasetError(
+                f"COCO file '{path}': two images have the stem '{stem}' ({by_stem[stem]}, {file_name})"
+            )
+        by_stem[stem] = file_name
+    missing = [stem for stem in stems if stem not in by_stem]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"COCO file '{path}' has no image '{missing[0]}'{more}, listed in '{list_file}'")
+    mapping, unmapped = coco_mapping(cfg)
+    image_dir = Path(cfg.root) / cfg.image_dir
+    return [
+        Sample(
+            stem, image_dir / f"{stem}{cfg.image_ext}", path,
+            label_reader=functools.partial(
+                _coco_label, coco=coco, file_name=by_stem[stem], mapping=mapping, unmapped=unmapped
+            ),
+        )
+        for stem in stems
+    ]  # fmt: skip
 
 
 def _synthetic_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
@@ -513,7 +650,8 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDatas
 
 def dataset_class_names(cfg: DataConfig) -> list[str]:
     """The ``cfg.num_classes`` class names: ``data.class_names``, else the layout's own (synthetic,
-    Cityscapes, ADE20K in its label convention), else :func:`default_class_names`."""
+    Cityscapes, ADE20K in its label convention) or the names of ``data.mask_colors``, else
+    :func:`default_class_names`."""
     if cfg.class_names is not None:
         return list(cfg.class_names)
     if cfg.layout == "synthetic":
@@ -522,4 +660,8 @@ def dataset_class_names(cfg: DataConfig) -> list[str]:
         return list(CITYSCAPES_CLASSES)
     if cfg.layout == "ade20k":
         return ade20k_class_names(cfg.label_convention or "reference")
+    if cfg.mask_format == "rgb":
+        names = mask_color_table(cfg)[0]
+        if names != [f"class_{i}" for i in range(len(names))]:
+            return names  # a colour table of {name, color} or {name: color}
     return default_class_names(cfg.num_classes)

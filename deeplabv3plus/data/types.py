@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -58,10 +58,15 @@ class LabelMap:
 class Sample:
     """One image/label pair of a split; ``label_map`` (if any) turns the raw label values into classes;
     ``instances`` is the image's instance-ID map where the layout has one (Cityscapes'
-    ``*_gtFine_instanceIds.png``, for the official iIoU)."""
+    ``*_gtFine_instanceIds.png``, for the official iIoU).
+
+    ``label_reader`` (if any) decodes ``label`` instead of reading it as an index PNG: a picklable
+    ``path -> (H, W) uint8`` class mask from ``data/label_formats.py`` (``data.mask_format``).
+    """
 
     name: str
     image: Path
     label: Path
     label_map: Optional[LabelMap] = None
     instances: Optional[Path] = None
+    label_reader: Optional[Callable[[Path], np.ndarray]] = None

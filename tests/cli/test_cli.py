@@ -56,6 +56,7 @@ def test_eval_settings_and_the_commands_are_listed_in_the_help(capsys):
         "make-synthetic",
         "paper-ablation",
         "configs",
+        "check-data",
     ):
         assert f"  {name} " in out
     with pytest.raises(SystemExit):
@@ -192,6 +193,22 @@ def test_make_synthetic_says_what_it_wrote(tmp_path, capsys):
         f"wrote 2 train / 1 val images (6 classes, kind 'texture') to {tmp_path / 'syn'}"
         in capsys.readouterr().out
     )
+
+
+def test_check_data_prints_the_summary_writes_its_reports_and_says_where(
+    tmp_path, synthetic_voc, capsys, monkeypatch
+):
+    (tmp_path / "c.yaml").write_text(
+        f"model: {{num_classes: 6}}\ndata: {{layout: synthetic, root: {synthetic_voc}, num_classes: 6}}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # --output is relative to where the command runs
+    assert cli.main(["check-data", "--config", "c.yaml", "--output", "checks", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "# Data check: OK: training would run" in out and "| train | 6 |" in out and "| val | 3 |" in out
+    assert f"wrote {Path('checks') / 'check_data.json'}, {Path('checks') / 'check_data.md'}" in out
+    report = json.loads((tmp_path / "checks" / "check_data.json").read_text())
+    assert report["ok"] is True and report["splits"]["train"]["num_images"] == 6
+    assert (tmp_path / "checks" / "check_data.md").read_text().startswith("# Data check: OK")
 
 
 def _tiny(root: Path, out: Path, max_iters: int) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import re
 import subprocess
@@ -218,6 +219,90 @@ def test_image_and_label_sizes_differ(config, data, capsys):
     for i in range(4):
         Image.fromarray(np.zeros((20, 30), np.uint8)).save(data / "masks" / f"im{i}.png")
     fails(["train", "--config", config], capsys, "im", "52x40", "30x20")
+
+
+# --- losses, accumulation and label formats (docs/own_data.md) ---------------------------------------
+
+COLORS = [[0, 0, 0], [128, 64, 128], [0, 0, 142]]
+
+
+@pytest.mark.parametrize(
+    "overrides, culprits",
+    [
+        (["train.loss.name=focal"], ("train.loss.name", "focal", "ohem")),
+        (["train.accumulate=0"], ("train.accumulate", ">= 1")),
+        (["train.loss.class_weights=[1,2]"], ("train.loss.class_weights", "3 weights")),
+        (["train.loss.class_weights=balanced"], ("train.loss.class_weights", "'auto'")),
+        (["train.loss.top_k_percent_pixels=0.25"], ("train.loss.top_k_percent_pixels", "not used")),
+        (["train.loss.name=ohem", "train.loss.ohem_thresh=1.5"], ("train.loss.ohem_thresh", "(0, 1]")),
+        (["data.mask_format=jpeg"], ("data.mask_format", "jpeg", "index, rgb, binary, coco")),
+        (["data.mask_format=rgb"], ("data.mask_colors",)),
+        (["data.mask_format=coco", "data.coco_annotations=a.json"], ("data.coco_mapping",)),
+        (["data.mask_format=binary"], ("data.num_classes=2",)),
+        (
+            ["data.mask_format=coco", "data.coco_annotations=a.json", "data.coco_mapping={person: 7}"],
+            ("data.coco_mapping", "'person': 7", "0..2"),
+        ),
+        (
+            ["data.mask_format=coco", "data.coco_annotations=a.json", "data.coco_mapping=coco"],
+            ("data.coco_mapping", "'voc'"),
+        ),
+        (["data.mask_colors=[[0,0,0]]"], ("data.mask_colors", "mask_format=rgb")),
+        (["data.mask_format=rgb", "data.mask_colors=[[0,0,0],[1,1,1]]"], ("data.mask_colors", "2 colours")),
+        (["data.mask_format=rgb", "data.mask_colors=~/no_such_colours.yaml"], ("no_such_colours.yaml",)),
+    ],
+)
+def test_bad_loss_accumulation_or_mask_format_option(config, capsys, overrides, culprits):
+    fails(["train", "--config", config, *overrides], capsys, *culprits)
+
+
+def test_an_unknown_mask_colour_names_the_file_the_colour_and_its_pixel_count(config, data, capsys):
+    for i in range(6):
+        rgb = np.zeros((40, 52, 3), np.uint8)
+        rgb[:, 20:] = COLORS[1]
+        rgb[5, :7] = [9, 9, 9] if i < 4 else COLORS[2]  # every training mask: the first batch fails
+        Image.fromarray(rgb).save(data / "masks" / f"im{i}.png")
+    fails(["train", "--config", config, "data.mask_format=rgb", f"data.mask_colors={COLORS}"], capsys,
+          "masks/im", "(9, 9, 9) on 7 px", "not in the colour table")  # fmt: skip
+
+
+def test_a_binary_mask_with_other_values_than_0_and_255(config, data, capsys):
+    for i in range(6):
+        Image.fromarray(np.full((40, 52), 255 if i != 1 else 1, np.uint8)).save(data / "masks" / f"im{i}.png")
+    fails(["train", "--config", config, "data.mask_format=binary", "data.num_classes=2", "model.num_classes=2"],
+          capsys, "im1.png", "0 and 255")  # fmt: skip
+
+
+def _coco(path: Path, stems: list[str], annotations: list[dict]) -> Path:
+    images = [{"id": i, "file_name": f"{s}.jpg", "height": 40, "width": 52} for i, s in enumerate(stems)]
+    categories = [{"id": 1, "name": "person"}, {"id": 2, "name": "kite"}]
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def test_a_coco_file_missing_a_listed_image(config, tmp_path, capsys):
+    ann = _coco(tmp_path / "ann.json", ["im0", "im1", "im3", "im4", "im5"], [])
+    fails(["train", "--config", config, "data.mask_format=coco", f"data.coco_annotations={ann}",
+           "data.coco_mapping={person: 1}"], capsys, "ann.json", "no image 'im2'", "train.txt")  # fmt: skip
+
+
+def test_a_coco_category_the_mapping_does_not_cover(config, tmp_path, capsys):
+    kite = {"id": 1, "image_id": 0, "category_id": 2, "iscrowd": 0, "segmentation": [[0, 0, 9, 0, 9, 9]]}
+    ann = _coco(tmp_path / "ann.json", [f"im{i}" for i in range(6)], [kite])
+    fails(["train", "--config", config, "data.mask_format=coco", f"data.coco_annotations={ann}",
+           "data.coco_mapping={person: 1}"], capsys, "ann.json", "2 (kite)", "does not cover")  # fmt: skip
+
+
+def test_check_data_prints_the_report_and_exits_2_on_a_fatal_problem(config, data, tmp_path, capsys):
+    Image.fromarray(np.full((40, 52), 7, np.uint8)).save(data / "masks" / "im1.png")
+    code, out, err = run_cli(["check-data", "--config", config, "--output", tmp_path / "check"], capsys)
+    assert_one_line_error(code, err, "tiny.yaml", "values_out_of_range (1)", "check_data.md")
+    assert "# Data check: NOT OK" in out and "im1.png (values [7])" in out
+    assert json.loads((tmp_path / "check" / "check_data.json").read_text())["ok"] is False
+
+
+def test_check_data_workers_must_be_positive(config, capsys):
+    fails(["check-data", "--config", config, "--workers", "0"], capsys, "--workers")
 
 
 def test_diverging_loss(config, capsys):
