@@ -139,7 +139,7 @@ def test_configs_lists_every_shipped_config_with_what_it_is_and_prints_one(capsy
     assert cli.main(["configs"]) == 0
     out = capsys.readouterr().out
     assert "quickstart                  Quickstart: a few minutes on a laptop CPU, no downloads." in out
-    assert "voc_resnet101_os16          DeepLabv3+ ResNet-101, PASCAL VOC 2012 train_aug" in out
+    assert "voc_resnet101_os16          DeepLabv3+ ResNet-101 with torchvision's standard ResNet" in out
     assert sum(line.split(" ", 1)[0] in shipped_configs() for line in out.splitlines()) == len(
         shipped_configs()
     )

@@ -168,7 +168,7 @@ def test_unknown_config_name_lists_the_shipped_configs(capsys):
 
 
 def test_configs_of_an_unknown_name_lists_the_shipped_configs(capsys):
-    fails(["configs", "quickstrat"], capsys, "'quickstrat'", "quickstart, voc_resnet101_os16")
+    fails(["configs", "quickstrat"], capsys, "'quickstrat'", "expected one of ade20k_smoke, ", "quickstart, voc_eval")
 
 
 def test_paper_ablation_with_a_missing_config(tmp_path, capsys):
