@@ -11,6 +11,7 @@ from .builders import (
     deeplabv3plus_xception65,
     deeplabv3plus_xception71,
 )
+from .loading import from_pretrained
 from .models import DeepLabV3Plus, prepare_for_inference
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "from_pretrained",
     "prepare_for_inference",
 ]

@@ -51,6 +51,7 @@ from .export import check_onnx, export_onnx
 from .loading import load_model_from_checkpoint, load_weights_model
 from .macs import PAPER_ROWS, format_macs_table, macs_table
 from .predict import collect_inputs, dataset_palette, predict_files
+from .pretrained import push_to_hub, save_pretrained_run
 from .runtime import PeerFailure, TrainingInterrupted, is_distributed, rank
 from .train import train
 from .weights.tf_bundle import TFCheckpoint
@@ -176,7 +177,17 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--weights",
         help="a reference model-zoo entry, e.g. xception65_coco_voc_trainaug, run with its published "
-        "evaluation settings (downloaded and converted on first use; docs/pretrained.md)",
+        "evaluation settings (downloaded and converted on first use; docs/pretrained.md), or portable "
+        "weights: a save-pretrained folder or hf:owner/name (docs/deployment.md)",
+    )
+
+
+def _add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="inference precision (eval.precision; default fp32): bf16 rounds the prepared weights once "
+        "and runs ~2x faster where the CPU/GPU has native bf16 (docs/deployment.md)",
     )
 
 
@@ -211,6 +222,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast dtype (default off)"
     )
+    _add_precision_argument(p)
     p.add_argument(
         "--output", help="JSON result file (default: next to the checkpoint, named after the settings)"
     )
@@ -238,9 +250,14 @@ def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, 
     """The model of ``--checkpoint`` (its stored config) or of ``--weights`` (the entry's published
     config), with the ``--config`` file's values and then the overrides on top."""
     overrides = getattr(args, "overrides", None)
+    precision = getattr(args, "precision", None)
     if getattr(args, "weights", None):
-        return load_weights_model(args.weights, overrides, device=device, config=args.config)
-    return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device)
+        return load_weights_model(
+            args.weights, overrides, device=device, config=args.config, precision=precision
+        )
+    return load_model_from_checkpoint(
+        args.checkpoint, args.config, overrides, device=device, precision=precision
+    )
 
 
 EVAL_FLAGS = (
@@ -319,6 +336,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at this output stride")
     _add_window_arguments(p)
+    _add_precision_argument(p)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
     p.add_argument("--overlay-ext", default=".jpg", choices=(".jpg", ".png"))
 
@@ -781,6 +799,55 @@ def run_make_synthetic(args: argparse.Namespace) -> Path:
     return voc
 
 
+# --- save-pretrained -----------------------------------------------------------------------------
+
+SAVE_PRETRAINED_DESCRIPTION = """Save a trained model as portable weights: model.safetensors, config.json and a README.md model card.
+
+The card takes its figures from the run: --eval-json (a result of `deeplabv3plus eval`, with its
+per-class table), else the best periodic validation the run recorded, else it says "not evaluated".
+Needs the extra: pip install "deeplabv3plus[portable]" (and [hub] for --push-to-hub). Examples::
+
+    deeplabv3plus eval --checkpoint runs/voc/best.pth          # writes runs/voc/best_eval_os16.json
+    deeplabv3plus save-pretrained --checkpoint runs/voc/best.pth --output exported/voc \
+        --eval-json runs/voc/best_eval_os16.json
+    python -c "from deeplabv3plus import build_model; build_model(weights='exported/voc')"
+"""
+
+
+def add_save_pretrained_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+    p.add_argument("--output", required=True, help="the folder to write (created)")
+    p.add_argument(
+        "--eval-json", help="an eval result JSON whose protocol and per-class table go into the card"
+    )
+    p.add_argument(
+        "--config",
+        help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
+    )
+    p.add_argument(
+        "--push-to-hub", metavar="OWNER/NAME", help="also upload the folder to this Hub repository"
+    )
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+
+
+def run_save_pretrained(args: argparse.Namespace) -> list:
+    output = Path(args.output).expanduser()
+    if output.exists() and not output.is_dir():
+        raise CommandError(f"--output: '{output}' is a file, expected a folder")
+    if args.push_to_hub is not None and (
+        args.push_to_hub.count("/") != 1 or not all(args.push_to_hub.split("/"))
+    ):
+        raise CommandError(f"--push-to-hub: expected OWNER/NAME, got {args.push_to_hub!r}")
+    paths = save_pretrained_run(
+        output, checkpoint=args.checkpoint, weights=args.weights, eval_json=args.eval_json, config=args.config
+    )
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    if args.push_to_hub:
+        url = push_to_hub(output, args.push_to_hub, private=args.private)
+        print(f"pushed {output} to {url}")
+    return paths
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 
@@ -813,6 +880,12 @@ COMMANDS: dict[str, Command] = {
     ),
     "benchmark": Command(
         "speed next to smp and torchvision", BENCHMARK_DESCRIPTION, add_benchmark_arguments, run_benchmark
+    ),
+    "save-pretrained": Command(
+        "save portable weights (safetensors + config.json + model card)",
+        SAVE_PRETRAINED_DESCRIPTION,
+        add_save_pretrained_arguments,
+        run_save_pretrained,
     ),
     "prepare-voc": Command(
         "build VOC 2012 train_aug from the VOC and SBD releases",
