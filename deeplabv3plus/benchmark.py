@@ -21,6 +21,7 @@ import copy
 import ctypes
 import dataclasses
 import datetime
+import functools
 import importlib.util
 import os
 import platform
@@ -200,6 +201,40 @@ class OnnxRuntimeModel(nn.Module):
         return torch.from_numpy(out)
 
 
+class _Autocast(nn.Module):
+    """A model run under ``torch.autocast(dtype)``: fp32 weights cast per call (the baseline bf16 path)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+def precision_candidates(model_cfg: ModelConfig, precisions: tuple[str, ...]) -> list[Candidate]:
+    """Inference rows of ours at other precisions, to time next to 'ours' (prepared fp32) in one run.
+
+    ``"bf16"`` adds 'ours-bf16', :func:`prepare_for_inference` with ``precision="bf16"`` (weights
+    rounded once, packed oneDNN bf16 convs), and 'ours-autocast-bf16', the plain model under
+    ``torch.autocast`` (fp32 weights cast on every call: what a user gets without preparing).
+    """
+    cands = []
+    if "bf16" in precisions:
+        cand = ours_candidate("ours-bf16", model_cfg)
+        cand.prepare = functools.partial(prepare_for_inference, precision="bf16")
+        cand.description = cand.description.replace("prepared)", "prepared, bf16 weights)")
+        cand.modes = ("infer",)
+        cands.append(cand)
+        cand = ours_candidate("ours-autocast-bf16", model_cfg, prepared=False)
+        cand.prepare = lambda model: _Autocast(model.eval(), torch.bfloat16)
+        cand.description = cand.description.replace("plain eager model)", "plain model under autocast bf16)")
+        cand.modes = ("infer",)
+        cands.append(cand)
+    return cands
+
+
 def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
@@ -267,6 +302,7 @@ def default_candidates(
     eager: bool = False,
     onnx: Optional[tuple[int, int]] = None,
     threads: Optional[int] = None,
+    precisions: tuple[str, ...] = (),
 ) -> tuple[list[Candidate], list[str]]:
     """Ours as configured, plus each available peer and ours at the configuration closest to it.
 
@@ -282,6 +318,7 @@ def default_candidates(
         onnx: (height, width) to export ours at: adds 'ours-onnx', the ONNX export of the prepared
             model under onnxruntime (inference only, CPU; skipped with a note without the extra).
         threads: onnxruntime intra-op threads (as ``--threads``).
+        precisions: inference at other precisions (:func:`precision_candidates`): ``("bf16",)``.
 
     Returns:
         The candidates and notes on peers that were skipped.
@@ -307,6 +344,7 @@ def default_candidates(
             cands.append(onnx_candidate("ours-onnx", model_cfg, *onnx, threads=threads))
         else:
             notes.append("ours-onnx skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
+    cands += precision_candidates(model_cfg, precisions)
     # The peers come with ResNet-50 and -101 trunks: take ours' depth when it is one of them.
     peer_backbone = model_cfg.backbone if model_cfg.backbone in ("resnet50", "resnet101") else "resnet101"
     # The rows of ours' own configuration ('ours' and its eager / NHWC / ONNX twins).

@@ -615,6 +615,11 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         "--onnx", action="store_true",
         help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
     )  # fmt: skip
+    r.add_argument(
+        "--precisions", nargs="+", default=[], choices=("bf16",),
+        help="also run ours' inference at these precisions ('ours-bf16': prepared bf16 weights; "
+        "'ours-autocast-bf16': the plain model under autocast), timed against 'ours' (prepared fp32)",
+    )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
     r.add_argument(
         "--freezing", action="store_true",
@@ -672,6 +677,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         eager=args.eager,
         onnx=(height, width) if args.onnx else None,
         threads=args.threads,
+        precisions=tuple(args.precisions),
     )
     opts = bench.BenchOptions(
         device=device,

@@ -230,3 +230,17 @@ def test_markdown_and_gpu_summary_state_each_target(tmp_path):
     assert "**3.00x** (target >= 2x)" in text
     assert "inference % of peak, ours_513_bf16_cl_compile: not measured" in text
     assert "## ours_513_bf16_cl" in text and "| infer | ours |" in text
+
+
+def test_precision_rows_time_bf16_against_the_prepared_fp32_row():
+    cfg = ModelConfig(backbone="resnet18", num_classes=5, head_channels=16)
+    candidates, _ = default_candidates(cfg, peers=(), precisions=("bf16",))
+    assert [c.name for c in candidates] == ["ours", "ours-bf16", "ours-autocast-bf16"]
+    report = run_benchmark(candidates, _opts(batch=1, modes=("infer",), memory=False))
+    rows = {r["name"]: r for r in report["results"]}
+    assert set(rows) == {"ours", "ours-bf16", "ours-autocast-bf16"}
+    for row in rows.values():
+        assert row["latency_ms"] > 0 and math.isfinite(row["paired_ratio_vs_ours"])
+        assert row["macs_g"] == rows["ours"]["macs_g"]  # the same model: only the precision differs
+    assert "bf16 weights" in rows["ours-bf16"]["description"]
+    assert "autocast" in rows["ours-autocast-bf16"]["description"]
