@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from .benchmark import PEERS
 from .builders import MODEL_BUILDERS
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, load_config, validate_config
+from .data.datasets import build_dataset
 from .data.prepare import PrepareError, prepare_voc
 from .data.synthetic import (
     SYNTHETIC_KIND,
@@ -47,7 +49,8 @@ from .data.synthetic import (
     make_synthetic_voc,
 )
 from .evaluate import evaluate_run
-from .export import check_onnx, export_onnx
+from .export import check_onnx, export_onnx, label_agreement, quantize_onnx_int8
+from .inference import use_output_stride
 from .loading import load_model_from_checkpoint, load_weights_model
 from .macs import PAPER_ROWS, format_macs_table, macs_table
 from .predict import collect_inputs, dataset_palette, predict_files
@@ -404,6 +407,28 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"))
     p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    q = p.add_argument_group("int8 (post-training static quantisation, ONNX Runtime)")
+    q.add_argument(
+        "--int8", action="store_true",
+        help="write an int8 graph (QDQ, per-channel weights) calibrated on training images instead of fp32",
+    )  # fmt: skip
+    q.add_argument(
+        "--calibration-images", type=int, default=200,
+        help="training images (data.train_split of the checkpoint's config) to calibrate on (default 200)",
+    )  # fmt: skip
+    q.add_argument("--int8-exclude", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in fp32")
+
+
+def calibration_images(cfg: Config, count: int) -> tuple[list[torch.Tensor], str]:
+    """``count`` training images spread evenly over ``data.train_split``, normalised as in evaluation
+    (whole images, one per batch); and a note saying how many of how many."""
+    dataset = build_dataset(cfg.data, cfg.data.train_split, train=False)
+    if len(dataset) == 0:
+        raise CommandError(f"--int8: split '{cfg.data.train_split}' under '{cfg.data.root}' holds no image")
+    count = min(count, len(dataset))
+    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
+    images = [dataset[i][0].unsqueeze(0) for i in indices]
+    return images, f"{len(images)} of the {len(dataset)} '{cfg.data.train_split}' images"
 
 
 def run_export(args: argparse.Namespace) -> str:
@@ -413,7 +438,11 @@ def run_export(args: argparse.Namespace) -> str:
         raise CommandError(f"--opset: expected an ONNX opset version such as 17 or 18, got {args.opset}")
     if Path(args.output).suffix.lower() != ".onnx":
         raise CommandError(f"--output: expected a file name ending in .onnx, got '{args.output}'")
-    model, _ = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
+    if args.calibration_images < 1:
+        raise CommandError(f"--calibration-images: expected a positive number, got {args.calibration_images}")
+    model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
+    if args.int8:
+        return run_export_int8(args, model, cfg)
     started = time.time()
     used = export_onnx(
         model,
@@ -438,6 +467,26 @@ def run_export(args: argparse.Namespace) -> str:
         worst = check_onnx(model, args.output, inputs, output_stride=args.output_stride)
         print(f"onnxruntime matches PyTorch at {[tuple(x.shape) for x in inputs]}: max |diff| {worst:.2e}")
     return used
+
+
+def run_export_int8(args: argparse.Namespace, model: torch.nn.Module, cfg: Config) -> str:
+    """``export --int8``: the fp32 graph (TorchScript exporter, into a temporary folder), then
+    :func:`~deeplabv3plus.export.quantize_onnx_int8` calibrated on training images into --output."""
+    images, note = calibration_images(cfg, args.calibration_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        exporter = "torchscript" if args.exporter == "auto" else args.exporter
+        export_onnx(model, fp32, height=args.height, width=args.width, output_stride=args.output_stride,
+                    exporter=exporter, opset=args.opset)  # fmt: skip
+        quantize_onnx_int8(fp32, args.output, images, nodes_to_exclude=args.int8_exclude)
+    print(f"wrote {args.output} (int8 QDQ, per-channel weights; calibrated on {note})")
+    if not args.no_check:
+        with use_output_stride(model, args.output_stride):
+            agree = label_agreement(model, args.output, images[:4])
+        print(
+            f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
+        )
+    return exporter
 
 
 # --- convert -------------------------------------------------------------------------------------
@@ -616,9 +665,10 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
     )  # fmt: skip
     r.add_argument(
-        "--precisions", nargs="+", default=[], choices=("bf16",),
+        "--precisions", nargs="+", default=[], choices=("bf16", "int8"),
         help="also run ours' inference at these precisions ('ours-bf16': prepared bf16 weights; "
-        "'ours-autocast-bf16': the plain model under autocast), timed against 'ours' (prepared fp32)",
+        "'ours-autocast-bf16': the plain model under autocast; 'ours-int8': ONNX Runtime static int8), "
+        "timed against 'ours' (prepared fp32)",
     )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
     r.add_argument(
@@ -675,7 +725,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         peers,
         args.both_memory_formats,
         eager=args.eager,
-        onnx=(height, width) if args.onnx else None,
+        onnx=(height, width) if args.onnx or "int8" in args.precisions else None,
         threads=args.threads,
         precisions=tuple(args.precisions),
     )
