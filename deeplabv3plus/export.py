@@ -205,7 +205,7 @@ def quantize_onnx_int8(
     (symmetric), activations uint8 per tensor with ranges calibrated (MinMax) on ``calibration``;
     onnxruntime's CPU provider then fuses each QuantizeLinear/DequantizeLinear pair around a conv
     into an int8 convolution (VNNI where the CPU has it). Nodes named in ``nodes_to_exclude`` stay
-    fp32 (layers too sensitive to 8 bits, found with ``deeplabv3plus export --int8-sensitivity``).
+    fp32 (layers too sensitive to 8 bits; ``deeplabv3plus export --int8-exclude``).
 
     Args:
         source: the fp32 ``.onnx`` (e.g. :func:`export_onnx`'s, TorchScript exporter).
