@@ -193,8 +193,16 @@ def from_pretrained(
     stored ``eval.precision``). :func:`load_weights_model` returns the stored config with it.
     """
     text = str(path_or_repo_id)
-    if not is_portable_source(text) or (not text.startswith("hf:") and not Path(text).expanduser().exists()):
-        if text.count("/") == 1 and not text.startswith((".", "/", "~")):
-            text = "hf:" + text  # "owner/name" that is not a local folder: a Hub repository
+    local = text.startswith("hf:") or Path(text).expanduser().exists()
+    if not local and text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        try:  # "owner/name" that is not a local folder: a Hub repository
+            model, _ = load_weights_model("hf:" + text, device=device, prepare=prepare, precision=precision)
+        except PretrainedWeightsError as e:
+            raise PretrainedWeightsError(f"{e} (and there is no local folder '{text}')") from None
+        return model
+    if not is_portable_source(text):
+        raise PretrainedWeightsError(
+            f"from_pretrained: no folder '{text}' (expected a folder path or owner/name)"
+        )
     model, _ = load_weights_model(text, device=device, prepare=prepare, precision=precision)
     return model
