@@ -187,7 +187,12 @@ def bf16_supported(device: torch.device | str = "cpu") -> bool:
     (``avx512_bf16`` / ``amx_bf16`` in /proc/cpuinfo), a CUDA GPU of compute capability >= 8.0."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no including_emulation: compute capability 8.0 is Ampere
+            return torch.cuda.get_device_capability(device)[0] >= 8
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and _onednn_bf16()
 
 
