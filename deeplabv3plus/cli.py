@@ -253,14 +253,12 @@ def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, 
     """The model of ``--checkpoint`` (its stored config) or of ``--weights`` (the entry's published
     config), with the ``--config`` file's values and then the overrides on top."""
     overrides = getattr(args, "overrides", None)
+    # --precision, when given, wins over the stored eval.precision (None leaves the config's).
     precision = getattr(args, "precision", None)
+    extra = {"precision": precision} if precision is not None else {}
     if getattr(args, "weights", None):
-        return load_weights_model(
-            args.weights, overrides, device=device, config=args.config, precision=precision
-        )
-    return load_model_from_checkpoint(
-        args.checkpoint, args.config, overrides, device=device, precision=precision
-    )
+        return load_weights_model(args.weights, overrides, device=device, config=args.config, **extra)
+    return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device, **extra)
 
 
 EVAL_FLAGS = (
