@@ -274,7 +274,9 @@ def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monk
     loader = [(torch.randn(2, 3, 33, 33, generator=g), label)]
     calls = []
     monkeypatch.setattr(
-        evaluate_module, "prepare_for_inference", lambda m: calls.append(m) or prepare_for_inference(m)
+        evaluate_module,
+        "prepare_for_inference",
+        lambda m, **kwargs: calls.append(m) or prepare_for_inference(m, **kwargs),
     )
     fast = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False)
     plain = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False, prepare=False)
