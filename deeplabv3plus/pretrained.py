@@ -24,6 +24,9 @@ from torch import nn
 from ._version import __version__
 from .checkpoint import CheckpointError, read_torch_file
 from .config import Config, config_to_dict
+from .data.ade20k_meta import ade20k_class_names
+from .data.cityscapes_meta import CITYSCAPES_CLASSES
+from .data.synthetic import synthetic_class_names
 from .loading import load_model_from_checkpoint, load_weights_model
 from .models.layers import unwrap_model
 from .predict import dataset_palette
@@ -58,12 +61,29 @@ def library_commit() -> Optional[str]:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
+def class_names(cfg: Config) -> list[str]:
+    """The class names the datasets give a config (as ``build_dataset``): the config's own, else the
+    layout's table, else ``class_<i>``."""
+    d = cfg.data
+    if d.class_names is not None:
+        return list(d.class_names)
+    if d.layout == "synthetic":
+        return synthetic_class_names(d.num_classes, d.synthetic_kind)
+    if d.layout == "cityscapes" and d.num_classes == len(CITYSCAPES_CLASSES):
+        return list(CITYSCAPES_CLASSES)
+    if d.layout == "ade20k":
+        names = ade20k_class_names(d.label_convention or "reference")
+        if len(names) == d.num_classes:
+            return list(names)
+    return [f"class_{i}" for i in range(d.num_classes)]
+
+
 def portable_config(cfg: Config, commit: Optional[str]) -> dict[str, Any]:
     """``config.json``'s content: the model, data (without the machine's paths) and eval sections,
     and the classes, palette, mean/std and output stride spelled out for other tools."""
     sections = config_to_dict(cfg)
     data = {k: v for k, v in sections["data"].items() if k not in ("root", "workers")}
-    names = cfg.data.class_names or [f"class_{i}" for i in range(cfg.data.num_classes)]
+    names = class_names(cfg)
     palette = dataset_palette(cfg.data.layout, cfg.data.label_convention)[: cfg.data.num_classes]
     return {
         "library": "deeplabv3plus",
@@ -114,6 +134,7 @@ def model_card(
     best_validation: Optional[dict[str, Any]] = None,
     entry: Optional[PretrainedWeights] = None,
     run_info: Optional[dict[str, Any]] = None,
+    iteration: Optional[int] = None,
 ) -> str:
     """The ``README.md`` model card (Hugging Face front matter + Markdown).
 
@@ -126,9 +147,10 @@ def model_card(
             validation, when no evaluation is given.
         entry: A reference zoo entry: its reported figures (quoted with their source, not measured).
         run_info: The run's ``run_info.json`` (training commit, versions, device, command).
+        iteration: The iteration the checkpoint was written at (said when short of ``max_iters``).
     """
     m, d, t = cfg.model, cfg.data, cfg.train
-    names = d.class_names or [f"class_{i}" for i in range(d.num_classes)]
+    names = class_names(cfg)
     lines = ["---", "library_name: deeplabv3plus", "pipeline_tag: image-segmentation",
              "tags: [semantic-segmentation, deeplabv3plus]"]  # fmt: skip
     if entry is not None:
@@ -180,12 +202,16 @@ def model_card(
             "",
         ]
     else:
+        schedule = f"{t.max_iters} iterations"
+        if iteration is not None and iteration < t.max_iters:
+            schedule = f"a {t.max_iters}-iteration schedule stopped at iteration {iteration} (these weights)"
+        amp = (run_info or {}).get("amp", t.amp)
         lines += [
             f"SGD (momentum {t.momentum}, weight decay {t.weight_decay:g}), poly LR (base {t.lr:g}, power "
-            f"{t.lr_power}), {t.max_iters} iterations of batch {t.batch_size}, crop {d.crop_size}, random "
+            f"{t.lr_power}), {schedule} of batch {t.batch_size}, crop {d.crop_size}, random "
             f"scale {d.scales}, {'left-right flip' if d.hflip else 'no flip'}, cross-entropy ignoring "
             f"{d.ignore_index}; backbone init: {m.pretrained_backbone or 'from scratch (random)'}; "
-            f"autocast {t.amp}.",
+            f"autocast {amp}.",
             "",
         ]
         if run_info:
@@ -241,6 +267,7 @@ def save_pretrained(
     best_validation: Optional[dict[str, Any]] = None,
     entry: Optional[PretrainedWeights] = None,
     run_info: Optional[dict[str, Any]] = None,
+    iteration: Optional[int] = None,
 ) -> list[Path]:
     """Write ``model`` (a plain, not prepared, model that ``cfg.model`` describes) as portable weights.
 
@@ -265,7 +292,7 @@ def save_pretrained(
     commit = library_commit()
     card = model_card(
         cfg, source=source, commit=commit, evaluation=evaluation, best_validation=best_validation,
-        entry=entry, run_info=run_info,
+        entry=entry, run_info=run_info, iteration=iteration,
     )  # fmt: skip
     return write_portable(output, inner.state_dict(), portable_config(cfg, commit), card)
 
@@ -332,7 +359,7 @@ def save_pretrained_run(
     return save_pretrained(
         model, cfg, output, source=str(checkpoint), evaluation=evaluation,
         best_validation=None if evaluation is not None else _best_validation(checkpoint, state),
-        run_info=run_info,
+        run_info=run_info, iteration=state.get("iteration"),
     )  # fmt: skip
 
 

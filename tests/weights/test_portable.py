@@ -207,6 +207,8 @@ def test_the_card_reports_the_measured_table_or_says_not_evaluated():
     assert "Not evaluated" not in card
     best = model_card(cfg, source="x", commit=None, best_validation={"mIoU": 0.4321, "iteration": 300})
     assert "43.21% on `val` at iteration 300" in best and "no per-class table" in best
+    stopped = model_card(cfg, source="x", commit=None, iteration=104)
+    assert "a 30000-iteration schedule stopped at iteration 104" in stopped  # never the planned length alone
 
 
 def test_an_eval_json_of_another_model_is_refused(tmp_path):
