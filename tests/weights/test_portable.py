@@ -216,3 +216,33 @@ def test_an_eval_json_of_another_model_is_refused(tmp_path):
     other = dataclasses.asdict(cfg.model) | {"backbone": "resnet34"}
     with pytest.raises(ValueError, match="eval JSON measured another model"):
         save_pretrained(random_model(cfg), cfg, tmp_path, source="x", evaluation={"config": {"model": other}})
+
+
+def test_push_to_hub_creates_the_repo_and_uploads_the_folder(saved, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    from deeplabv3plus.pretrained import push_to_hub
+
+    folder, _, _ = saved
+    calls = []
+
+    class FakeApi:  # no network here: record what would be sent
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create", repo_id, private, exist_ok))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload", folder_path, repo_id))
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    assert push_to_hub(folder, "lab/qs", private=True) == "https://huggingface.co/lab/qs"
+    assert ("create", "lab/qs", True, True) in calls and ("upload", str(folder), "lab/qs") in calls
+
+
+def test_push_to_hub_refuses_a_folder_that_is_not_portable(tmp_path):
+    from deeplabv3plus.pretrained import push_to_hub
+
+    with pytest.raises(PretrainedWeightsError, match="config.json is missing"):
+        push_to_hub(tmp_path, "lab/qs")
