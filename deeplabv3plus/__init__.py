@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ be
         deeplabv3plus_xception65,
         deeplabv3plus_xception71,
     )
+    from .loading import from_pretrained
     from .models import DeepLabV3Plus, prepare_for_inference
 
 __all__ = [
@@ -35,11 +36,17 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "from_pretrained",
     "prepare_for_inference",
 ]
 
 _HOMES = {
-    name: "models" if name in ("DeepLabV3Plus", "prepare_for_inference") else "builders" for name in __all__
+    name: "models"
+    if name in ("DeepLabV3Plus", "prepare_for_inference")
+    else "loading"
+    if name == "from_pretrained"
+    else "builders"
+    for name in __all__
 }
 """Public name -> the submodule that defines it."""
 

@@ -21,6 +21,7 @@ import copy
 import ctypes
 import dataclasses
 import datetime
+import functools
 import importlib.util
 import os
 import platform
@@ -43,7 +44,7 @@ from ._compat import grad_scaler
 from .builders import build_model
 from .config import DataConfig, ModelConfig
 from .data.datasets import build_dataset
-from .export import export_onnx
+from .export import export_onnx, quantize_onnx_int8
 from .inference import AMP_DTYPES
 from .models import prepare_for_inference
 
@@ -200,6 +201,84 @@ class OnnxRuntimeModel(nn.Module):
         return torch.from_numpy(out)
 
 
+class _Autocast(nn.Module):
+    """A model run under ``torch.autocast(dtype)``: fp32 weights cast per call (the baseline bf16 path)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+def int8_candidate(
+    name: str, model_cfg: ModelConfig, height: int, width: int, threads: Optional[int] = None
+) -> Candidate:
+    """Ours exported to ONNX and quantised to int8 (:func:`~deeplabv3plus.export.quantize_onnx_int8`),
+    run by onnxruntime on CPU. For timing only: calibrated on two random images (the ranges do not
+    change the speed; ``deeplabv3plus export --int8`` calibrates on training images)."""
+    source = ours_candidate(name, model_cfg)
+
+    def build() -> nn.Module:
+        gen = torch.Generator().manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32, int8 = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "int8.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(source.build(), fp32, height=height, width=width, exporter="torchscript")
+            quantize_onnx_int8(
+                fp32, int8, [torch.randn(1, 3, height, width, generator=gen) for _ in range(2)]
+            )
+            return OnnxRuntimeModel(int8, threads)
+
+    desc = (
+        "ours: "
+        + describe_ours(source.config)
+        + ", int8 (ONNX Runtime static QDQ, per-channel), onnxruntime CPU"
+    )
+    return Candidate(
+        name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
+    )
+
+
+def precision_candidates(
+    model_cfg: ModelConfig,
+    precisions: tuple[str, ...],
+    size: Optional[tuple[int, int]] = None,
+    threads: Optional[int] = None,
+) -> tuple[list[Candidate], list[str]]:
+    """Inference rows of ours at other precisions, to time next to 'ours' (prepared fp32) in one run.
+
+    ``"bf16"`` adds 'ours-bf16', :func:`prepare_for_inference` with ``precision="bf16"`` (weights
+    rounded once, packed oneDNN bf16 convs), and 'ours-autocast-bf16', the plain model under
+    ``torch.autocast`` (fp32 weights cast on every call: what a user gets without preparing).
+    ``"int8"`` adds 'ours-int8' (:func:`int8_candidate`, exported at ``size``; needs the extra onnx).
+
+    Returns:
+        The candidates and notes on rows that were skipped.
+    """
+    cands, notes = [], []
+    if "bf16" in precisions:
+        cand = ours_candidate("ours-bf16", model_cfg)
+        cand.prepare = functools.partial(prepare_for_inference, precision="bf16")
+        cand.description = cand.description.replace("prepared)", "prepared, bf16 weights)")
+        cand.modes = ("infer",)
+        cands.append(cand)
+        cand = ours_candidate("ours-autocast-bf16", model_cfg, prepared=False)
+        cand.prepare = lambda model: _Autocast(model.eval(), torch.bfloat16)
+        cand.description = cand.description.replace("plain eager model)", "plain model under autocast bf16)")
+        cand.modes = ("infer",)
+        cands.append(cand)
+    if "int8" in precisions:
+        if onnx_available():
+            cands.append(int8_candidate("ours-int8", model_cfg, *(size or (513, 513)), threads=threads))
+        else:
+            notes.append("ours-int8 skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
+    return cands, notes
+
+
 def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
@@ -267,6 +346,7 @@ def default_candidates(
     eager: bool = False,
     onnx: Optional[tuple[int, int]] = None,
     threads: Optional[int] = None,
+    precisions: tuple[str, ...] = (),
 ) -> tuple[list[Candidate], list[str]]:
     """Ours as configured, plus each available peer and ours at the configuration closest to it.
 
@@ -282,6 +362,8 @@ def default_candidates(
         onnx: (height, width) to export ours at: adds 'ours-onnx', the ONNX export of the prepared
             model under onnxruntime (inference only, CPU; skipped with a note without the extra).
         threads: onnxruntime intra-op threads (as ``--threads``).
+        precisions: inference at other precisions (:func:`precision_candidates`): "bf16", "int8"
+            (int8 is exported at ``onnx``'s size, else 513x513).
 
     Returns:
         The candidates and notes on peers that were skipped.
@@ -307,6 +389,9 @@ def default_candidates(
             cands.append(onnx_candidate("ours-onnx", model_cfg, *onnx, threads=threads))
         else:
             notes.append("ours-onnx skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
+    extra, skipped = precision_candidates(model_cfg, precisions, onnx, threads)
+    cands += extra
+    notes += skipped
     # The peers come with ResNet-50 and -101 trunks: take ours' depth when it is one of them.
     peer_backbone = model_cfg.backbone if model_cfg.backbone in ("resnet50", "resnet101") else "resnet101"
     # The rows of ours' own configuration ('ours' and its eager / NHWC / ONNX twins).

@@ -2,7 +2,8 @@
 
 Each builder assembles :class:`~deeplabv3plus.models.DeepLabV3Plus` from a backbone of
 :mod:`deeplabv3plus.models`, and resolves ``weights=`` (a trained model of the reference zoo,
-:mod:`deeplabv3plus.weights.zoo`) and ``pretrained_backbone=`` (ImageNet weights for the trunk,
+:mod:`deeplabv3plus.weights.zoo`, or portable weights: a folder or ``hf:owner/name``,
+:mod:`deeplabv3plus.weights.portable`) and ``pretrained_backbone=`` (ImageNet weights for the trunk,
 :mod:`deeplabv3plus.weights.imagenet`). :func:`build_model` builds from a backbone name, the form a
 config's ``model`` section takes: ``build_model(**dataclasses.asdict(cfg.model))``.
 """
@@ -14,11 +15,13 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from .checkpoint import state_dict_mismatch
 from .models import Backbone, DeepLabV3Plus, ResNet, Xception
 from .models.layers import set_bn_momentum
 from .weights.download import load_state_dict
 from .weights.imagenet import load_pretrained_backbone
-from .weights.zoo import WeightsLike, resolve_builder_args
+from .weights.portable import is_portable_source, read_portable, read_portable_config, resolve_portable
+from .weights.zoo import PretrainedWeightsError, WeightsLike, resolve_builder_args
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -66,16 +69,53 @@ def _resolve_weights(
             (16 if output_stride is None else output_stride),
             None,
         )
+    if is_portable_source(weights):
+        return _resolve_portable(weights, backbone, num_classes, output_stride, given)
     entry, num_classes, output_stride = resolve_builder_args(
         weights, backbone, num_classes=num_classes, output_stride=output_stride, given=given
     )
     return num_classes, output_stride, load_state_dict(entry)
 
 
-def _load_weights(model: DeepLabV3Plus, state: Optional[dict[str, torch.Tensor]]) -> DeepLabV3Plus:
+def _resolve_portable(
+    source, backbone: str, num_classes: Optional[int], output_stride: Optional[int], given: dict
+) -> tuple[int, int, dict[str, torch.Tensor]]:
+    """As :func:`_resolve_weights` for a portable folder or ``hf:owner/name``: its ``config.json``'s
+    model section fixes the architecture, and every builder argument must agree with it."""
+    state, config = read_portable(resolve_portable(source))
+    arch = config["model"]
+    expected = dict(arch, backbone=arch.get("backbone"), num_classes=arch.get("num_classes"))
+    asked = dict(given, backbone=backbone, num_classes=num_classes)
+    for key, value in asked.items():
+        if key == "pretrained_backbone":
+            if value is not None:
+                raise PretrainedWeightsError(
+                    f"pretrained_backbone={value!r} with weights '{source}': the weights hold the backbone too"
+                )
+            continue
+        want = expected.get(key)
+        if value is None or (key == "aspp_rates" and want is None and list(value) == [6, 12, 18]):
+            continue
+        if key == "aspp_rates":
+            value, want = list(value), (None if want is None else list(want))
+        if key in expected and value != want:
+            raise PretrainedWeightsError(
+                f"{key}={value!r} contradicts weights '{source}' ({key}={want!r}); build it with "
+                f"build_model(weights='{source}'), which takes the architecture from the folder"
+            )
+    eval_os = (config.get("eval") or {}).get("output_stride") or arch.get("output_stride", 16)
+    return int(arch["num_classes"]), output_stride if output_stride is not None else int(eval_os), state
+
+
+def _load_weights(
+    model: DeepLabV3Plus, state: Optional[dict[str, torch.Tensor]], source: Optional[WeightsLike] = None
+) -> DeepLabV3Plus:
     """Load an entry's converted weights (strictly); a model with weights comes back in eval mode."""
     if state is None:
         return model
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch is not None:
+        raise PretrainedWeightsError(f"weights '{source}' do not fit the model: {mismatch}")
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -144,6 +184,8 @@ def deeplabv3plus_resnet(
     """
     given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
                  head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
+    if is_portable_source(weights):  # the zoo has no ResNet entry; a portable folder may be one
+        given.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
     num_classes, output_stride, state = _resolve_weights(
         weights, f"resnet{depth}", num_classes, output_stride, given
     )
@@ -159,7 +201,7 @@ def deeplabv3plus_resnet(
         align_corners=align_corners,
     )
     _set_momenta(model, backbone_bn_momentum, head_bn_momentum)
-    return _load_weights(model, state)
+    return _load_weights(model, state, weights)
 
 
 def deeplabv3plus_xception(
@@ -188,7 +230,9 @@ def deeplabv3plus_xception(
             the model comes back in eval mode. The entry fixes the architecture: ``num_classes`` and
             the head arguments may be left out, and must agree with it when given (else
             :class:`~deeplabv3plus.weights.PretrainedWeightsError`). ``output_stride`` is free: the
-            same weights run at 8, 16 or 32 (ASPP rates scale with it).
+            same weights run at 8, 16 or 32 (ASPP rates scale with it). Portable weights work the
+            same way: a folder written by ``deeplabv3plus save-pretrained`` (``model.safetensors`` +
+            ``config.json``) by path, or ``"hf:owner/name"`` on the Hub (:mod:`deeplabv3plus.weights.portable`).
         num_classes: output classes; default 21, or the entry's with ``weights``.
         output_stride: 8, 16 or 32; default 16, or the stride of the entry's published evaluation.
         pretrained_backbone: an ImageNet source for the trunk: a state_dict path, ``timm:...`` or
@@ -215,7 +259,7 @@ def deeplabv3plus_xception(
         align_corners=align_corners,
     )
     _set_momenta(model, backbone_bn_momentum, head_bn_momentum)
-    return _load_weights(model, state)
+    return _load_weights(model, state, weights)
 
 
 def deeplabv3plus_resnet18(**kwargs) -> DeepLabV3Plus:
@@ -265,20 +309,40 @@ MODEL_BUILDERS: dict[str, Callable[..., DeepLabV3Plus]] = {
 
 
 def build_model(
-    backbone: str = "resnet101",
+    backbone: Optional[str] = None,
     *,
-    resnet_variant: str = "standard",
-    strided_shortcut: str = "subsample",
+    resnet_variant: Optional[str] = None,
+    strided_shortcut: Optional[str] = None,
     bn_momentum: Union[str, float] = "pytorch",
     **kwargs,
 ) -> DeepLabV3Plus:
     """Build from a backbone name and the builders' keyword arguments (the config entry point).
 
     ``build_model(**dataclasses.asdict(cfg.model))`` builds the model a config describes.
-    The ResNet-only arguments must keep their defaults for Xception backbones. ``bn_momentum`` is
-    the config's preset (see :func:`bn_momenta`), turned into the builders'
-    ``backbone_bn_momentum`` and ``head_bn_momentum``.
+    The ResNet-only arguments must keep their defaults for Xception backbones. With portable
+    weights (``weights="path/to/folder"`` or ``"hf:owner/name"``) the folder's ``config.json``
+    supplies the architecture; the arguments given must agree with it. Without, the backbone
+    defaults to resnet101 (ResNet: the standard variant, subsampling shortcuts). ``bn_momentum`` is
+    the config's preset (see :func:`bn_momenta`), turned into the builders' ``backbone_bn_momentum``
+    and ``head_bn_momentum``.
     """
+    weights = kwargs.get("weights")
+    if is_portable_source(weights):
+        kwargs["weights"] = folder = resolve_portable(weights)  # one Hub lookup, not two
+        arch = read_portable_config(folder)["model"]
+        backbone = backbone if backbone is not None else arch.get("backbone")
+        if str(backbone).startswith("resnet"):
+            resnet_variant = resnet_variant if resnet_variant is not None else arch.get("resnet_variant")
+            strided_shortcut = (
+                strided_shortcut if strided_shortcut is not None else arch.get("strided_shortcut")
+            )
+        for key in ("decoder", "separable", "aspp_rates", "aspp_dropout", "low_level_channels",
+                    "head_channels", "align_corners"):  # fmt: skip
+            if key not in kwargs and key in arch:
+                kwargs[key] = arch[key]
+    backbone = "resnet101" if backbone is None else backbone
+    resnet_variant = "standard" if resnet_variant is None else resnet_variant
+    strided_shortcut = "subsample" if strided_shortcut is None else strided_shortcut
     if backbone not in MODEL_BUILDERS:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}")
     if "backbone_bn_momentum" not in kwargs and "head_bn_momentum" not in kwargs:

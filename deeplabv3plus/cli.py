@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -222,7 +223,17 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--weights",
         help="a reference model-zoo entry, e.g. xception65_coco_voc_trainaug, run with its published "
-        "evaluation settings (downloaded and converted on first use; docs/pretrained.md)",
+        "evaluation settings (downloaded and converted on first use; docs/pretrained.md), or portable "
+        "weights: a save-pretrained folder or hf:owner/name (docs/deployment.md)",
+    )
+
+
+def _add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="inference precision (eval.precision; default fp32): bf16 rounds the prepared weights once "
+        "and runs ~2x faster where the CPU/GPU has native bf16 (docs/deployment.md)",
     )
 
 
@@ -257,6 +268,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast dtype (default off)"
     )
+    _add_precision_argument(p)
     p.add_argument(
         "--output", help="JSON result file (default: next to the checkpoint, named after the settings)"
     )
@@ -290,9 +302,12 @@ def load_model(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, 
     from .loading import load_model_from_checkpoint, load_weights_model
 
     overrides = getattr(args, "overrides", None)
+    # --precision, when given, wins over the stored eval.precision (None leaves the config's).
+    precision = getattr(args, "precision", None)
+    extra = {"precision": precision} if precision is not None else {}
     if getattr(args, "weights", None):
-        return load_weights_model(args.weights, overrides, device=device, config=args.config)
-    return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device)
+        return load_weights_model(args.weights, overrides, device=device, config=args.config, **extra)
+    return load_model_from_checkpoint(args.checkpoint, args.config, overrides, device=device, **extra)
 
 
 EVAL_FLAGS = (
@@ -402,6 +417,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast dtype (default off)"
     )
+    _add_precision_argument(p)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
     p.add_argument("--overlay-ext", default=".jpg", choices=(".jpg", ".png"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -508,6 +524,31 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"))
     p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    q = p.add_argument_group("int8 (post-training static quantisation, ONNX Runtime)")
+    q.add_argument(
+        "--int8", action="store_true",
+        help="write an int8 graph (QDQ, per-channel weights) calibrated on training images instead of fp32",
+    )  # fmt: skip
+    q.add_argument(
+        "--calibration-images", type=int, default=200,
+        help="training images (data.train_split of the checkpoint's config) to calibrate on (default 200)",
+    )  # fmt: skip
+    q.add_argument("--int8-exclude", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in fp32")
+
+
+def calibration_images(cfg: Config, count: int) -> tuple[list[torch.Tensor], str]:
+    """``count`` training images spread evenly over ``data.train_split``, normalised as in evaluation
+    (whole images, one per batch); and a note saying how many of how many."""
+    # here, not at the top: --help must not import torch
+    from .data.datasets import build_dataset
+
+    dataset = build_dataset(cfg.data, cfg.data.train_split, train=False)
+    if len(dataset) == 0:
+        raise CommandError(f"--int8: split '{cfg.data.train_split}' under '{cfg.data.root}' holds no image")
+    count = min(count, len(dataset))
+    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
+    images = [dataset[i][0].unsqueeze(0) for i in indices]
+    return images, f"{len(images)} of the {len(dataset)} '{cfg.data.train_split}' images"
 
 
 def run_export(args: argparse.Namespace) -> str:
@@ -523,7 +564,11 @@ def run_export(args: argparse.Namespace) -> str:
         raise CommandError(f"--opset: expected an ONNX opset version such as 17 or 18, got {args.opset}")
     if Path(args.output).suffix.lower() != ".onnx":
         raise CommandError(f"--output: expected a file name ending in .onnx, got '{args.output}'")
-    model, _ = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
+    if args.calibration_images < 1:
+        raise CommandError(f"--calibration-images: expected a positive number, got {args.calibration_images}")
+    model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
+    if args.int8:
+        return run_export_int8(args, model, cfg)
     started = time.time()
     used = export_onnx(
         model,
@@ -548,6 +593,30 @@ def run_export(args: argparse.Namespace) -> str:
         worst = check_onnx(model, args.output, inputs, output_stride=args.output_stride)
         print(f"onnxruntime matches PyTorch at {[tuple(x.shape) for x in inputs]}: max |diff| {worst:.2e}")
     return used
+
+
+def run_export_int8(args: argparse.Namespace, model: torch.nn.Module, cfg: Config) -> str:
+    """``export --int8``: the fp32 graph (TorchScript exporter, into a temporary folder), then
+    :func:`~deeplabv3plus.export.quantize_onnx_int8` calibrated on training images into --output."""
+    # here, not at the top: --help must not import torch
+    from .export import export_onnx, label_agreement, quantize_onnx_int8
+    from .inference import use_output_stride
+
+    images, note = calibration_images(cfg, args.calibration_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        exporter = "torchscript" if args.exporter == "auto" else args.exporter
+        export_onnx(model, fp32, height=args.height, width=args.width, output_stride=args.output_stride,
+                    exporter=exporter, opset=args.opset)  # fmt: skip
+        quantize_onnx_int8(fp32, args.output, images, nodes_to_exclude=args.int8_exclude)
+    print(f"wrote {args.output} (int8 QDQ, per-channel weights; calibrated on {note})")
+    if not args.no_check:
+        with use_output_stride(model, args.output_stride):
+            agree = label_agreement(model, args.output, images[:4])
+        print(
+            f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
+        )
+    return exporter
 
 
 # --- convert -------------------------------------------------------------------------------------
@@ -733,6 +802,12 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         "--onnx", action="store_true",
         help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
     )  # fmt: skip
+    r.add_argument(
+        "--precisions", nargs="+", default=[], choices=("bf16", "int8"),
+        help="also run ours' inference at these precisions ('ours-bf16': prepared bf16 weights; "
+        "'ours-autocast-bf16': the plain model under autocast; 'ours-int8': ONNX Runtime static int8), "
+        "timed against 'ours' (prepared fp32)",
+    )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
     r.add_argument(
         "--freezing", action="store_true",
@@ -791,8 +866,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         peers,
         args.both_memory_formats,
         eager=args.eager,
-        onnx=(height, width) if args.onnx else None,
+        onnx=(height, width) if args.onnx or "int8" in args.precisions else None,
         threads=args.threads,
+        precisions=tuple(args.precisions),
     )
     opts = bench.BenchOptions(
         device=device,
@@ -1097,6 +1173,58 @@ def run_check_data(args: argparse.Namespace) -> Any:
     return report
 
 
+# --- save-pretrained -----------------------------------------------------------------------------
+
+SAVE_PRETRAINED_DESCRIPTION = """Save a trained model as portable weights: model.safetensors, config.json and a README.md model card.
+
+The card takes its figures from the run: --eval-json (a result of `deeplabv3plus eval`, with its
+per-class table), else the best periodic validation the run recorded, else it says "not evaluated".
+Needs the extra: pip install "deeplabv3plus[portable]" (and [hub] for --push-to-hub). Examples::
+
+    deeplabv3plus eval --checkpoint runs/voc/best.pth          # writes runs/voc/best_eval_os16.json
+    deeplabv3plus save-pretrained --checkpoint runs/voc/best.pth --output exported/voc \
+        --eval-json runs/voc/best_eval_os16.json
+    python -c "from deeplabv3plus import build_model; build_model(weights='exported/voc')"
+"""
+
+
+def add_save_pretrained_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+    p.add_argument("--output", required=True, help="the folder to write (created)")
+    p.add_argument(
+        "--eval-json", help="an eval result JSON whose protocol and per-class table go into the card"
+    )
+    p.add_argument(
+        "--config",
+        help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
+    )
+    p.add_argument(
+        "--push-to-hub", metavar="OWNER/NAME", help="also upload the folder to this Hub repository"
+    )
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+
+
+def run_save_pretrained(args: argparse.Namespace) -> list:
+    # here, not at the top: --help must not import torch
+    from .pretrained import push_to_hub, save_pretrained_run
+
+    output = Path(args.output).expanduser()
+    if output.exists() and not output.is_dir():
+        raise CommandError(f"--output: '{output}' is a file, expected a folder")
+    if args.push_to_hub is not None and (
+        args.push_to_hub.count("/") != 1 or not all(args.push_to_hub.split("/"))
+    ):
+        raise CommandError(f"--push-to-hub: expected OWNER/NAME, got {args.push_to_hub!r}")
+    paths = save_pretrained_run(
+        output, checkpoint=args.checkpoint, weights=args.weights, eval_json=args.eval_json, config=args.config
+    )
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    if args.push_to_hub:
+        url = push_to_hub(output, args.push_to_hub, private=args.private)
+        print(f"pushed {output} to {url}")
+    return paths
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 
@@ -1129,6 +1257,12 @@ COMMANDS: dict[str, Command] = {
     ),
     "benchmark": Command(
         "speed next to smp and torchvision", BENCHMARK_DESCRIPTION, add_benchmark_arguments, run_benchmark
+    ),
+    "save-pretrained": Command(
+        "save portable weights (safetensors + config.json + model card)",
+        SAVE_PRETRAINED_DESCRIPTION,
+        add_save_pretrained_arguments,
+        run_save_pretrained,
     ),
     "prepare-voc": Command(
         "build VOC 2012 train_aug from the VOC and SBD releases",

@@ -256,6 +256,10 @@ class EvalConfig:
     """'slide': the window, [height, width] or one side for a square (e.g. [769, 769])."""
     stride: Optional[Union[int, list[int]]] = None
     """'slide': the window step, [height, width] or one value; None: 2/3 of crop_size."""
+    precision: str = "fp32"
+    """Inference precision of eval and predict: 'fp32' (exact) or 'bf16' (weights rounded to bfloat16
+    once when the model is prepared; falls back to fp32 with a warning where the device has no native
+    bf16; docs/deployment.md). Periodic validation during training uses it too."""
 
 
 @dataclass
@@ -528,6 +532,8 @@ def validate_config(cfg: Config) -> None:
     _validate_recipe_options(cfg)
     _validate_train_loss(cfg)
     _validate_mask_format(cfg.data)
+    if cfg.eval.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"eval.precision: expected fp32 or bf16, got {cfg.eval.precision!r}")
 
 
 def _validate_train_loss(cfg: Config) -> None:

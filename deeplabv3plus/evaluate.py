@@ -132,8 +132,9 @@ def evaluate(
         desc: The progress bar's label.
         prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy of the
             model (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster),
-            made afresh on each call, so the caller's (e.g. the live training) model is never
-            changed; False runs ``model`` itself.
+            made afresh on each call at ``eval_cfg.precision`` (fp32, or bf16 weights rounded
+            once), so the caller's (e.g. the live training) model is never changed; False runs
+            ``model`` itself (a model prepared already runs as it is, at its own precision).
         cityscapes: Add Cityscapes' official category IoU and, when the loader's batches carry
             instance maps (``(image, label, instances)``), the instance-weighted iIoU
             (:class:`deeplabv3plus.metrics.CityscapesMeter`); labels are train IDs.
@@ -168,7 +169,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     if prepare and not getattr(model, "prepared_for_inference", False):
-        inference_model = prepare_for_inference(model)
+        inference_model = prepare_for_inference(model, precision=eval_cfg.precision)
     else:
         inference_model = model
     num_images = 0
@@ -265,11 +266,12 @@ def default_output_path(
     pad_to: Optional[Union[int, Sequence[int]]] = None,
     amp: str = "off",
     mode: str = "whole",
+    precision: str = "fp32",
 ) -> Path:
     """Where results go by default: next to the checkpoint, one name per setting, so that runs
     with other settings never overwrite each other:
-    ``<ckpt stem>_eval_os{OS}[_ms|_s<scales>][_flip][_slide][_pad<N>][_<amp>][_trimap][_<split>].json``
-    (``_ms`` is the paper's scales 0.5..1.75; other sets are spelled out, e.g. ``_s0.5-1``; a
+    ``<ckpt stem>_eval_os{OS}[_ms|_s<scales>][_flip][_slide][_pad<N>][_<amp>][_bf16][_trimap][_<split>].json``
+    (``_bf16``: ``eval.precision``; ``_ms`` is the paper's scales 0.5..1.75; other sets are spelled out, e.g. ``_s0.5-1``; a
     non-square pad is ``_pad<H>x<W>``). ``checkpoint`` may be a model-zoo name: then the file goes
     into the current directory."""
     name = f"{Path(checkpoint).stem}_eval_os{output_stride}"
@@ -279,6 +281,7 @@ def default_output_path(
     if pad_to:
         name += f"_pad{pad_to}" if isinstance(pad_to, int) else "_pad" + "x".join(str(v) for v in pad_to)
     name += f"_{amp}" if amp and amp != "off" else ""
+    name += f"_{precision}" if precision != "fp32" else ""
     name += "_trimap" if trimap else ""
     name += f"_{split}" if split != "val" else ""
     return Path(checkpoint).parent / f"{name}.json"
@@ -341,12 +344,14 @@ def evaluate_run(
     source = checkpoint or weights
     print(
         f"evaluating {source} on {len(dataset)} '{split}' images: OS {output_stride}, "
-        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}"
+        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}, precision "
+        f"{getattr(model, 'inference_precision', cfg.eval.precision)}"
         + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
     )
     output = Path(output) if output else default_output_path(
         source, output_stride, cfg.eval.scales, cfg.eval.flip, split,
         trimap=cfg.eval.trimap, pad_to=cfg.eval.pad_to, amp=amp, mode=cfg.eval.mode,
+        precision=cfg.eval.precision,
     )  # fmt: skip
     # The CSV/PNG folder: the JSON's name without .json (whose default name already ends in _trimap).
     trimap_dir = (
@@ -385,6 +390,7 @@ def evaluate_run(
         "mode": cfg.eval.mode,
         **({"trimap_band": band} if cfg.eval.trimap else {}),
         "amp": amp,
+        "precision": getattr(model, "inference_precision", cfg.eval.precision),
         "seconds": seconds,
         **{k: v for k, v in results.items() if k not in ("table", "trimap_table", "cityscapes_table")},
         "config": config_to_dict(cfg),

@@ -12,6 +12,8 @@ It writes, into ``--out``:
   ours next to smp and torchvision at 512x512 batch 16 in fp32 and in bf16 + channels_last; the
   bf16 run also times the training DataLoader on VOC-sized JPEGs (synthetic, ~330-550 px a side,
   generated into ``<out>/voc_sized``) with the default workers;
+* ``ours_513_precisions``: inference of the prepared fp32 model, the prepared bf16 model
+  (``precision="bf16"``: weights rounded once) and the plain model under autocast bf16, interleaved;
 * ``summary.md``: every table and the issue's targets (bf16 + channels_last training >= 1.5x the
   fp32 loop, inference >= 40% of the bf16 peak, data pipeline >= 2x the training images/s), each
   with its measured value.
@@ -43,6 +45,9 @@ RUNS: dict[str, list[str]] = {
     "ours_513_bf16_cl_compile": OURS_513 + BF16_CL + ["--compile"],
     "peers_512_fp32": PEERS_512,
     "peers_512_bf16_cl": PEERS_512 + BF16_CL + ["--loader", "--loader-batches", "10"],
+    # Inference precisions (issue 21): prepared fp32 ('ours') vs prepared bf16 weights ('ours-bf16')
+    # vs the plain model under autocast, interleaved; channels_last as the other bf16 rows.
+    "ours_513_precisions": OURS_513 + ["--modes", "infer", "--channels-last", "--precisions", "bf16"],
 }
 """Benchmark runs by name: arguments of scripts/benchmark.py after ``--device cuda --cudnn-benchmark``."""
 
@@ -100,6 +105,7 @@ def targets(reports: dict[str, dict]) -> list[str]:
             )
         else:
             lines.append(f"- inference % of peak, {name}: not measured")
+    lines += precision_targets(reports.get("ours_513_precisions"))
     peers = reports.get("peers_512_bf16_cl")
     loader = peers.get("loader") if peers else None
     train = peers and _rows(peers, "train")
@@ -111,6 +117,32 @@ def targets(reports: dict[str, dict]) -> list[str]:
         )
     else:
         lines.append("- data pipeline vs training images/s: not measured")
+    return lines
+
+
+def precision_targets(report: dict | None) -> list[str]:
+    """Prepared bf16 inference against prepared fp32 (paired ratio) and its share of the bf16 peak."""
+    bf16 = report and _rows(report, "infer", "ours-bf16")
+    if not bf16:
+        return ["- prepared bf16 inference vs prepared fp32: not measured"]
+    from deeplabv3plus.benchmark import PEAK_TFLOPS
+
+    name = report["meta"].get("device_name", "")
+    peak = next((peaks["bf16"] for key, peaks in PEAK_TFLOPS if key in name), None)
+    share = (
+        f"{100 * 2 * bf16['gmacs_per_s'] / 1e3 / peak:.1f}% of the bf16 dense peak"
+        if peak
+        else "peak unknown"
+    )
+    autocast = _rows(report, "infer", "ours-autocast-bf16")
+    lines = [
+        f"- inference, prepared bf16 / prepared fp32 (ours, 513, batch 16, paired): "
+        f"**{bf16['paired_ratio_vs_ours']:.3f}x** the time ({share})"
+    ]
+    if autocast:
+        lines.append(
+            f"- inference, plain model under autocast bf16 / prepared fp32: {autocast['paired_ratio_vs_ours']:.3f}x"
+        )
     return lines
 
 

@@ -34,6 +34,7 @@ LAYERS = {
     "builders": 5,
     "loading": 6,
     "train": 7, "evaluate": 7, "predict": 7, "export": 7, "macs": 7, "benchmark": 7, "ablation": 7,
+    "pretrained": 7,
     "cli": 8, "__main__": 8,
 }  # fmt: skip
 

@@ -32,7 +32,18 @@ from torch import fx, nn
 from .._compat import cpu_autocast_enabled
 from .layers import runs_eagerly, unwrap_model
 
-__all__ = ["PackedConv2d", "conv_bn_pairs", "fold_batchnorm", "pack_convs", "prepare_for_inference"]
+__all__ = [
+    "PRECISIONS",
+    "PackedConv2d",
+    "bf16_supported",
+    "conv_bn_pairs",
+    "fold_batchnorm",
+    "pack_convs",
+    "prepare_for_inference",
+]
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""The ``precision=`` values of :func:`prepare_for_inference` (``eval.precision``, ``--precision``)."""
 
 
 def _analyse(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
@@ -161,8 +172,48 @@ def fold_batchnorm(model: nn.Module) -> int:
 ONEDNN_DEPTHWISE_MAX_PADDING = 6
 
 
+@functools.cache
+def _onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16, AVX512-core or AMX); without, it
+    would emulate bf16 slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether ``precision="bf16"`` runs natively on ``device``: a CPU whose oneDNN has bf16 kernels
+    (``avx512_bf16`` / ``amx_bf16`` in /proc/cpuinfo), a CUDA GPU of compute capability >= 8.0."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no including_emulation: compute capability 8.0 is Ampere
+            return torch.cuda.get_device_capability(device)[0] >= 8
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and _onednn_bf16()
+
+
+def _cast_inputs(module: nn.Module, args: tuple, dtype: torch.dtype) -> tuple:
+    """Forward pre-hook of a reduced-precision prepared model: float inputs to its dtype (once, at the door)."""
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _cast_outputs(module: nn.Module, args: tuple, output):
+    """Forward hook of a reduced-precision prepared model: logits back to fp32, as callers expect."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, dict):
+        return {k: _cast_outputs(module, args, v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(_cast_outputs(module, args, v) for v in output)
+    return output
+
+
 class PackedConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` whose CPU fp32 inference runs oneDNN on a weight reordered once, not every call.
+    """An ``nn.Conv2d`` whose CPU fp32 or bf16 inference runs oneDNN on a weight reordered once, not every call.
 
     PyTorch's eager CPU convolution hands the weight to oneDNN (mkldnn) in PyTorch's layout, and
     oneDNN reorders it into its blocked layout on *every* call: for ResNet-101 that is ~180 MB
@@ -173,7 +224,9 @@ class PackedConv2d(nn.Conv2d):
 
     The reordered weight is re-made whenever stride, padding, dilation or the weight itself change
     (so ``output_stride`` stays settable); it is not in the state_dict and not copied by
-    ``deepcopy``/pickle. Everything else falls back to ``nn.Conv2d.forward``: CUDA, other dtypes,
+    ``deepcopy``/pickle. A bf16 conv (weight and input bf16: ``prepare_for_inference(precision="bf16")``)
+    takes the same path where oneDNN has native bf16 kernels. Everything else falls back to
+    ``nn.Conv2d.forward``: CUDA, other dtypes or mixed ones,
     autocast, autograd, and tracing/export/compilation (FakeTensors, ``torch.jit`` tracing,
     ``torch.compile``), so ONNX export and ``torch.export`` see a plain convolution.
 
@@ -207,9 +260,9 @@ class PackedConv2d(nn.Conv2d):
         return (
             runs_eagerly(x)
             and x.device.type == "cpu"
-            and x.dtype == torch.float32
+            and x.dtype == w.dtype
             and w.device.type == "cpu"
-            and w.dtype == torch.float32
+            and (w.dtype == torch.float32 or (w.dtype == torch.bfloat16 and _onednn_bf16()))
             and x.dim() == 4
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
@@ -281,7 +334,9 @@ def pack_convs(model: nn.Module) -> int:
     return len(convs)
 
 
-def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack: bool = True) -> nn.Module:
+def prepare_for_inference(
+    model: nn.Module, *, channels_last: bool = True, pack: bool = True, precision: str = "fp32"
+) -> nn.Module:
     """A copy of ``model`` made for fast exact inference; ``model`` itself is left untouched.
 
     The copy is in eval mode, its BatchNorms folded into the preceding convs
@@ -301,12 +356,29 @@ def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack:
             (a conv with channels_last weights returns channels_last activations).
         pack: make the convs :class:`PackedConv2d` (CPU fp32 inference on a once-reordered
             oneDNN weight; the same outputs as the eager conv, no effect elsewhere).
+        precision: "fp32" (exact), or "bf16": every parameter and buffer is rounded to bfloat16
+            once, here (after folding, which is done in float64), and the copy takes fp32 inputs,
+            runs in bf16 (on CPU the packed oneDNN bf16 kernels) and returns fp32 logits. Not
+            exact: logits differ by ~1e-2 relative (bf16 keeps 8 significant bits); the
+            quickstart model's mIoU moves by a few hundredths of a point (docs/benchmarks.md).
+            Where the device has no native bf16 (a CPU without AVX512-BF16/AMX, a GPU before
+            Ampere) it warns and stays fp32, since emulated bf16 is slower than fp32.
 
     Returns:
         The prepared copy, on ``model``'s device. Use it for inference only; keep training and
         saving checkpoints with ``model``.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     source = unwrap_model(model)
+    device = next((p.device for p in source.parameters()), torch.device("cpu"))
+    if precision == "bf16" and not bf16_supported(device):
+        warnings.warn(
+            f"prepare_for_inference: {device.type} has no native bf16 here "
+            f"(CPU: avx512_bf16/amx_bf16; GPU: compute capability >= 8.0); running fp32",
+            stacklevel=2,
+        )
+        precision = "fp32"
     try:
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in source.modules())
         pairs, relus = _analyse(source) if has_bn else ([], [])  # no BN: nothing to fold, no trace
@@ -338,9 +410,16 @@ def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, pack:
     for name in relus:
         prepared.get_submodule(name).inplace = True
     prepared.requires_grad_(False)
+    if precision != "fp32":
+        # Rounded once, here, not per call as autocast does; inputs are cast at the model's door.
+        dtype = PRECISIONS[precision]
+        prepared = prepared.to(dtype)
+        prepared.register_forward_pre_hook(functools.partial(_cast_inputs, dtype=dtype))
+        prepared.register_forward_hook(_cast_outputs)
     if pack:
         pack_convs(prepared)
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)  # the parameters not folded
     prepared.prepared_for_inference = True  # evaluate() runs such a model as it is
+    prepared.inference_precision = precision
     return prepared

@@ -52,6 +52,7 @@ def test_eval_settings_and_the_commands_are_listed_in_the_help(capsys):
         "convert",
         "macs",
         "benchmark",
+        "save-pretrained",
         "prepare-voc",
         "make-synthetic",
         "paper-ablation",

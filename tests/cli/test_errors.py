@@ -168,7 +168,13 @@ def test_unknown_config_name_lists_the_shipped_configs(capsys):
 
 
 def test_configs_of_an_unknown_name_lists_the_shipped_configs(capsys):
-    fails(["configs", "quickstrat"], capsys, "'quickstrat'", "expected one of ade20k_smoke, ", "quickstart, voc_eval")
+    fails(
+        ["configs", "quickstrat"],
+        capsys,
+        "'quickstrat'",
+        "expected one of ade20k_smoke, ",
+        "quickstart, voc_eval",
+    )
 
 
 def test_paper_ablation_with_a_missing_config(tmp_path, capsys):
@@ -598,3 +604,40 @@ def test_in_a_terminal_python_m_and_the_scripts_print_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("eval.py: error: refusing to load checkpoint 'evil.pth'")
     assert not (tmp_path / "pwned").exists()
+
+
+# --- portable weights and precision ----------------------------------------------------------------
+
+
+def test_save_pretrained_output_that_is_a_file(checkpoint, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    fails(["save-pretrained", "--checkpoint", checkpoint, "--output", tmp_path / "taken"], capsys,
+          "--output", "taken", "is a file")  # fmt: skip
+
+
+def test_save_pretrained_eval_json_that_is_not_an_eval_result(checkpoint, tmp_path, capsys):
+    (tmp_path / "other.json").write_text('{"loss": 1.0}')
+    args = ["save-pretrained", "--checkpoint", checkpoint, "--output", tmp_path / "out"]
+    fails([*args, "--eval-json", tmp_path / "other.json"], capsys, "other.json", "per_class_iou")
+    fails([*args, "--eval-json", tmp_path / "none.json"], capsys, "none.json", "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_save_pretrained_push_to_hub_needs_owner_and_name(checkpoint, tmp_path, capsys):
+    args = ["save-pretrained", "--checkpoint", checkpoint, "--output", tmp_path / "out"]
+    fails([*args, "--push-to-hub", "justaname"], capsys, "--push-to-hub", "OWNER/NAME")
+
+
+def test_portable_weights_folder_without_config_json(tmp_path, capsys):
+    (tmp_path / "exported").mkdir()
+    fails(["eval", "--weights", tmp_path / "exported"], capsys, "exported", "config.json is missing")
+
+
+def test_portable_weights_bad_hub_id(capsys):
+    fails(["eval", "--weights", "hf:no-owner"], capsys, "hf:no-owner", "hf:owner/name")
+
+
+def test_bad_precision(checkpoint, capsys):
+    fails(["eval", "--checkpoint", checkpoint, "eval.precision=fp16"], capsys, "eval.precision", "fp16")
+    fails(["predict", "--checkpoint", checkpoint, "x.png", "--output", "o", "--precision", "int4"], capsys,
+          "--precision", "int4")  # fmt: skip

@@ -230,3 +230,39 @@ def test_markdown_and_gpu_summary_state_each_target(tmp_path):
     assert "**3.00x** (target >= 2x)" in text
     assert "inference % of peak, ours_513_bf16_cl_compile: not measured" in text
     assert "## ours_513_bf16_cl" in text and "| infer | ours |" in text
+    assert "prepared bf16 inference vs prepared fp32: not measured" in text
+
+
+def test_gpu_summary_states_the_bf16_inference_ratio_and_share_of_peak(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "gpu_checks.py"
+    spec = importlib.util.spec_from_file_location("gpu_checks", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    assert "--precisions" in gpu.RUNS["ours_513_precisions"]
+    rows = [
+        {"mode": "infer", "name": "ours", "paired_ratio_vs_ours": 1.0, "gmacs_per_s": 100_000.0},
+        {"mode": "infer", "name": "ours-bf16", "paired_ratio_vs_ours": 0.5, "gmacs_per_s": 247_350.0},
+        {"mode": "infer", "name": "ours-autocast-bf16", "paired_ratio_vs_ours": 0.8, "gmacs_per_s": 1.0},
+    ]
+    report = {"meta": {"device_name": "NVIDIA H200"}, "results": rows}
+    lines = gpu.precision_targets(report)
+    # 247,350 GMAC/s = 494.7 TFLOP/s, half of the H200's 989.4 dense bf16 TFLOP/s.
+    assert "**0.500x** the time (50.0% of the bf16 dense peak)" in lines[0]
+    assert "autocast bf16 / prepared fp32: 0.800x" in lines[1]
+
+
+def test_precision_rows_time_bf16_against_the_prepared_fp32_row():
+    cfg = ModelConfig(backbone="resnet18", num_classes=5, head_channels=16)
+    candidates, _ = default_candidates(cfg, peers=(), precisions=("bf16",))
+    assert [c.name for c in candidates] == ["ours", "ours-bf16", "ours-autocast-bf16"]
+    report = run_benchmark(candidates, _opts(batch=1, modes=("infer",), memory=False))
+    rows = {r["name"]: r for r in report["results"]}
+    assert set(rows) == {"ours", "ours-bf16", "ours-autocast-bf16"}
+    for row in rows.values():
+        assert row["latency_ms"] > 0 and math.isfinite(row["paired_ratio_vs_ours"])
+        assert row["macs_g"] == rows["ours"]["macs_g"]  # the same model: only the precision differs
+    assert "bf16 weights" in rows["ours-bf16"]["description"]
+    assert "autocast" in rows["ours-autocast-bf16"]["description"]

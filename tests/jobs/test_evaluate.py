@@ -199,3 +199,14 @@ def test_eval_slide_on_cityscapes_reports_boundary_trimap_and_names_the_file(tmp
     assert "pixels of a class boundary" in capsys.readouterr().out
     assert eval_main(argv[:4] + ["eval.crop_size=null", "--no-progress"]) == 2
     assert "eval.mode=slide needs eval.crop_size" in capsys.readouterr().err
+
+
+def test_eval_precision_bf16_is_recorded_and_names_the_file(checkpoint: Path, monkeypatch):
+    from deeplabv3plus.models import fuse
+
+    monkeypatch.setattr(fuse, "bf16_supported", lambda device="cpu": True)
+    args = ["--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress", "--precision", "bf16"]
+    assert eval_main(args) == 0
+    res = json.loads((checkpoint.parent / "model_eval_os16_bf16_val2.json").read_text())
+    assert res["precision"] == "bf16" and res["config"]["eval"]["precision"] == "bf16"
+    assert res["mIoU"] is not None

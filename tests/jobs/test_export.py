@@ -119,3 +119,36 @@ def test_script_exports_and_checks(tmp_path, capsys, monkeypatch):
     assert loaded == [("ckpt.pt", None)]
     printed = capsys.readouterr().out
     assert "onnxruntime matches PyTorch" in printed and f"wrote {out} (torchscript exporter)" in printed
+
+
+@pytest.mark.slow  # export + quantise + two onnxruntime sessions: ~6 s on 2 idle cores
+def test_export_int8_calibrates_on_training_images_and_reports_label_agreement(
+    synthetic_voc, tmp_path, capsys
+):
+    import dataclasses
+
+    import onnx
+
+    from deeplabv3plus import build_model, cli
+    from deeplabv3plus.config import Config, config_to_dict
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", 6, 8
+    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = (
+        "synthetic",
+        str(synthetic_voc),
+        6,
+        0,
+    )
+    torch.manual_seed(0)
+    model = build_model(**dataclasses.asdict(cfg.model)).eval()
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "m.pth")
+    out = tmp_path / "m_int8.onnx"
+    argv = ["export", "--checkpoint", tmp_path / "m.pth", "--output", out, "--int8", "--calibration-images", "3",
+            "--height", "33", "--width", "33"]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (int8 QDQ" in printed and "3 of the 6 'train' images" in printed
+    assert "int8 labels agree with the fp32 PyTorch model's on" in printed
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantised, not a copy of the fp32 graph

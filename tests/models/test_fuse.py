@@ -274,7 +274,9 @@ def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monk
     loader = [(torch.randn(2, 3, 33, 33, generator=g), label)]
     calls = []
     monkeypatch.setattr(
-        evaluate_module, "prepare_for_inference", lambda m: calls.append(m) or prepare_for_inference(m)
+        evaluate_module,
+        "prepare_for_inference",
+        lambda m, **kwargs: calls.append(m) or prepare_for_inference(m, **kwargs),
     )
     fast = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False)
     plain = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False, prepare=False)
@@ -335,3 +337,66 @@ def test_prepared_model_on_cuda_matches_in_fp32_and_runs_under_bf16_autocast():
     with torch.inference_mode():
         expected = model(x).float().softmax(1)
     torch.testing.assert_close(out, expected, rtol=0, atol=0.05)
+
+
+# --- bf16: weights rounded once at prepare time -----------------------------------------------------
+
+
+def test_bf16_prepared_copy_stores_bf16_weights_and_returns_fp32_logits_close_to_fp32(monkeypatch):
+    from deeplabv3plus.models import fuse
+
+    monkeypatch.setattr(fuse, "bf16_supported", lambda device="cpu": True)  # oneDNN emulates it elsewhere
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model("resnet18", num_classes=NUM_CLASSES, head_channels=16)).eval()
+    prepared = prepare_for_inference(model, precision="bf16")
+    assert prepared.inference_precision == "bf16"
+    assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the source is untouched
+    x = torch.randn(2, 3, 33, 33)
+    with torch.inference_mode():
+        expected = model(x)
+        got = prepared(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    scale = expected.abs().max().item()
+    # bf16 keeps 8 significant bits: ~0.4% per rounding, a few % of the logits' range end to end.
+    torch.testing.assert_close(got, expected, rtol=0, atol=0.05 * scale)
+    assert (got - expected).abs().max() > 0  # it really ran in bf16
+
+
+def test_bf16_convs_run_the_packed_onednn_path_where_the_cpu_has_bf16():
+    from deeplabv3plus.models.fuse import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bf16 (avx512_bf16 / amx_bf16)")
+    conv = nn.Conv2d(8, 16, 3, padding=2, dilation=2).eval()
+    prepared = prepare_for_inference(nn.Sequential(conv), precision="bf16")
+    packed = prepared[0]
+    assert isinstance(packed, PackedConv2d)
+    x = torch.randn(1, 8, 17, 15)
+    with torch.inference_mode():
+        got = prepared(x)
+        expected = nn.functional.conv2d(
+            x.bfloat16().float(),
+            conv.weight.bfloat16().float(),
+            conv.bias.bfloat16().float(),
+            padding=2,
+            dilation=2,
+        )
+    assert packed._packed is not None and packed._packed_key is not None
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
+
+
+def test_bf16_without_native_support_warns_and_stays_fp32(monkeypatch):
+    from deeplabv3plus.models import fuse
+
+    monkeypatch.setattr(fuse, "bf16_supported", lambda device="cpu": False)
+    model = randomise_batchnorm(build_model("resnet18", num_classes=NUM_CLASSES, head_channels=16)).eval()
+    with pytest.warns(UserWarning, match="no native bf16.*running fp32"):
+        prepared = prepare_for_inference(model, precision="bf16")
+    assert prepared.inference_precision == "fp32"
+    assert_same_logits(prepared, model, torch.randn(1, 3, 33, 33))
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, got 'fp16'"):
+        prepare_for_inference(nn.Sequential(nn.Conv2d(3, 3, 1)), precision="fp16")

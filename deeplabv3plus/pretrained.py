@@ -1,0 +1,370 @@
+"""``deeplabv3plus save-pretrained``: a trained model as portable weights with a model card.
+
+:func:`save_pretrained` writes a folder of :mod:`deeplabv3plus.weights.portable` (``model.safetensors``,
+``config.json``, ``README.md``) from a model and its config; :func:`save_pretrained_run` does it for a
+training run's checkpoint (or a zoo entry), taking the card's figures from the run: an eval JSON
+written by ``deeplabv3plus eval`` (the per-class table it measured), else the best periodic
+validation the run recorded (mIoU only), else "not evaluated". Nothing in the card is made up: what
+the run did not record is said to be unknown. :func:`push_to_hub` publishes the folder.
+
+Loading it back: ``build_model(weights="DIR")``, ``from_pretrained("DIR")`` or ``"hf:owner/name"``
+(:mod:`deeplabv3plus.loading`), ``deeplabv3plus eval --weights DIR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from torch import nn
+
+from ._version import __version__
+from .checkpoint import CheckpointError, read_torch_file
+from .config import Config, config_to_dict
+from .data.ade20k_meta import ade20k_class_names
+from .data.cityscapes_meta import CITYSCAPES_CLASSES
+from .data.synthetic import synthetic_class_names
+from .loading import load_model_from_checkpoint, load_weights_model
+from .models.layers import unwrap_model
+from .predict import dataset_palette
+from .weights.portable import is_portable_source, push_folder_to_hub, write_portable
+from .weights.zoo import PretrainedWeights, get_weights
+
+__all__ = [
+    "CITATION",
+    "library_commit",
+    "model_card",
+    "push_to_hub",
+    "save_pretrained",
+    "save_pretrained_run",
+]
+
+CITATION = """@inproceedings{deeplabv3plus2018,
+  title     = {Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation},
+  author    = {Liang-Chieh Chen and Yukun Zhu and George Papandreou and Florian Schroff and Hartwig Adam},
+  booktitle = {ECCV},
+  year      = {2018}
+}"""
+
+
+def library_commit() -> Optional[str]:
+    """The git commit of this library's source tree (``git rev-parse HEAD``), None outside a checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def class_names(cfg: Config) -> list[str]:
+    """The class names the datasets give a config (as ``build_dataset``): the config's own, else the
+    layout's table, else ``class_<i>``."""
+    d = cfg.data
+    if d.class_names is not None:
+        return list(d.class_names)
+    if d.layout == "synthetic":
+        return synthetic_class_names(d.num_classes, d.synthetic_kind)
+    if d.layout == "cityscapes" and d.num_classes == len(CITYSCAPES_CLASSES):
+        return list(CITYSCAPES_CLASSES)
+    if d.layout == "ade20k":
+        names = ade20k_class_names(d.label_convention or "reference")
+        if len(names) == d.num_classes:
+            return list(names)
+    return [f"class_{i}" for i in range(d.num_classes)]
+
+
+def portable_config(cfg: Config, commit: Optional[str]) -> dict[str, Any]:
+    """``config.json``'s content: the model, data (without the machine's paths) and eval sections,
+    and the classes, palette, mean/std and output stride spelled out for other tools."""
+    sections = config_to_dict(cfg)
+    data = {k: v for k, v in sections["data"].items() if k not in ("root", "workers")}
+    names = class_names(cfg)
+    palette = dataset_palette(cfg.data.layout, cfg.data.label_convention)[: cfg.data.num_classes]
+    return {
+        "library": "deeplabv3plus",
+        "library_version": __version__,
+        "commit": commit,
+        "num_classes": cfg.model.num_classes,
+        "class_names": list(names),
+        "palette": palette.tolist(),
+        "ignore_index": cfg.data.ignore_index,
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "input": "RGB float in [0, 1], normalised (x - mean) / std, shape (N, 3, H, W); any H, W",
+        "output_stride": cfg.eval.output_stride or cfg.model.output_stride,
+        "model": sections["model"],
+        "data": data,
+        "eval": sections["eval"],
+    }
+
+
+def _protocol(ev: dict[str, Any]) -> str:
+    scales = ev.get("scales", [1.0])
+    parts = [
+        f"split '{ev.get('split')}'",
+        f"output stride {ev.get('output_stride')}",
+        "single scale" if list(scales) == [1.0] else f"scales {scales}",
+        "left-right flip" if ev.get("flip") else "no flip",
+        f"{ev.get('mode', 'whole')} images",
+    ]
+    pad = (ev.get("config") or {}).get("eval", {}).get("pad_to")
+    if pad:
+        parts.append(f"padded to {pad}")
+    parts.append(f"precision {ev.get('precision', 'fp32')}")
+    if ev.get("amp", "off") != "off":
+        parts.append(f"autocast {ev['amp']}")
+    return ", ".join(parts)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def model_card(
+    cfg: Config,
+    *,
+    source: str,
+    commit: Optional[str],
+    evaluation: Optional[dict[str, Any]] = None,
+    best_validation: Optional[dict[str, Any]] = None,
+    entry: Optional[PretrainedWeights] = None,
+    run_info: Optional[dict[str, Any]] = None,
+    iteration: Optional[int] = None,
+) -> str:
+    """The ``README.md`` model card (Hugging Face front matter + Markdown).
+
+    Args:
+        cfg: The model's config (its training recipe is ``cfg.train``).
+        source: Where the weights came from (checkpoint path or zoo name), as recorded.
+        commit: This library's commit (for reproducing the export).
+        evaluation: An eval JSON payload (``deeplabv3plus eval``): its protocol and per-class table.
+        best_validation: ``{"mIoU": fraction, "iteration": int or None}`` of the run's periodic
+            validation, when no evaluation is given.
+        entry: A reference zoo entry: its reported figures (quoted with their source, not measured).
+        run_info: The run's ``run_info.json`` (training commit, versions, device, command).
+        iteration: The iteration the checkpoint was written at (said when short of ``max_iters``).
+    """
+    m, d, t = cfg.model, cfg.data, cfg.train
+    names = class_names(cfg)
+    lines = ["---", "library_name: deeplabv3plus", "pipeline_tag: image-segmentation",
+             "tags: [semantic-segmentation, deeplabv3plus]"]  # fmt: skip
+    if entry is not None:
+        lines.append("license: apache-2.0")
+    lines += ["---", "", f"# DeepLabv3+ {m.backbone}, {d.num_classes} classes ({d.layout})", ""]
+    lines += [
+        f"DeepLabv3+ (Chen et al., ECCV 2018) with a {m.backbone} backbone"
+        + (f" ({m.resnet_variant} variant)" if m.backbone.startswith("resnet") else "")
+        + f", output stride {m.output_stride}, decoder {'on' if m.decoder else 'off'}, atrous separable "
+        f"convolutions (SC) {'on' if m.separable else 'off'}, ASPP/decoder width {m.head_channels}. "
+        f"Exported from `{source}` with deeplabv3plus {__version__} (commit {commit or 'unknown'}).",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from deeplabv3plus import build_model",
+        'model = build_model(weights="path/to/this/folder")  # or "hf:owner/name"; eval mode',
+        "```",
+        "",
+        f"Input: RGB in [0, 1], normalised with mean {list(d.mean)} and std {list(d.std)}; any size. "
+        f"Output: (N, {d.num_classes}, H, W) logits. `config.json` holds the architecture, classes, "
+        "palette and evaluation settings.",
+        "",
+        "## Data",
+        "",
+    ]
+    if entry is not None:
+        lines += [f"Trained on: {entry.trained_on}. Labels: {entry.label_convention}.", ""]
+    else:
+        lines += [
+            f"Dataset layout `{d.layout}`"
+            + (
+                f" ({d.synthetic_kind} synthetic set generated by this library)"
+                if d.layout == "synthetic"
+                else ""
+            )
+            + f"; trained on split `{d.train_split}`, validated on `{d.val_split}`; ignore index {d.ignore_index}.",
+            "",
+        ]
+    lines += [
+        "Classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(names)) + ".",
+        "",
+        "## Training recipe",
+        "",
+    ]
+    if entry is not None:
+        lines += [
+            f"The reference's (tensorflow/models research/deeplab), converted; {entry.notes or ''}".rstrip(),
+            "",
+        ]
+    else:
+        schedule = f"{t.max_iters} iterations"
+        if iteration is not None and iteration < t.max_iters:
+            schedule = f"a {t.max_iters}-iteration schedule stopped at iteration {iteration} (these weights)"
+        amp = (run_info or {}).get("amp", t.amp)
+        lines += [
+            f"SGD (momentum {t.momentum}, weight decay {t.weight_decay:g}), poly LR (base {t.lr:g}, power "
+            f"{t.lr_power}), {schedule} of batch {t.batch_size}, crop {d.crop_size}, random "
+            f"scale {d.scales}, {'left-right flip' if d.hflip else 'no flip'}, cross-entropy ignoring "
+            f"{d.ignore_index}; backbone init: {m.pretrained_backbone or 'from scratch (random)'}; "
+            f"autocast {amp}.",
+            "",
+        ]
+        if run_info:
+            versions = run_info.get("versions", {})
+            lines += [
+                f"Run: commit {run_info.get('git_commit') or 'unknown'}, torch {versions.get('torch', '?')}, "
+                f"device {run_info.get('device_name') or run_info.get('device', '?')}, world size "
+                f"{run_info.get('world_size', '?')}, started {run_info.get('started', '?')}.",
+                "",
+            ]
+    lines += ["## Evaluation", ""]
+    if evaluation is not None:
+        lines += [
+            f"Measured with `deeplabv3plus eval` ({_protocol(evaluation)}), over "
+            f"{evaluation.get('num_images')} images: **mIoU {_pct(evaluation.get('mIoU'))}%**, pixel accuracy "
+            f"{_pct(evaluation.get('pixel_acc'))}%.",
+            "",
+            "| class | IoU (%) |",
+            "|---|---|",
+            *[f"| {n} | {_pct(v)} |" for n, v in (evaluation.get("per_class_iou") or {}).items()],
+            "",
+        ]
+    elif best_validation is not None:
+        it = best_validation.get("iteration")
+        lines += [
+            f"Best periodic validation of the run: mIoU {_pct(best_validation['mIoU'])}% on `{d.val_split}`"
+            + (f" at iteration {it}" if it is not None else "")
+            + f" ({_protocol({'split': d.val_split, 'output_stride': cfg.eval.output_stride or m.output_stride, 'scales': cfg.eval.scales, 'flip': cfg.eval.flip, 'mode': cfg.eval.mode})}); "  # noqa: E501
+            "the run recorded no per-class table (run `deeplabv3plus eval` and pass --eval-json for one).",
+            "",
+        ]
+    else:
+        lines += ["Not evaluated: the run recorded no validation and no eval JSON was given.", ""]
+    if entry is not None and entry.results:
+        lines += ["Reported by the reference (quoted, not measured here):", ""]
+        for r in entry.results:
+            lines.append(
+                f"- {r.metric} {r.value:.2f}% on {r.split} (output stride {r.eval.output_stride}, scales "
+                f"{list(r.eval.scales)}, flip {r.eval.flip}; {r.source})"
+            )
+        lines.append("")
+    lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+def save_pretrained(
+    model: nn.Module,
+    cfg: Config,
+    output: Union[str, Path],
+    *,
+    source: str,
+    evaluation: Optional[dict[str, Any]] = None,
+    best_validation: Optional[dict[str, Any]] = None,
+    entry: Optional[PretrainedWeights] = None,
+    run_info: Optional[dict[str, Any]] = None,
+    iteration: Optional[int] = None,
+) -> list[Path]:
+    """Write ``model`` (a plain, not prepared, model that ``cfg.model`` describes) as portable weights.
+
+    Returns:
+        The paths written: ``model.safetensors``, ``config.json``, ``README.md``.
+
+    Raises:
+        ValueError: a prepared copy (its folded state_dict would not load into a built model), or an
+            ``evaluation`` measured on another architecture.
+    """
+    inner = unwrap_model(model)
+    if getattr(inner, "prepared_for_inference", False):
+        raise ValueError("save_pretrained: pass the model itself, not its prepare_for_inference copy")
+    if evaluation is not None:
+        measured = (evaluation.get("config") or {}).get("model")
+        if measured is not None and measured != dataclasses.asdict(cfg.model):
+            raise ValueError(
+                f"eval JSON measured another model ({measured.get('backbone')}, "
+                f"{measured.get('num_classes')} classes) than this one ({cfg.model.backbone}, "
+                f"{cfg.model.num_classes} classes)"
+            )
+    commit = library_commit()
+    card = model_card(
+        cfg, source=source, commit=commit, evaluation=evaluation, best_validation=best_validation,
+        entry=entry, run_info=run_info, iteration=iteration,
+    )  # fmt: skip
+    return write_portable(output, inner.state_dict(), portable_config(cfg, commit), card)
+
+
+def _read_json(path: Union[str, Path], what: str) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} '{path}': not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} '{path}': expected a JSON object")
+    return value
+
+
+def _best_validation(checkpoint: Path, state: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The run's best periodic validation: the checkpoint's ``best_miou``, its iteration from metrics.jsonl."""
+    best = state.get("best_miou")
+    if best is None:
+        return None
+    iteration = None
+    log = checkpoint.parent / "metrics.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("val_mIoU") == best:
+                iteration = row.get("iteration")
+    return {"mIoU": float(best), "iteration": iteration}
+
+
+def save_pretrained_run(
+    output: Union[str, Path],
+    *,
+    checkpoint: Optional[Union[str, Path]] = None,
+    weights: Optional[str] = None,
+    eval_json: Optional[Union[str, Path]] = None,
+    config: Optional[Union[str, Path]] = None,
+) -> list[Path]:
+    """Portable weights of a training checkpoint (``runs/x/best.pth``) or of a zoo entry, with the card
+    filled from the run (its ``run_info.json``, best validation) and ``eval_json`` when given."""
+    if (checkpoint is None) == (weights is None):
+        raise ValueError("save_pretrained_run: pass exactly one of checkpoint= and weights=")
+    evaluation = _read_json(eval_json, "eval JSON") if eval_json is not None else None
+    if evaluation is not None and "per_class_iou" not in evaluation:
+        raise ValueError(
+            f"eval JSON '{eval_json}': no 'per_class_iou' (expected a deeplabv3plus eval result)"
+        )
+    if weights is not None:
+        model, cfg = load_weights_model(weights, config=config, prepare=False)
+        entry = None if is_portable_source(weights) else get_weights(weights)
+        return save_pretrained(model, cfg, output, source=str(weights), evaluation=evaluation, entry=entry)
+    checkpoint = Path(checkpoint).expanduser()
+    model, cfg = load_model_from_checkpoint(checkpoint, config, prepare=False)
+    state = read_torch_file(checkpoint)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint '{checkpoint}' is not a dict")
+    info_path = checkpoint.parent / "run_info.json"
+    run_info = _read_json(info_path, "run info") if info_path.is_file() else None
+    return save_pretrained(
+        model, cfg, output, source=str(checkpoint), evaluation=evaluation,
+        best_validation=None if evaluation is not None else _best_validation(checkpoint, state),
+        run_info=run_info, iteration=state.get("iteration"),
+    )  # fmt: skip
+
+
+def push_to_hub(
+    folder: Union[str, Path], repo_id: str, *, private: bool = False, token: Optional[str] = None
+) -> str:
+    """Publish a ``save_pretrained`` folder to the Hub as ``repo_id`` (extra ``hub``); returns its URL."""
+    return push_folder_to_hub(folder, repo_id, private=private, token=token)

@@ -1,0 +1,52 @@
+"""mIoU of an exported ONNX graph (fp32 or int8) under onnxruntime, on a split of a checkpoint's config.
+
+The same evaluation as ``deeplabv3plus eval`` (whole images, single scale, the config's eval.pad_to),
+with the model replaced by an onnxruntime CPU session::
+
+    PYTHONPATH=. python scripts/eval_onnx.py --checkpoint runs/x/best.pth --onnx model_int8.onnx \\
+        --output runs/x/best_eval_int8.json data.root=/data/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from deeplabv3plus.benchmark import OnnxRuntimeModel
+from deeplabv3plus.data.datasets import build_dataset, eval_collate
+from deeplabv3plus.evaluate import evaluate
+from deeplabv3plus.loading import load_model_from_checkpoint
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--checkpoint", required=True, help="the checkpoint the graph was exported from (its config)"
+    )
+    p.add_argument("--onnx", required=True, help="the .onnx graph to evaluate")
+    p.add_argument("--output", required=True, help="JSON result file")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/x")
+    args = p.parse_args(argv)
+    _, cfg = load_model_from_checkpoint(args.checkpoint, overrides=args.overrides, prepare=False)
+    cfg.eval.output_stride = None  # fixed in the graph at export time (export --output-stride)
+    dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    loader = DataLoader(dataset, batch_size=1, collate_fn=eval_collate, num_workers=0)
+    model = OnnxRuntimeModel(args.onnx, args.threads)
+    results = evaluate(model, loader, cfg.eval, num_classes=cfg.data.num_classes, class_names=dataset.class_names,
+                       ignore_index=cfg.data.ignore_index, device="cpu", prepare=False)  # fmt: skip
+    print(results["table"])
+    print(f"mIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images")
+    payload = {"checkpoint": args.checkpoint, "onnx": args.onnx, "split": cfg.data.val_split,
+               **{k: v for k, v in results.items() if k != "table"}}  # fmt: skip
+    Path(args.output).write_text(json.dumps(payload, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
