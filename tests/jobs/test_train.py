@@ -296,8 +296,8 @@ def test_mixed_precision_and_channels_last_training_steps_run_on_cpu(
 
 
 @pytest.mark.skipif(DEVICE_GRAD_SCALER, reason=f"torch {torch.__version__} scales fp16 losses on CPU")
-def test_fp16_on_cpu_without_a_cpu_loss_scaler_is_a_config_error_naming_train_amp(tmp_path):
-    cfg = tiny_config(tmp_path / "data", tmp_path / "run", amp="fp16")
+def test_fp16_on_cpu_without_a_cpu_loss_scaler_is_a_config_error_naming_train_amp(tmp_path, synthetic_voc):
+    cfg = tiny_config(synthetic_voc, tmp_path / "run", amp="fp16")
     with pytest.raises(ConfigError, match=r"train\.amp='fp16'.*torch>=2\.3"):
         train(cfg)
     assert not (tmp_path / "run" / "last.pth").exists()
