@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from torch import nn
 
-from ._version import __version__
+from ._version import __version__, library_commit
 from .checkpoint import CheckpointError, read_torch_file
 from .config import Config, config_to_dict
-from .data.ade20k_meta import ade20k_class_names
-from .data.cityscapes_meta import CITYSCAPES_CLASSES
-from .data.synthetic import synthetic_class_names
+from .data.datasets import dataset_class_names
 from .loading import load_model_from_checkpoint, load_weights_model
 from .models.layers import unwrap_model
 from .predict import dataset_palette
@@ -35,7 +32,6 @@ from .weights.zoo import PretrainedWeights, get_weights
 
 __all__ = [
     "CITATION",
-    "library_commit",
     "model_card",
     "push_to_hub",
     "save_pretrained",
@@ -50,40 +46,12 @@ CITATION = """@inproceedings{deeplabv3plus2018,
 }"""
 
 
-def library_commit() -> Optional[str]:
-    """The git commit of this library's source tree (``git rev-parse HEAD``), None outside a checkout."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def class_names(cfg: Config) -> list[str]:
-    """The class names the datasets give a config (as ``build_dataset``): the config's own, else the
-    layout's table, else ``class_<i>``."""
-    d = cfg.data
-    if d.class_names is not None:
-        return list(d.class_names)
-    if d.layout == "synthetic":
-        return synthetic_class_names(d.num_classes, d.synthetic_kind)
-    if d.layout == "cityscapes" and d.num_classes == len(CITYSCAPES_CLASSES):
-        return list(CITYSCAPES_CLASSES)
-    if d.layout == "ade20k":
-        names = ade20k_class_names(d.label_convention or "reference")
-        if len(names) == d.num_classes:
-            return list(names)
-    return [f"class_{i}" for i in range(d.num_classes)]
-
-
 def portable_config(cfg: Config, commit: Optional[str]) -> dict[str, Any]:
     """``config.json``'s content: the model, data (without the machine's paths) and eval sections,
     and the classes, palette, mean/std and output stride spelled out for other tools."""
     sections = config_to_dict(cfg)
     data = {k: v for k, v in sections["data"].items() if k not in ("root", "workers")}
-    names = class_names(cfg)
+    names = dataset_class_names(cfg.data)
     palette = dataset_palette(cfg.data.layout, cfg.data.label_convention)[: cfg.data.num_classes]
     return {
         "library": "deeplabv3plus",
@@ -150,7 +118,7 @@ def model_card(
         iteration: The iteration the checkpoint was written at (said when short of ``max_iters``).
     """
     m, d, t = cfg.model, cfg.data, cfg.train
-    names = class_names(cfg)
+    names = dataset_class_names(cfg.data)
     lines = ["---", "library_name: deeplabv3plus", "pipeline_tag: image-segmentation",
              "tags: [semantic-segmentation, deeplabv3plus]"]  # fmt: skip
     if entry is not None:

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ._compat import grad_scaler
-from ._version import __version__
+from ._version import __version__, library_commit
 from .builders import build_model
 from .checkpoint import (
     CheckpointError,
@@ -71,20 +70,13 @@ from .runtime import (
 
 def run_info(cfg: Config, runtime: Runtime, class_weights: Optional[list[float]] = None) -> dict[str, Any]:
     """What is needed to trace a result back: config, seed, commit, versions, device, the loss's class weights."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     device_name = (
         torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else platform.processor()
     )
     return {
         "config": config_to_dict(cfg),
         "seed": cfg.train.seed,
-        "git_commit": commit,
+        "git_commit": library_commit(),
         "versions": {
             "deeplabv3plus": __version__,
             "torch": torch.__version__,
