@@ -222,17 +222,6 @@ def _tiny(root: Path, out: Path, max_iters: int) -> dict:
     }  # fmt: skip
 
 
-@pytest.fixture
-def no_val(monkeypatch):
-    import deeplabv3plus.train as train_module
-
-    monkeypatch.setattr(
-        train_module,
-        "evaluate",
-        lambda *a, **k: {"mIoU": 0.5, "pixel_acc": 0.5, "table": "", "per_class_iou": {}},
-    )
-
-
 def test_sigterm_writes_last_pth_at_the_current_iteration_and_the_resumed_run_is_bitwise_the_same(
     tmp_path, synthetic_voc, no_val
 ):

@@ -37,17 +37,6 @@ def tiny_config(root: Path, out: Path, **train_overrides):
     )  # fmt: skip
 
 
-@pytest.fixture
-def no_val(monkeypatch):
-    """Skip the end-of-run validation pass (its own tests live in tests/jobs/test_evaluate.py and tests/test_metrics.py)."""
-    import deeplabv3plus.train as train_module
-
-    def fake_evaluate(*args, **kwargs):
-        return {"mIoU": 0.5, "pixel_acc": 0.5, "table": "", "per_class_iou": {}}
-
-    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
-
-
 def test_poly_lr_follows_the_formula_number_by_number():
     assert poly_lr_factor(0, 30000) == 1.0
     assert poly_lr_factor(15000, 30000) == pytest.approx(0.5**0.9, rel=1e-12)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from test_train import tiny_config  # the same CPU-sized run as the training tests
 from torch import nn
 
 from deeplabv3plus._compat import grad_scaler
@@ -31,31 +32,6 @@ from deeplabv3plus.train import (
 pytestmark = pytest.mark.filterwarnings("ignore:BatchNorm statistics are trained:UserWarning")
 
 C = 4
-
-
-def tiny_config(root, out, **train_overrides) -> Config:
-    """tests/jobs/test_train.py's CPU-sized run: ResNet-18, 16-wide head, 49 px crops, synthetic set."""
-    return config_from_dict(
-        {
-            "model": {"backbone": "resnet18", "num_classes": 6, "head_channels": 16},
-            "data": {"layout": "synthetic", "root": str(root), "num_classes": 6, "crop_size": 49, "workers": 0},
-            "train": {
-                "max_iters": 4, "batch_size": 4, "lr": 0.01, "allow_scratch_backbone": True, "device": "cpu",
-                "log_interval": 1, "val_interval": 0, "ckpt_interval": 2, "output_dir": str(out), "seed": 3,
-                **train_overrides,
-            },
-        }
-    )  # fmt: skip
-
-
-@pytest.fixture
-def no_val(monkeypatch):
-    """Skip the end-of-run validation pass (tested in tests/jobs/test_evaluate.py)."""
-    import deeplabv3plus.train as train_module
-
-    monkeypatch.setattr(
-        train_module, "evaluate", lambda *a, **k: {"mIoU": 0.5, "pixel_acc": 0.5, "table": ""}
-    )
 
 
 def random_batch(n: int, seed: int, size: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
