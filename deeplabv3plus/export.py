@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -202,10 +203,18 @@ def quantize_onnx_int8(
     """Post-training static int8 quantisation of an exported fp32 graph with ONNX Runtime's quantiser.
 
     ``onnxruntime.quantization.quantize_static`` in QDQ format: weights int8 per output channel
-    (symmetric), activations uint8 per tensor with ranges calibrated (MinMax) on ``calibration``;
-    onnxruntime's CPU provider then fuses each QuantizeLinear/DequantizeLinear pair around a conv
-    into an int8 convolution (VNNI where the CPU has it). Nodes named in ``nodes_to_exclude`` stay
-    fp32 (layers too sensitive to 8 bits; ``deeplabv3plus export --int8-exclude``).
+    (symmetric), biases int32, activations uint8 per tensor with ranges calibrated (MinMax) on
+    ``calibration``; onnxruntime's CPU provider then fuses each QuantizeLinear/DequantizeLinear
+    group around a conv into one ``QLinearConv`` (VNNI or AMX where the CPU has it). Nodes named in
+    ``nodes_to_exclude`` stay fp32 (layers too sensitive to 8 bits; ``deeplabv3plus export
+    --int8-exclude``).
+
+    The graph first goes through onnxruntime's quantisation pre-processing (``quant_pre_process``:
+    constant folding and shape inference). It matters: the exporter stores equal tensors once and
+    reads the copies through ``Identity`` nodes, as with the zero biases BN folding gives every
+    untrained conv of one width. The quantiser can only turn an initializer into an int32 bias, and
+    a conv with an fp32 bias is not fused: it runs as dequantise -> fp32 conv -> quantise, slower
+    than the fp32 graph (docs/benchmarks.md).
 
     Args:
         source: the fp32 ``.onnx`` (e.g. :func:`export_onnx`'s, TorchScript exporter).
@@ -228,10 +237,14 @@ def quantize_onnx_int8(
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), _quiet_root_logger():
+    with warnings.catch_warnings(), _quiet_root_logger(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
+        prepared = Path(tmp) / "prepared.onnx"
+        # Symbolic shape inference is for transformers' dynamic dims; ONNX's own covers convs.
+        pre_process = _require("onnxruntime.quantization.shape_inference").quant_pre_process
+        pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantization.quantize_static(
-            str(source),
+            str(prepared),
             str(output),
             _Reader(),
             quant_format=quantization.QuantFormat.QDQ,
@@ -246,7 +259,7 @@ def quantize_onnx_int8(
 
 @contextlib.contextmanager
 def _quiet_root_logger():
-    """The quantiser logs a warning per conv bias that is a Constant node (harmless: the bias stays fp32)."""
+    """The quantiser and its pre-processing log at INFO/WARNING level through the root logger."""
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -152,3 +152,36 @@ def test_export_int8_calibrates_on_training_images_and_reports_label_agreement(
     assert "int8 labels agree with the fp32 PyTorch model's on" in printed
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantised, not a copy of the fp32 graph
+
+
+def _optimized_ops(path, tmp_path):
+    """The op types of the graph onnxruntime's CPU provider actually runs (after its fusions)."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3  # the "hardware-specific optimised graph" notice
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_int8_graph_runs_every_conv_as_an_int8_conv(tmp_path):
+    import onnx
+
+    from deeplabv3plus import build_model
+    from deeplabv3plus.export import quantize_onnx_int8
+
+    # Freshly built: BN folding gives every conv of one width the same zero bias, which the
+    # exporter stores once and reads through Identity nodes (not initializers the quantiser can use).
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3, head_channels=8, separable=True).eval()
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, fp32, height=33, width=33, exporter="torchscript")
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(fp32)).graph.node)
+    calibration = [torch.randn(1, 3, 33, 33, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    ops = _optimized_ops(quantize_onnx_int8(fp32, tmp_path / "int8.onnx", calibration), tmp_path)
+    # An unfused conv runs as dequantise -> fp32 Conv -> quantise: slower than the fp32 graph.
+    assert ops["Conv"] == 0 and ops["QLinearConv"] == convs, dict(ops)
