@@ -44,7 +44,7 @@ from ._compat import grad_scaler
 from .builders import build_model
 from .config import DataConfig, ModelConfig
 from .data.datasets import build_dataset
-from .export import export_onnx, quantize_onnx_int8
+from .export import export_onnx, load_int8_program, quantize_onnx_int8, quantize_pt2e_int8
 from .inference import AMP_DTYPES
 from .models import prepare_for_inference
 
@@ -243,6 +243,31 @@ def int8_candidate(
     )
 
 
+def int8_pt2e_candidate(name: str, model_cfg: ModelConfig, height: int, width: int) -> Candidate:
+    """Ours quantised to int8 with PyTorch's PT2E x86 flow (:func:`~deeplabv3plus.export.quantize_pt2e_int8`)
+    and compiled by Inductor (:func:`~deeplabv3plus.export.load_int8_program`). For timing only:
+    calibrated on two random images. ``build`` compiles at 1x3xHxW (tens of seconds); another batch
+    size recompiles once, in the warmup steps."""
+    source = ours_candidate(name, model_cfg)
+
+    def build() -> nn.Module:
+        gen = torch.Generator().manual_seed(0)
+        calibration = [torch.randn(1, 3, height, width, generator=gen) for _ in range(2)]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "int8.pt2")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_pt2e_int8(source.build(), path, calibration)
+                program = load_int8_program(path)
+                program(calibration[0])  # compile here, not in a timed step
+            return program
+
+    desc = "ours: " + describe_ours(source.config) + ", int8 (PT2E x86 Inductor quantizer), torch.compile CPU"
+    return Candidate(
+        name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
+    )
+
+
 def precision_candidates(
     model_cfg: ModelConfig,
     precisions: tuple[str, ...],
@@ -254,7 +279,8 @@ def precision_candidates(
     ``"bf16"`` adds 'ours-bf16', :func:`prepare_for_inference` with ``precision="bf16"`` (weights
     rounded once, packed oneDNN bf16 convs), and 'ours-autocast-bf16', the plain model under
     ``torch.autocast`` (fp32 weights cast on every call: what a user gets without preparing).
-    ``"int8"`` adds 'ours-int8' (:func:`int8_candidate`, exported at ``size``; needs the extra onnx).
+    ``"int8"`` adds 'ours-int8' (:func:`int8_candidate`, exported at ``size``; needs the extra onnx);
+    ``"int8-pt2e"`` 'ours-int8-pt2e' (:func:`int8_pt2e_candidate`, compiled at ``size``; the extra pt2e).
 
     Returns:
         The candidates and notes on rows that were skipped.
@@ -276,6 +302,11 @@ def precision_candidates(
             cands.append(int8_candidate("ours-int8", model_cfg, *(size or (513, 513)), threads=threads))
         else:
             notes.append("ours-int8 skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
+    if "int8-pt2e" in precisions:
+        if importlib.util.find_spec("torchao") is not None:
+            cands.append(int8_pt2e_candidate("ours-int8-pt2e", model_cfg, *(size or (513, 513))))
+        else:
+            notes.append("ours-int8-pt2e skipped: torchao is not installed (pip install '.[pt2e]')")
     return cands, notes
 
 

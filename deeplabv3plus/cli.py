@@ -508,6 +508,10 @@ Needs the extra: pip install "deeplabv3plus[onnx]". Example::
     deeplabv3plus export --checkpoint runs/voc/best.pth --output deeplab.onnx --output-stride 16
 
 The dynamo exporter stores the weights next to the graph in <output>.data; keep both files together.
+
+--int8 quantises (post-training, static, calibrated on training images) with ONNX Runtime into an
+int8 .onnx, or with --int8-backend pt2e (the extra "pt2e": torchao) into a torch.export program
+(.pt2) that deeplabv3plus.export.load_int8_program compiles for x86 CPUs (docs/deployment.md).
 """
 
 
@@ -517,17 +521,21 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         help="YAML config whose values go on top of the checkpoint's (required for a bare state_dict)",
     )
-    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--output", required=True, help="the .onnx file to write (.pt2 with --int8-backend pt2e)")
     p.add_argument("--height", type=int, default=513, help="height of the example input used for tracing")
     p.add_argument("--width", type=int, default=513, help="width of the example input used for tracing")
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
     p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"))
     p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    q = p.add_argument_group("int8 (post-training static quantisation, ONNX Runtime)")
+    q = p.add_argument_group("int8 (post-training static quantisation)")
     q.add_argument(
         "--int8", action="store_true",
-        help="write an int8 graph (QDQ, per-channel weights) calibrated on training images instead of fp32",
+        help="write an int8 model (per-channel weights) calibrated on training images instead of fp32",
+    )  # fmt: skip
+    q.add_argument(
+        "--int8-backend", choices=("onnxruntime", "pt2e"), default=None,
+        help="onnxruntime (default): an int8 QDQ .onnx; pt2e: a PT2E x86 torch.export program (.pt2)",
     )  # fmt: skip
     q.add_argument(
         "--calibration-images", type=int, default=200,
@@ -562,11 +570,19 @@ def run_export(args: argparse.Namespace) -> str:
         raise CommandError(f"--height/--width: expected at least 16 pixels, got {args.height}x{args.width}")
     if args.opset is not None and not 7 <= args.opset <= 30:
         raise CommandError(f"--opset: expected an ONNX opset version such as 17 or 18, got {args.opset}")
-    if Path(args.output).suffix.lower() != ".onnx":
-        raise CommandError(f"--output: expected a file name ending in .onnx, got '{args.output}'")
+    if args.int8_backend is not None and not args.int8:
+        raise CommandError("--int8-backend: only with --int8")
+    pt2e = args.int8 and args.int8_backend == "pt2e"
+    if pt2e and (args.int8_exclude or args.opset is not None or args.exporter != "auto"):
+        raise CommandError("--int8-backend pt2e: --int8-exclude, --opset and --exporter are ONNX options")
+    suffix = ".pt2" if pt2e else ".onnx"
+    if Path(args.output).suffix.lower() != suffix:
+        raise CommandError(f"--output: expected a file name ending in {suffix}, got '{args.output}'")
     if args.calibration_images < 1:
         raise CommandError(f"--calibration-images: expected a positive number, got {args.calibration_images}")
     model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
+    if pt2e:
+        return run_export_int8_pt2e(args, model, cfg)
     if args.int8:
         return run_export_int8(args, model, cfg)
     started = time.time()
@@ -617,6 +633,25 @@ def run_export_int8(args: argparse.Namespace, model: torch.nn.Module, cfg: Confi
             f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
         )
     return exporter
+
+
+def run_export_int8_pt2e(args: argparse.Namespace, model: torch.nn.Module, cfg: Config) -> str:
+    """``export --int8 --int8-backend pt2e``: :func:`~deeplabv3plus.export.quantize_pt2e_int8`
+    calibrated on training images into --output (a .pt2 torch.export program)."""
+    # here, not at the top: --help must not import torch
+    from .export import label_agreement, load_int8_program, quantize_pt2e_int8
+    from .inference import use_output_stride
+
+    images, note = calibration_images(cfg, args.calibration_images)
+    quantize_pt2e_int8(model, args.output, images, output_stride=args.output_stride)
+    print(f"wrote {args.output} (int8 PT2E x86 program, per-channel weights; calibrated on {note})")
+    if not args.no_check:
+        with use_output_stride(model, args.output_stride):
+            agree = label_agreement(model, load_int8_program(args.output), images[:4])
+        print(
+            f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
+        )
+    return "pt2e"
 
 
 # --- convert -------------------------------------------------------------------------------------
@@ -803,10 +838,10 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         help="also run 'ours-onnx': the ONNX export of the prepared model under onnxruntime (CPU, inference)",
     )  # fmt: skip
     r.add_argument(
-        "--precisions", nargs="+", default=[], choices=("bf16", "int8"),
+        "--precisions", nargs="+", default=[], choices=("bf16", "int8", "int8-pt2e"),
         help="also run ours' inference at these precisions ('ours-bf16': prepared bf16 weights; "
-        "'ours-autocast-bf16': the plain model under autocast; 'ours-int8': ONNX Runtime static int8), "
-        "timed against 'ours' (prepared fp32)",
+        "'ours-autocast-bf16': the plain model under autocast; 'ours-int8': ONNX Runtime static int8; "
+        "'ours-int8-pt2e': PT2E x86 static int8 compiled by Inductor), timed against 'ours' (prepared fp32)",
     )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
     r.add_argument(
@@ -866,7 +901,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         peers,
         args.both_memory_formats,
         eager=args.eager,
-        onnx=(height, width) if args.onnx or "int8" in args.precisions else None,
+        onnx=(height, width) if args.onnx or {"int8", "int8-pt2e"} & set(args.precisions) else None,
         threads=args.threads,
         precisions=tuple(args.precisions),
     )

@@ -4,11 +4,17 @@ The exported graph maps ``image`` (N, 3, H, W) float32, normalised like the trai
 to ``logits`` (N, C, H, W) float32 at any N, H, W (the bilinear resizes are exported with the
 input's symbolic size). The output stride is fixed at export time.
 
-:func:`quantize_onnx_int8` turns the exported graph into a post-training static int8 one (ONNX
-Runtime's quantiser, QDQ, per-channel weights, calibrated on training images).
+int8, post-training static quantisation calibrated on training images, two ways:
+
+- :func:`quantize_onnx_int8` turns the exported graph into an int8 ONNX graph (ONNX Runtime's
+  quantiser, QDQ, per-channel weights): one portable file that onnxruntime runs anywhere.
+- :func:`quantize_pt2e_int8` quantises the model with PyTorch's PT2E flow and the x86 Inductor
+  quantizer (torchao) into a ``torch.export`` program (``.pt2``); :func:`load_int8_program` compiles
+  it with Inductor into oneDNN int8 convolutions. Faster on x86 CPUs with VNNI/AMX (docs/benchmarks.md)
+  but needs torch, torchao and a C++ compiler where it runs, and compiles on its first call.
 
 onnx, onnxruntime and onnxscript are the optional extra ``onnx``:
-``pip install "deeplabv3plus[onnx]"``.
+``pip install "deeplabv3plus[onnx]"``; torchao is the extra ``pt2e``.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the default
 since PyTorch 2.9) with ``dynamic_shapes``; it exports the DeepLabv3+ models with fully dynamic
@@ -20,6 +26,7 @@ dynamo exporter, uses the TorchScript one (``deeplabv3plus._compat.ONNX_DYNAMO_E
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import logging
 import tempfile
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from deeplabv3plus._compat import ONNX_DYNAMO_EXPORT, onnx_export
@@ -39,13 +47,11 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
 
-def _require(module: str):
+def _require(module: str, extra: str = "onnx", what: str = "ONNX export"):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(
-            f'ONNX export needs {module.split(".")[0]}: pip install "deeplabv3plus[onnx]"'
-        ) from e
+        raise ImportError(f'{what} needs {module.split(".")[0]}: pip install "deeplabv3plus[{extra}]"') from e
 
 
 def export_onnx(
@@ -269,13 +275,23 @@ def _quiet_root_logger():
         logger.setLevel(level)
 
 
-def label_agreement(model: nn.Module, path: Union[str, Path], inputs: Sequence[torch.Tensor]) -> float:
-    """Fraction of pixels whose argmax class from the ONNX graph (onnxruntime, CPU) equals PyTorch's.
+def label_agreement(
+    model: nn.Module, quantized: Union[str, Path, nn.Module], inputs: Sequence[torch.Tensor]
+) -> float:
+    """Fraction of pixels whose argmax class from ``quantized`` equals the PyTorch ``model``'s.
 
-    The check for a quantised graph, whose logits differ from the fp32 model's by design.
+    The check for a quantised model, whose logits differ from the fp32 model's by design.
+    ``quantized`` is an ``.onnx`` file (run by onnxruntime, CPU) or a module
+    (:func:`load_int8_program`'s).
     """
-    ort = _require("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if isinstance(quantized, nn.Module):
+        run = quantized
+    else:
+        session = _require("onnxruntime").InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {INPUT_NAME: x.detach().cpu().float().numpy()})[0])
+
     same = total = 0
     was_training = model.training
     model.eval()
@@ -283,11 +299,133 @@ def label_agreement(model: nn.Module, path: Union[str, Path], inputs: Sequence[t
         with torch.no_grad():
             for x in inputs:
                 expected = model(x).argmax(1)
-                got = torch.from_numpy(
-                    session.run(None, {INPUT_NAME: x.detach().cpu().float().numpy()})[0]
-                ).argmax(1)
+                got = run(x).argmax(1)
                 same += int((got == expected).sum())
                 total += expected.numel()
     finally:
         model.train(was_training)
     return same / max(total, 1)
+
+
+def _unshare_stateless_modules(model: nn.Module) -> fx.GraphModule:
+    """A traced copy of ``model`` in which every call of a parameter-free module (a ReLU used twice in
+    a residual unit) has its own module, none of them in place.
+
+    The x86 quantizer matches conv -> add -> ReLU by the module each op came from, and refuses a
+    ReLU module that produces several outputs (torchao's x86_inductor_quantizer,
+    ``_get_output_nodes_of_partitions``); ResNet's units call one ReLU two or three times.
+    """
+    graph_module = fx.symbolic_trace(model)
+    calls: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        # torch.export would take the stale module path from fx's own node metadata.
+        node.meta.clear()
+        if node.op != "call_module":
+            continue
+        module = graph_module.get_submodule(node.target)
+        if next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
+            continue
+        if hasattr(module, "inplace"):
+            module.inplace = False  # an exported graph is functional anyway; in place hides the op's output
+        calls[node.target] = calls.get(node.target, 0) + 1
+        if calls[node.target] > 1:
+            name = f"{node.target.replace('.', '_')}_call{calls[node.target]}"
+            graph_module.add_submodule(name, copy.deepcopy(module))
+            node.target = name
+    graph_module.recompile()
+    return graph_module
+
+
+def _dynamic_image_dims(output_stride: int) -> dict[int, torch.export.Dim]:
+    # The ASPP's image pooling broadcasts over the OS-strided map: one row or column is a special case.
+    return {
+        0: torch.export.Dim("batch", min=1),
+        2: torch.export.Dim("height", min=output_stride + 1),
+        3: torch.export.Dim("width", min=output_stride + 1),
+    }
+
+
+def quantize_pt2e_int8(
+    model: nn.Module,
+    output: Union[str, Path],
+    calibration: Iterable[torch.Tensor],
+    *,
+    output_stride: Optional[int] = None,
+) -> Path:
+    """Post-training static int8 quantisation with PyTorch's PT2E flow, saved as a ``torch.export`` program.
+
+    The model's :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy (BatchNorm folded) is
+    exported with dynamic batch, height and width, annotated by torchao's ``X86InductorQuantizer``
+    (its default config: int8 symmetric per-output-channel weights, uint8 per-tensor activations,
+    conv + add + ReLU fused), calibrated on ``calibration`` and converted. The file holds the
+    quantise/dequantise graph; :func:`load_int8_program` compiles it into int8 oneDNN convolutions.
+
+    Args:
+        model: Maps (N, 3, H, W) float32 to (N, C, H, W) logits; left as it is.
+        output: the ``.pt2`` file to write.
+        calibration: (1, 3, H, W) float32 images normalised as in training (a few hundred training
+            images; any sizes above the output stride).
+        output_stride: quantise at this output stride (8, 16, 32); None keeps the model's.
+
+    Returns:
+        ``output``.
+    """
+    _require("torchao", "pt2e", "PT2E int8")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    source = prepare_for_inference(model, channels_last=False, pack=False)
+    calibration = [x.detach().cpu().float() for x in calibration]
+    if not calibration:
+        raise ValueError("quantize_pt2e_int8: calibration holds no image")
+    with use_output_stride(source, output_stride), torch.no_grad():
+        stride = getattr(source, "output_stride", 16)
+        traced = _unshare_stateless_modules(source)
+        example = (torch.cat([calibration[0], calibration[0]]),)  # batch 2: size-1 dims are specialised
+        dims = (_dynamic_image_dims(stride),)
+        exported = torch.export.export(traced, example, dynamic_shapes=dims).module()
+        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+        observed = prepare_pt2e(exported, quantizer)
+        for x in calibration:
+            observed(x)
+        quantized = convert_pt2e(observed)
+        program = torch.export.export(quantized, example, dynamic_shapes=dims)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(output))
+    return output
+
+
+class Int8Program(nn.Module):
+    """A compiled int8 ``torch.export`` program behind a module's call: (N, 3, H, W) float32 -> logits.
+
+    ``train()``/``eval()`` do nothing (an exported program has one mode: inference).
+    """
+
+    def __init__(self, compiled):
+        super().__init__()
+        self._compiled = [compiled]  # a list: not a registered submodule, which train() would visit
+
+    def train(self, mode: bool = True) -> Int8Program:
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Compilation happens at the first call of each new shape: freezing must be on then.
+        # (torch.compile(options={"freezing": True}) fails here in torch 2.14: qconv_prepack has no
+        # fake-tensor kernel on that path; the config patch takes the path Inductor's docs use.)
+        import torch._inductor.config as inductor_config
+
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return self._compiled[0](x)
+
+
+def load_int8_program(path: Union[str, Path]) -> Int8Program:
+    """Load :func:`quantize_pt2e_int8`'s ``.pt2`` file and compile it with Inductor for the CPU.
+
+    ``freezing`` makes Inductor fold the quantised weights into int8 constants and pack them once
+    for oneDNN (without it every call re-quantises the fp32 weights). The first call at each new
+    input shape compiles (seconds to a minute), later calls run the compiled code.
+    """
+    _require("torchao", "pt2e", "PT2E int8")  # registers the quantise/dequantise ops the file names
+    program = torch.export.load(str(path))
+    return Int8Program(torch.compile(program.module()))

@@ -334,6 +334,23 @@ def pack_convs(model: nn.Module) -> int:
     return len(convs)
 
 
+def unpack_convs(model: nn.Module) -> int:
+    """Make every :class:`PackedConv2d` of ``model`` a plain ``nn.Conv2d`` again, in place.
+
+    Exporters and quantizers match convs by their module type (PT2E's x86 quantizer needs
+    ``nn.Conv2d`` exactly); a model prepared for inference before is handed to them this way.
+
+    Returns:
+        The number of convs changed.
+    """
+    convs = [m for m in model.modules() if isinstance(m, PackedConv2d)]
+    for conv in convs:
+        for key in ("_packed", "_packed_key"):
+            conv.__dict__.pop(key, None)
+        conv.__class__ = nn.Conv2d
+    return len(convs)
+
+
 def prepare_for_inference(
     model: nn.Module, *, channels_last: bool = True, pack: bool = True, precision: str = "fp32"
 ) -> nn.Module:
@@ -355,7 +372,8 @@ def prepare_for_inference(
         channels_last: convert the copy's parameters to channels_last; inputs need no conversion
             (a conv with channels_last weights returns channels_last activations).
         pack: make the convs :class:`PackedConv2d` (CPU fp32 inference on a once-reordered
-            oneDNN weight; the same outputs as the eager conv, no effect elsewhere).
+            oneDNN weight; the same outputs as the eager conv, no effect elsewhere). False: plain
+            ``nn.Conv2d`` convs, even where ``model`` was prepared (packed) before (for exporters).
         precision: "fp32" (exact), or "bf16": every parameter and buffer is rounded to bfloat16
             once, here (after folding, which is done in float64), and the copy takes fp32 inputs,
             runs in bf16 (on CPU the packed oneDNN bf16 kernels) and returns fp32 logits. Not
@@ -418,6 +436,8 @@ def prepare_for_inference(
         prepared.register_forward_hook(_cast_outputs)
     if pack:
         pack_convs(prepared)
+    else:
+        unpack_convs(prepared)
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)  # the parameters not folded
     prepared.prepared_for_inference = True  # evaluate() runs such a model as it is

@@ -517,7 +517,16 @@ def test_predict_refuses_a_submission_folder_holding_other_files(cityscapes_chec
 
 @pytest.mark.parametrize(
     "extra, culprit",
-    [(["--output", "model.txt"], ".onnx"), (["--output", "m.onnx", "--opset", "3"], "--opset")],
+    [
+        (["--output", "model.txt"], ".onnx"),
+        (["--output", "m.onnx", "--opset", "3"], "--opset"),
+        (["--output", "m.onnx", "--int8-backend", "pt2e"], "only with --int8"),
+        (["--output", "m.onnx", "--int8", "--int8-backend", "pt2e"], ".pt2"),
+        (
+            ["--output", "m.pt2", "--int8", "--int8-backend", "pt2e", "--int8-exclude", "Conv_0"],
+            "ONNX options",
+        ),
+    ],
 )
 def test_bad_export_arguments(checkpoint, capsys, extra, culprit):
     fails(["export", "--checkpoint", checkpoint, *extra], capsys, culprit)

@@ -266,3 +266,23 @@ def test_precision_rows_time_bf16_against_the_prepared_fp32_row():
         assert row["macs_g"] == rows["ours"]["macs_g"]  # the same model: only the precision differs
     assert "bf16 weights" in rows["ours-bf16"]["description"]
     assert "autocast" in rows["ours-autocast-bf16"]["description"]
+
+
+def test_int8_precisions_add_one_row_per_toolchain_or_say_why_not(monkeypatch):
+    import importlib.util
+
+    from deeplabv3plus.benchmark import precision_candidates
+
+    cfg = ModelConfig(backbone="resnet18", num_classes=5, head_channels=16)
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else found(name, *a)
+    )
+    candidates, notes = precision_candidates(cfg, ("int8-pt2e",), (65, 65))
+    assert candidates == [] and notes == [
+        "ours-int8-pt2e skipped: torchao is not installed (pip install '.[pt2e]')"
+    ]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    candidates, _ = precision_candidates(cfg, ("int8", "int8-pt2e"), (65, 65))
+    assert [c.name for c in candidates] == ["ours-int8", "ours-int8-pt2e"]
+    assert "PT2E" in candidates[1].description and candidates[1].modes == ("infer",)

@@ -1,5 +1,7 @@
 """ONNX export: dynamic batch/height/width, parity with PyTorch under onnxruntime."""
 
+import importlib.util
+import shutil
 import sys
 
 import pytest
@@ -185,3 +187,111 @@ def test_int8_graph_runs_every_conv_as_an_int8_conv(tmp_path):
     ops = _optimized_ops(quantize_onnx_int8(fp32, tmp_path / "int8.onnx", calibration), tmp_path)
     # An unfused conv runs as dequantise -> fp32 Conv -> quantise: slower than the fp32 graph.
     assert ops["Conv"] == 0 and ops["QLinearConv"] == convs, dict(ops)
+
+
+# --- int8 through PyTorch's PT2E flow (torchao's x86 Inductor quantizer) ------------------------
+
+needs_pt2e = pytest.mark.skipif(
+    importlib.util.find_spec("torchao") is None or not (shutil.which("c++") or shutil.which("g++")),
+    reason='PT2E int8 needs torchao (pip install "deeplabv3plus[pt2e]") and a C++ compiler for Inductor',
+)
+
+
+def _tiny_real_model(seed=0):
+    from deeplabv3plus import build_model
+
+    torch.manual_seed(seed)
+    return build_model("resnet18", num_classes=3, head_channels=8, separable=True).eval()
+
+
+def test_unsharing_gives_each_stateless_call_its_own_module_and_keeps_the_output():
+    from deeplabv3plus.export import _unshare_stateless_modules
+    from deeplabv3plus.models import prepare_for_inference
+
+    model = prepare_for_inference(_tiny_real_model(), channels_last=False, pack=False)
+    traced = _unshare_stateless_modules(model)
+    targets = [n.target for n in traced.graph.nodes if n.op == "call_module"]
+    assert len(targets) == len(set(targets))  # ResNet's units call one ReLU two or three times
+    assert not any(getattr(m, "inplace", False) for m in traced.modules())
+    x = torch.randn(2, 3, 65, 49)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), model(x), atol=0, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def pt2e_program(tmp_path_factory):
+    from deeplabv3plus.export import quantize_pt2e_int8
+
+    model = _tiny_real_model()
+    gen = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(1, 3, 65, 65, generator=gen) for _ in range(4)]
+    path = quantize_pt2e_int8(model, tmp_path_factory.mktemp("pt2e") / "m.pt2", calibration)
+    return model, path
+
+
+@needs_pt2e
+def test_pt2e_int8_program_quantises_every_conv(pt2e_program):
+    model, path = pt2e_program
+    graph = torch.export.load(str(path)).graph
+    convs = [n for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    for conv in convs:
+        activation, weight = conv.args[0], conv.args[1]
+        assert "dequantize_per_tensor" in str(activation.target), conv.name
+        assert "dequantize_per_channel" in str(weight.target), conv.name
+
+
+@needs_pt2e
+@pytest.mark.slow  # Inductor compiles the program twice (two shapes): ~30 s on 2 idle cores
+def test_pt2e_int8_program_runs_at_other_sizes_and_batches_close_to_fp32(pt2e_program):
+    from deeplabv3plus.export import label_agreement, load_int8_program
+
+    model, path = pt2e_program
+    program = load_int8_program(path)
+    gen = torch.Generator().manual_seed(2)
+    inputs = [torch.randn(1, 3, 65, 65, generator=gen), torch.randn(3, 3, 49, 81, generator=gen)]
+    for x in inputs:
+        with torch.no_grad():
+            expected, got = model(x), program(x)
+        assert got.shape == expected.shape
+        # 8-bit activations and weights: a few percent of the logits' scale, not more.
+        assert (got - expected).norm() / expected.norm() < 0.1
+    assert label_agreement(model, program, inputs) > 0.9
+
+
+@needs_pt2e
+def test_export_int8_pt2e_writes_a_program_calibrated_on_training_images(synthetic_voc, tmp_path, capsys):
+    import dataclasses
+
+    from deeplabv3plus import build_model, cli
+    from deeplabv3plus.config import Config, config_to_dict
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", 6, 8
+    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = (
+        "synthetic",
+        str(synthetic_voc),
+        6,
+        0,
+    )
+    torch.manual_seed(0)
+    torch.save({"model": build_model(**dataclasses.asdict(cfg.model)).state_dict(), "config": config_to_dict(cfg)},
+               tmp_path / "m.pth")  # fmt: skip
+    out = tmp_path / "m_int8.pt2"
+    argv = [
+        "export",
+        "--checkpoint",
+        tmp_path / "m.pth",
+        "--output",
+        out,
+        "--int8",
+        "--int8-backend",
+        "pt2e",
+        "--calibration-images",
+        "3",
+        "--no-check",
+    ]  # the compiled check is timed in the test above
+    assert cli.main([str(a) for a in argv]) == 0
+    assert f"wrote {out} (int8 PT2E x86 program" in capsys.readouterr().out
+    targets = {str(n.target) for n in torch.export.load(str(out)).graph.nodes}
+    assert any("dequantize_per_channel" in t for t in targets), targets

@@ -400,3 +400,18 @@ def test_bf16_without_native_support_warns_and_stays_fp32(monkeypatch):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, got 'fp16'"):
         prepare_for_inference(nn.Sequential(nn.Conv2d(3, 3, 1)), precision="fp16")
+
+
+def test_preparing_without_packing_gives_plain_convs_even_for_a_packed_model():
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3, head_channels=8).eval()
+    packed = prepare_for_inference(model, channels_last=False)
+    if not any(isinstance(m, PackedConv2d) for m in packed.modules()):
+        pytest.skip("this torch build cannot pack oneDNN convs")
+    plain = prepare_for_inference(packed, channels_last=False, pack=False)
+    # Quantizers and exporters match nn.Conv2d exactly, not a subclass.
+    assert all(type(m) is nn.Conv2d for m in plain.modules() if isinstance(m, nn.Conv2d))
+    assert any(isinstance(m, PackedConv2d) for m in packed.modules())  # the source is left packed
+    x = torch.randn(2, 3, 65, 49)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), packed(x), atol=1e-5, rtol=1e-4)
