@@ -213,13 +213,24 @@ class _Autocast(nn.Module):
             return self.model(x).float()
 
 
+def _label(source: Candidate) -> str:
+    """What a precision row is a variant of: ours' configuration, or the probe's description."""
+    return "ours: " + describe_ours(source.config) if source.config else source.description
+
+
 def int8_candidate(
-    name: str, model_cfg: ModelConfig, height: int, width: int, threads: Optional[int] = None
+    name: str,
+    model_cfg: ModelConfig,
+    height: int,
+    width: int,
+    threads: Optional[int] = None,
+    source: Optional[Candidate] = None,
 ) -> Candidate:
-    """Ours exported to ONNX and quantised to int8 (:func:`~deeplabv3plus.export.quantize_onnx_int8`),
-    run by onnxruntime on CPU. For timing only: calibrated on two random images (the ranges do not
-    change the speed; ``deeplabv3plus export --int8`` calibrates on training images)."""
-    source = ours_candidate(name, model_cfg)
+    """Ours (or ``source``'s model) exported to ONNX and quantised to int8
+    (:func:`~deeplabv3plus.export.quantize_onnx_int8`), run by onnxruntime on CPU. For timing only:
+    calibrated on two random images (the ranges do not change the speed; ``deeplabv3plus export
+    --int8`` calibrates on training images)."""
+    source = source or ours_candidate(name, model_cfg)
 
     def build() -> nn.Module:
         gen = torch.Generator().manual_seed(0)
@@ -233,22 +244,21 @@ def int8_candidate(
             )
             return OnnxRuntimeModel(int8, threads)
 
-    desc = (
-        "ours: "
-        + describe_ours(source.config)
-        + ", int8 (ONNX Runtime static QDQ, per-channel), onnxruntime CPU"
-    )
+    desc = _label(source) + ", int8 (ONNX Runtime static QDQ, per-channel), onnxruntime CPU"
     return Candidate(
         name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
     )
 
 
-def int8_pt2e_candidate(name: str, model_cfg: ModelConfig, height: int, width: int) -> Candidate:
-    """Ours quantised to int8 with PyTorch's PT2E x86 flow (:func:`~deeplabv3plus.export.quantize_pt2e_int8`)
-    and compiled by Inductor (:func:`~deeplabv3plus.export.load_int8_program`). For timing only:
-    calibrated on two random images. ``build`` compiles at 1x3xHxW (tens of seconds); another batch
-    size recompiles once, in the warmup steps."""
-    source = ours_candidate(name, model_cfg)
+def int8_pt2e_candidate(
+    name: str, model_cfg: ModelConfig, height: int, width: int, source: Optional[Candidate] = None
+) -> Candidate:
+    """Ours (or ``source``'s model) quantised to int8 with PyTorch's PT2E x86 flow
+    (:func:`~deeplabv3plus.export.quantize_pt2e_int8`) and compiled by Inductor
+    (:func:`~deeplabv3plus.export.load_int8_program`). For timing only: calibrated on two random
+    images. ``build`` compiles at 1x3xHxW (tens of seconds); another batch size recompiles once, in
+    the warmup steps."""
+    source = source or ours_candidate(name, model_cfg)
 
     def build() -> nn.Module:
         gen = torch.Generator().manual_seed(0)
@@ -262,10 +272,85 @@ def int8_pt2e_candidate(name: str, model_cfg: ModelConfig, height: int, width: i
                 program(calibration[0])  # compile here, not in a timed step
             return program
 
-    desc = "ours: " + describe_ours(source.config) + ", int8 (PT2E x86 Inductor quantizer), torch.compile CPU"
+    desc = _label(source) + ", int8 (PT2E x86 Inductor quantizer), torch.compile CPU"
     return Candidate(
         name, build, desc, source.config, channels_last=False, count_build=source.build, modes=("infer",)
     )
+
+
+class ConvPeakProbe(nn.Module):
+    """A precision's practical peak on this machine: wide 1x1 convolutions, oneDNN's best case.
+
+    (N, 3, H, W) -> 8x8 average pool -> 1x1 conv to 1024 channels -> four 1x1 1024 -> 1024 convs
+    with ReLU -> 1x1 conv to 21 channels, (N, 21, H/8, W/8). The four wide convs are 99% of its
+    Multiply-Adds: large, dense GEMMs with no halo, padding or depthwise work. A segmentation model's
+    GMAC/s as a share of the probe's, run through the same toolchain and precision, says how close
+    it comes to what that toolchain can do here (the spec-sheet peak needs the CPU model, clock and
+    vector units, which a VM often does not name).
+    """
+
+    WIDTH, DEPTH, POOL = 1024, 4, 8
+
+    def __init__(self, num_classes: int = 21):
+        super().__init__()
+        width = self.WIDTH
+        self.pool = nn.AvgPool2d(self.POOL)
+        self.stem = nn.Conv2d(3, width, 1)
+        self.body = nn.Sequential(
+            *[m for _ in range(self.DEPTH) for m in (nn.Conv2d(width, width, 1), nn.ReLU())]
+        )
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(self.pool(x))))
+
+
+PROBE_OF = {
+    "ours": "probe",
+    "ours-bf16": "probe-bf16",
+    "ours-int8": "probe-int8",
+    "ours-int8-pt2e": "probe-int8-pt2e",
+}
+"""The probe row that measures each precision row's toolchain (:class:`ConvPeakProbe`)."""
+
+
+def probe_candidates(
+    precisions: tuple[str, ...], size: Optional[tuple[int, int]] = None, threads: Optional[int] = None
+) -> list[Candidate]:
+    """:class:`ConvPeakProbe` through each toolchain of ours' rows: 'probe' (prepared fp32),
+    'probe-bf16', 'probe-int8' (ONNX Runtime), 'probe-int8-pt2e', as ``precisions`` asks (and the
+    extras allow: :func:`precision_candidates` notes what is skipped)."""
+    probe = Candidate(
+        "probe", ConvPeakProbe, "1x1-conv probe (4 x 1024->1024 at 1/8 size)", {},
+        prepare=prepare_for_inference, modes=("infer",),
+    )  # fmt: skip
+    cands = [probe]
+    if "bf16" in precisions:
+        bf16 = dataclasses.replace(probe, name="probe-bf16", description=probe.description + ", bf16 weights")
+        bf16.prepare = functools.partial(prepare_for_inference, precision="bf16")
+        cands.append(bf16)
+    height, width = size or (513, 513)
+    if "int8" in precisions and onnx_available():
+        cands.append(int8_candidate("probe-int8", None, height, width, threads, source=probe))
+    if "int8-pt2e" in precisions and importlib.util.find_spec("torchao") is not None:
+        cands.append(int8_pt2e_candidate("probe-int8-pt2e", None, height, width, source=probe))
+    return cands
+
+
+def probe_fractions(report: dict) -> list[dict]:
+    """Each precision row's GMAC/s as a share of its toolchain's probe (:data:`PROBE_OF`), per mode."""
+    rows = {(r["mode"], r["name"]): r for r in report["results"]}
+    out = []
+    for (mode, name), row in rows.items():
+        probe = rows.get((mode, PROBE_OF.get(name, "")))
+        if probe is not None:
+            out.append(
+                dict(
+                    mode=mode, name=name, probe=probe["name"], gmacs_per_s=row["gmacs_per_s"],
+                    probe_gmacs_per_s=probe["gmacs_per_s"], fraction=row["gmacs_per_s"] / probe["gmacs_per_s"],
+                )
+            )  # fmt: skip
+    return out
 
 
 def precision_candidates(
@@ -378,6 +463,7 @@ def default_candidates(
     onnx: Optional[tuple[int, int]] = None,
     threads: Optional[int] = None,
     precisions: tuple[str, ...] = (),
+    probe: bool = False,
 ) -> tuple[list[Candidate], list[str]]:
     """Ours as configured, plus each available peer and ours at the configuration closest to it.
 
@@ -393,8 +479,10 @@ def default_candidates(
         onnx: (height, width) to export ours at: adds 'ours-onnx', the ONNX export of the prepared
             model under onnxruntime (inference only, CPU; skipped with a note without the extra).
         threads: onnxruntime intra-op threads (as ``--threads``).
-        precisions: inference at other precisions (:func:`precision_candidates`): "bf16", "int8"
-            (int8 is exported at ``onnx``'s size, else 513x513).
+        precisions: inference at other precisions (:func:`precision_candidates`): "bf16", "int8",
+            "int8-pt2e" (int8 is exported at ``onnx``'s size, else 513x513).
+        probe: add :class:`ConvPeakProbe` rows through the toolchain of 'ours' and of each precision
+            row (:func:`probe_candidates`); the report then gives each row's share of its probe.
 
     Returns:
         The candidates and notes on peers that were skipped.
@@ -454,6 +542,8 @@ def default_candidates(
             for cand in own:
                 cand.compare_to += ("torchvision",)
         cands.append(torchvision_candidate(model_cfg.num_classes, peer_backbone))
+    if probe:  # last: a probe matches no peer
+        cands += probe_candidates(precisions, onnx, threads)
     return cands, notes
 
 
@@ -764,6 +854,7 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
     )
     report = {"meta": meta, "results": rows, "notes": notes}
     report["comparisons"] = comparisons(report)
+    report["probe_fractions"] = probe_fractions(report)
     return report
 
 
@@ -925,6 +1016,11 @@ def _extra_lines(report: dict) -> list[str]:
             f"{c['mode']} {c['name']} / {c['peer']}: time {c['time_ratio']:.3f} (paired), MACs "
             f"{c['macs_ratio']:.3f}, time per Multiply-Add {c['per_mac_ratio']:.3f}"
         )
+    for f in report.get("probe_fractions", []):
+        lines.append(
+            f"{f['mode']} {f['name']}: {f['gmacs_per_s']:.1f} GMAC/s = {100 * f['fraction']:.1f}% of "
+            f"{f['probe']}'s {f['probe_gmacs_per_s']:.1f} (the same toolchain's 1x1-conv probe)"
+        )
     loader = report.get("loader")
     if loader is not None:
         if "skipped" in loader:
@@ -998,6 +1094,14 @@ def format_markdown(report: dict) -> str:
             lines.append(
                 f"| {c['mode']} | {c['name']} | {c['peer']} | {c['time_ratio']:.3f} | {c['macs_ratio']:.3f} | "
                 f"{c['per_mac_ratio']:.3f} |"
+            )
+    if report.get("probe_fractions"):
+        lines += ["", "| mode | model | GMAC/s | probe | probe GMAC/s | % of the probe |"]
+        lines.append("|---|---|---:|---|---:|---:|")
+        for f in report["probe_fractions"]:
+            lines.append(
+                f"| {f['mode']} | {f['name']} | {f['gmacs_per_s']:.1f} | {f['probe']} | "
+                f"{f['probe_gmacs_per_s']:.1f} | {100 * f['fraction']:.1f} |"
             )
     lines += ["", "Models:", ""]
     lines += [

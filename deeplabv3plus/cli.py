@@ -843,6 +843,11 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         "'ours-autocast-bf16': the plain model under autocast; 'ours-int8': ONNX Runtime static int8; "
         "'ours-int8-pt2e': PT2E x86 static int8 compiled by Inductor), timed against 'ours' (prepared fp32)",
     )  # fmt: skip
+    r.add_argument(
+        "--peak-probe", action="store_true",
+        help="also time a 1x1-conv probe through the toolchain of 'ours' and of each --precisions row, "
+        "and report each row's GMAC/s as a share of its probe's (the practical peak)",
+    )  # fmt: skip
     r.add_argument("--compile", action="store_true", help="torch.compile every model")
     r.add_argument(
         "--freezing", action="store_true",
@@ -904,6 +909,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         onnx=(height, width) if args.onnx or {"int8", "int8-pt2e"} & set(args.precisions) else None,
         threads=args.threads,
         precisions=tuple(args.precisions),
+        probe=args.peak_probe,
     )
     opts = bench.BenchOptions(
         device=device,

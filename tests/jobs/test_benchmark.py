@@ -286,3 +286,25 @@ def test_int8_precisions_add_one_row_per_toolchain_or_say_why_not(monkeypatch):
     candidates, _ = precision_candidates(cfg, ("int8", "int8-pt2e"), (65, 65))
     assert [c.name for c in candidates] == ["ours-int8", "ours-int8-pt2e"]
     assert "PT2E" in candidates[1].description and candidates[1].modes == ("infer",)
+
+
+def test_peak_probe_is_wide_1x1_convs_and_each_precision_row_gets_its_share_of_its_probe():
+    from deeplabv3plus.benchmark import ConvPeakProbe, format_markdown
+
+    probe = ConvPeakProbe()
+    wide = ConvPeakProbe.DEPTH * ConvPeakProbe.WIDTH**2 * (64 // ConvPeakProbe.POOL) ** 2
+    assert wide / count_macs(probe, 64, 64) > 0.99  # the GEMMs are all that is timed
+
+    cfg = ModelConfig(backbone="resnet18", num_classes=5, head_channels=16)
+    candidates, _ = default_candidates(cfg, peers=(), precisions=("bf16",), probe=True)
+    assert [c.name for c in candidates][-2:] == ["probe", "probe-bf16"]
+    report = run_benchmark(candidates, _opts(batch=1, modes=("infer",), memory=False))
+    rows = {r["name"]: r for r in report["results"]}
+    shares = {f["name"]: f for f in report["probe_fractions"]}
+    assert set(shares) == {"ours", "ours-bf16"}  # autocast runs no toolchain of its own to probe
+    for name, probe_name in (("ours", "probe"), ("ours-bf16", "probe-bf16")):
+        assert shares[name]["probe"] == probe_name
+        assert shares[name]["fraction"] == pytest.approx(
+            rows[name]["gmacs_per_s"] / rows[probe_name]["gmacs_per_s"]
+        )
+    assert "| infer | ours-bf16 |" in format_markdown(report).split("% of the probe |")[1]
