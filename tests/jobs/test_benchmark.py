@@ -46,7 +46,8 @@ def test_run_benchmark_end_to_end(tmp_path):
     )
     report = run_benchmark(candidates, _opts(), notes)
 
-    assert set(report) == {"meta", "results", "notes", "comparisons"}
+    assert set(report) == {"meta", "results", "notes", "comparisons", "probe_fractions"}
+    assert report["probe_fractions"] == []  # no probe rows asked for
     assert {"date", "device", "device_name", "torch", "threads", "peak_tflops", "options"} <= set(
         report["meta"]
     )
