@@ -389,11 +389,25 @@ def quantize_pt2e_int8(
         for x in calibration:
             observed(x)
         quantized = convert_pt2e(observed)
+        _drop_unused_tensors(quantized)
         program = torch.export.export(quantized, example, dynamic_shapes=dims)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(output))
     return output
+
+
+def _drop_unused_tensors(graph_module: fx.GraphModule) -> None:
+    """Delete the parameters and buffers no node reads, in place.
+
+    ``convert_pt2e`` folds each weight's quantisation into a new int8 constant but keeps the fp32
+    original as an attribute, so the saved program would carry both (a ~5x larger file).
+    """
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    named = [*graph_module.named_parameters(), *graph_module.named_buffers()]
+    for name in [name for name, _ in named if name not in used]:
+        owner, _, attr = name.rpartition(".")
+        delattr(graph_module.get_submodule(owner) if owner else graph_module, attr)
 
 
 class Int8Program(nn.Module):

@@ -242,6 +242,19 @@ def test_pt2e_int8_program_quantises_every_conv(pt2e_program):
 
 
 @needs_pt2e
+def test_pt2e_int8_program_stores_the_weights_once_in_int8(pt2e_program):
+    model, path = pt2e_program
+    program = torch.export.load(str(path))
+    stored = [
+        t for t in [*program.state_dict.values(), *program.constants.values()] if isinstance(t, torch.Tensor)
+    ]
+    conv_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert sum(t.numel() for t in stored if t.dtype == torch.int8) == conv_weights
+    # Biases and quantisation scales stay fp32: a few percent of the weights, not a second copy.
+    assert sum(t.numel() for t in stored if t.dtype == torch.float32) < 0.1 * conv_weights
+
+
+@needs_pt2e
 @pytest.mark.slow  # Inductor compiles the program twice (two shapes): ~30 s on 2 idle cores
 def test_pt2e_int8_program_runs_at_other_sizes_and_batches_close_to_fp32(pt2e_program):
     from deeplabv3plus.export import label_agreement, load_int8_program
