@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import importlib.util
 import logging
 import tempfile
 import warnings
@@ -51,7 +52,10 @@ def _require(module: str, extra: str = "onnx", what: str = "ONNX export"):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f'{what} needs {module.split(".")[0]}: pip install "deeplabv3plus[{extra}]"') from e
+        package = module.split(".")[0]
+        found = importlib.util.find_spec(package) is not None
+        need = f"{module} (an older {package} is installed)" if found else package
+        raise ImportError(f'{what} needs {need}: pip install -U "deeplabv3plus[{extra}]"') from e
 
 
 def export_onnx(
@@ -370,9 +374,8 @@ def quantize_pt2e_int8(
     Returns:
         ``output``.
     """
-    _require("torchao", "pt2e", "PT2E int8")
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+    pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "pt2e", "PT2E int8")
+    x86 = _require("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "pt2e", "PT2E int8")
 
     source = prepare_for_inference(model, channels_last=False, pack=False)
     calibration = [x.detach().cpu().float() for x in calibration]
@@ -385,15 +388,19 @@ def quantize_pt2e_int8(
         dims = (_dynamic_image_dims(stride),)
         exported = torch.export.export(traced, example, dynamic_shapes=dims).module()
         quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
-        observed = prepare_pt2e(exported, quantizer)
+        observed = pt2e.prepare_pt2e(exported, quantizer)
         for x in calibration:
             observed(x)
-        quantized = convert_pt2e(observed)
+        quantized = pt2e.convert_pt2e(observed)
         _drop_unused_tensors(quantized)
         program = torch.export.export(quantized, example, dynamic_shapes=dims)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(output))
+    with warnings.catch_warnings():
+        # Weights sharing one storage, none of them whole (views of the folded int8 weights): the
+        # file stores the storage once either way; the warning concerns weights not on the CPU.
+        warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+        torch.export.save(program, str(output))
     return output
 
 

@@ -197,6 +197,14 @@ needs_pt2e = pytest.mark.skipif(
 )
 
 
+def test_pt2e_without_torchao_names_the_extra(tmp_path, monkeypatch):
+    from deeplabv3plus.export import quantize_pt2e_int8
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # makes `import torchao...` raise ImportError
+    with pytest.raises(ImportError, match=r"PT2E int8 needs torchao: .*deeplabv3plus\[pt2e\]"):
+        quantize_pt2e_int8(MiniDeepLab(), tmp_path / "m.pt2", [torch.randn(1, 3, 33, 33)])
+
+
 def _tiny_real_model(seed=0):
     from deeplabv3plus import build_model
 
