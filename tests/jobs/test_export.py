@@ -316,3 +316,54 @@ def test_export_int8_pt2e_writes_a_program_calibrated_on_training_images(synthet
     assert f"wrote {out} (int8 PT2E x86 program" in capsys.readouterr().out
     targets = {str(n.target) for n in torch.export.load(str(out)).graph.nodes}
     assert any("dequantize_per_channel" in t for t in targets), targets
+
+
+@pytest.mark.slow  # an export and two evaluations of a small model: ~10 s on 2 idle cores
+def test_eval_onnx_script_scores_an_exported_graph_as_eval_scores_the_checkpoint(synthetic_voc, tmp_path):
+    import dataclasses
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from deeplabv3plus import build_model, cli
+    from deeplabv3plus.config import Config, config_to_dict
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", 6, 8
+    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = (
+        "synthetic",
+        str(synthetic_voc),
+        6,
+        0,
+    )
+    torch.manual_seed(0)
+    torch.save({"model": build_model(**dataclasses.asdict(cfg.model)).state_dict(), "config": config_to_dict(cfg)},
+               tmp_path / "m.pth")  # fmt: skip
+    onnx_path = tmp_path / "m.onnx"
+    argv = [
+        "export",
+        "--checkpoint",
+        tmp_path / "m.pth",
+        "--output",
+        onnx_path,
+        "--exporter",
+        "torchscript",
+        "--no-check",
+    ]
+    assert cli.main([str(a) for a in argv]) == 0
+    assert (
+        cli.main(["eval", "--checkpoint", str(tmp_path / "m.pth"), "--output", str(tmp_path / "torch.json")])
+        == 0
+    )
+    script = Path(__file__).resolve().parents[2] / "scripts" / "eval_onnx.py"
+    spec = importlib.util.spec_from_file_location("eval_onnx", script)
+    eval_onnx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_onnx)
+    argv = ["--checkpoint", tmp_path / "m.pth", "--onnx", onnx_path, "--output", tmp_path / "onnx.json"]
+    assert eval_onnx.main([str(a) for a in argv]) == 0
+    expected, got = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("torch", "onnx"))
+    assert got["num_images"] == expected["num_images"] > 0
+    # The same protocol on the same weights: fp32 rounding may flip a near-tie pixel, not more.
+    assert got["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-3)
+    for name, iou in expected["per_class_iou"].items():  # random weights: several classes predicted
+        assert got["per_class_iou"][name] == (None if iou is None else pytest.approx(iou, abs=1e-3)), name
