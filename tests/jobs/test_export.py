@@ -123,15 +123,12 @@ def test_script_exports_and_checks(tmp_path, capsys, monkeypatch):
     assert "onnxruntime matches PyTorch" in printed and f"wrote {out} (torchscript exporter)" in printed
 
 
-@pytest.mark.slow  # export + quantise + two onnxruntime sessions: ~6 s on 2 idle cores
-def test_export_int8_calibrates_on_training_images_and_reports_label_agreement(
-    synthetic_voc, tmp_path, capsys
-):
+@pytest.fixture(scope="module")
+def small_checkpoint(synthetic_voc, tmp_path_factory):
+    """A random-weight ResNet-18 DeepLabv3+ checkpoint (head width 8) whose config reads the synthetic data."""
     import dataclasses
 
-    import onnx
-
-    from deeplabv3plus import build_model, cli
+    from deeplabv3plus import build_model
     from deeplabv3plus.config import Config, config_to_dict
 
     cfg = Config()
@@ -143,10 +140,24 @@ def test_export_int8_calibrates_on_training_images_and_reports_label_agreement(
         0,
     )
     torch.manual_seed(0)
-    model = build_model(**dataclasses.asdict(cfg.model)).eval()
-    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "m.pth")
+    path = tmp_path_factory.mktemp("checkpoint") / "m.pth"
+    torch.save(
+        {"model": build_model(**dataclasses.asdict(cfg.model)).state_dict(), "config": config_to_dict(cfg)},
+        path,
+    )
+    return path
+
+
+@pytest.mark.slow  # export + quantise + two onnxruntime sessions: ~6 s on 2 idle cores
+def test_export_int8_calibrates_on_training_images_and_reports_label_agreement(
+    small_checkpoint, tmp_path, capsys
+):
+    import onnx
+
+    from deeplabv3plus import cli
+
     out = tmp_path / "m_int8.onnx"
-    argv = ["export", "--checkpoint", tmp_path / "m.pth", "--output", out, "--int8", "--calibration-images", "3",
+    argv = ["export", "--checkpoint", small_checkpoint, "--output", out, "--int8", "--calibration-images", "3",
             "--height", "33", "--width", "33"]  # fmt: skip
     assert cli.main([str(a) for a in argv]) == 0
     printed = capsys.readouterr().out
@@ -281,28 +292,14 @@ def test_pt2e_int8_program_runs_at_other_sizes_and_batches_close_to_fp32(pt2e_pr
 
 
 @needs_pt2e
-def test_export_int8_pt2e_writes_a_program_calibrated_on_training_images(synthetic_voc, tmp_path, capsys):
-    import dataclasses
+def test_export_int8_pt2e_writes_a_program_calibrated_on_training_images(small_checkpoint, tmp_path, capsys):
+    from deeplabv3plus import cli
 
-    from deeplabv3plus import build_model, cli
-    from deeplabv3plus.config import Config, config_to_dict
-
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", 6, 8
-    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = (
-        "synthetic",
-        str(synthetic_voc),
-        6,
-        0,
-    )
-    torch.manual_seed(0)
-    torch.save({"model": build_model(**dataclasses.asdict(cfg.model)).state_dict(), "config": config_to_dict(cfg)},
-               tmp_path / "m.pth")  # fmt: skip
     out = tmp_path / "m_int8.pt2"
     argv = [
         "export",
         "--checkpoint",
-        tmp_path / "m.pth",
+        small_checkpoint,
         "--output",
         out,
         "--int8",
@@ -319,31 +316,17 @@ def test_export_int8_pt2e_writes_a_program_calibrated_on_training_images(synthet
 
 
 @pytest.mark.slow  # an export and two evaluations of a small model: ~10 s on 2 idle cores
-def test_eval_onnx_script_scores_an_exported_graph_as_eval_scores_the_checkpoint(synthetic_voc, tmp_path):
-    import dataclasses
-    import importlib.util
+def test_eval_onnx_script_scores_an_exported_graph_as_eval_scores_the_checkpoint(small_checkpoint, tmp_path):
     import json
     from pathlib import Path
 
-    from deeplabv3plus import build_model, cli
-    from deeplabv3plus.config import Config, config_to_dict
+    from deeplabv3plus import cli
 
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", 6, 8
-    cfg.data.layout, cfg.data.root, cfg.data.num_classes, cfg.data.workers = (
-        "synthetic",
-        str(synthetic_voc),
-        6,
-        0,
-    )
-    torch.manual_seed(0)
-    torch.save({"model": build_model(**dataclasses.asdict(cfg.model)).state_dict(), "config": config_to_dict(cfg)},
-               tmp_path / "m.pth")  # fmt: skip
     onnx_path = tmp_path / "m.onnx"
     argv = [
         "export",
         "--checkpoint",
-        tmp_path / "m.pth",
+        small_checkpoint,
         "--output",
         onnx_path,
         "--exporter",
@@ -352,14 +335,14 @@ def test_eval_onnx_script_scores_an_exported_graph_as_eval_scores_the_checkpoint
     ]
     assert cli.main([str(a) for a in argv]) == 0
     assert (
-        cli.main(["eval", "--checkpoint", str(tmp_path / "m.pth"), "--output", str(tmp_path / "torch.json")])
+        cli.main(["eval", "--checkpoint", str(small_checkpoint), "--output", str(tmp_path / "torch.json")])
         == 0
     )
     script = Path(__file__).resolve().parents[2] / "scripts" / "eval_onnx.py"
     spec = importlib.util.spec_from_file_location("eval_onnx", script)
     eval_onnx = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(eval_onnx)
-    argv = ["--checkpoint", tmp_path / "m.pth", "--onnx", onnx_path, "--output", tmp_path / "onnx.json"]
+    argv = ["--checkpoint", small_checkpoint, "--onnx", onnx_path, "--output", tmp_path / "onnx.json"]
     assert eval_onnx.main([str(a) for a in argv]) == 0
     expected, got = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("torch", "onnx"))
     assert got["num_images"] == expected["num_images"] > 0
