@@ -10,6 +10,7 @@ config's ``model`` section takes: ``build_model(**dataclasses.asdict(cfg.model))
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Callable, Optional, Union
 
@@ -262,36 +263,58 @@ def deeplabv3plus_xception(
     return _load_weights(model, state, weights)
 
 
+def _with_depth_fixed(generic: Callable[..., DeepLabV3Plus]):
+    """Give a depth builder ``generic``'s keyword parameters, less ``depth``, for ``help()`` and IDEs.
+
+    The depth builders pass their keywords on to one family builder; this states them in the
+    builder's signature instead of a bare ``**kwargs``.
+    """
+    params = [p for name, p in inspect.signature(generic).parameters.items() if name != "depth"]
+
+    def decorate(builder: Callable[..., DeepLabV3Plus]) -> Callable[..., DeepLabV3Plus]:
+        builder.__signature__ = inspect.Signature(params, return_annotation=DeepLabV3Plus)
+        return builder
+
+    return decorate
+
+
+@_with_depth_fixed(deeplabv3plus_resnet)
 def deeplabv3plus_resnet18(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ ResNet-18 (a CPU-sized model for quick experiments); see :func:`deeplabv3plus_resnet`."""
     return deeplabv3plus_resnet(18, **kwargs)
 
 
+@_with_depth_fixed(deeplabv3plus_resnet)
 def deeplabv3plus_resnet34(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ ResNet-34; keyword arguments as :func:`deeplabv3plus_resnet`."""
     return deeplabv3plus_resnet(34, **kwargs)
 
 
+@_with_depth_fixed(deeplabv3plus_resnet)
 def deeplabv3plus_resnet50(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ ResNet-50; keyword arguments as :func:`deeplabv3plus_resnet`."""
     return deeplabv3plus_resnet(50, **kwargs)
 
 
+@_with_depth_fixed(deeplabv3plus_resnet)
 def deeplabv3plus_resnet101(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ ResNet-101 (paper Table 3); keyword arguments as :func:`deeplabv3plus_resnet`."""
     return deeplabv3plus_resnet(101, **kwargs)
 
 
+@_with_depth_fixed(deeplabv3plus_xception)
 def deeplabv3plus_xception41(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ Xception-41; keyword arguments as :func:`deeplabv3plus_xception`."""
     return deeplabv3plus_xception(41, **kwargs)
 
 
+@_with_depth_fixed(deeplabv3plus_xception)
 def deeplabv3plus_xception65(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ Xception-65 (paper Table 5); keyword arguments as :func:`deeplabv3plus_xception`."""
     return deeplabv3plus_xception(65, **kwargs)
 
 
+@_with_depth_fixed(deeplabv3plus_xception)
 def deeplabv3plus_xception71(**kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ Xception-71; keyword arguments as :func:`deeplabv3plus_xception`."""
     return deeplabv3plus_xception(71, **kwargs)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from deeplabv3plus import build_model, deeplabv3plus_resnet18
-from deeplabv3plus.builders import bn_momenta
+from deeplabv3plus.builders import MODEL_BUILDERS, bn_momenta
 from deeplabv3plus.config import load_config
 
 
@@ -74,3 +74,20 @@ def test_paper_configs_use_the_reference_momentum_and_small_configs_pytorchs():
 def test_an_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="bn_momentum"):
         bn_momenta("resnet18", "fast")
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
+def test_depth_builders_show_their_family_builders_keywords_to_help(name):
+    import inspect
+
+    from deeplabv3plus.builders import deeplabv3plus_resnet, deeplabv3plus_xception
+
+    builder = MODEL_BUILDERS[name]
+    family = deeplabv3plus_resnet if name.startswith("resnet") else deeplabv3plus_xception
+    shown = inspect.signature(builder).parameters
+    expected = {k: p for k, p in inspect.signature(family).parameters.items() if k != "depth"}
+    assert list(shown) == list(expected) and "kwargs" not in shown
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in shown.values())
+    assert {k: p.default for k, p in shown.items()} == {k: p.default for k, p in expected.items()}
+    with pytest.raises(TypeError, match="depth"):
+        builder(depth=50)  # the depth is the builder's own
