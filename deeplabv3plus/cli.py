@@ -432,6 +432,7 @@ def run_predict(args: argparse.Namespace) -> list:
     """Load the model, apply the flags as eval does, then :func:`deeplabv3plus.predict.predict_files`."""
     # here, not at the top: --help must not import torch
     from .data.datasets import dataset_class_names
+    from .data.transforms import resize_to_range_for
     from .inference import AMP_DTYPES
     from .predict import (
         background_class,
@@ -458,6 +459,11 @@ def run_predict(args: argparse.Namespace) -> list:
         f"scales {cfg.eval.scales}, flip {cfg.eval.flip}"
         + (f", pad to {cfg.eval.pad_to}" if cfg.eval.pad_to else "")
         + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
+        + (
+            f", resized to range {cfg.data.min_resize_value}..{cfg.data.max_resize_value} and back"
+            if cfg.data.min_resize_value is not None
+            else ""
+        )
     )
     outputs = predict_files(
         model,
@@ -478,6 +484,7 @@ def run_predict(args: argparse.Namespace) -> list:
         class_names=dataset_class_names(cfg.data),
         report=True,
         progress=not args.no_progress,
+        resize=resize_to_range_for(cfg.data),
     )
     labels = {
         "png": "label PNGs (<name>.png)",

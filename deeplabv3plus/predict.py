@@ -37,12 +37,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
+from torchvision import tv_tensors
 from tqdm import tqdm
 
 from deeplabv3plus.config import EvalConfig
 from deeplabv3plus.data.ade20k_meta import ade20k_palette
 from deeplabv3plus.data.cityscapes_meta import cityscapes_palette, train_id_to_label_id_lut
-from deeplabv3plus.data.transforms import Preprocess
+from deeplabv3plus.data.transforms import Preprocess, ResizeToRange, resize_labels_back
 from deeplabv3plus.data.voc_meta import save_label_png, voc_palette
 from deeplabv3plus.inference import segment_eval
 from deeplabv3plus.models.fuse import prepare_for_inference
@@ -288,6 +289,7 @@ def predict_files(
     class_names: Optional[Sequence[str]] = None,
     report: bool = False,
     prepare: bool = True,
+    resize: Optional[ResizeToRange] = None,
 ) -> list[tuple[Path, Optional[Path]]]:
     """Segment image files as ``eval`` does; write a label PNG (and an overlay) for each.
 
@@ -319,6 +321,11 @@ def predict_files(
         report: Print each image's classes by share of pixels, one line per image, then a summary.
         prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy, as
             :func:`deeplabv3plus.evaluate.evaluate` does (the same numbers to the bit).
+        resize: The config's resize to range (``data.min_resize_value``, ADE20K's protocol;
+            :func:`~deeplabv3plus.data.transforms.resize_to_range_for`): each image is resized as
+            ``eval`` resizes it, segmented, and its labels resized back to the image's own size
+            (:func:`~deeplabv3plus.data.transforms.resize_labels_back`, as the reference's
+            ``vis.py``), since a submission is scored at the original size. None: no resize.
 
     Returns:
         ``(label_png, overlay or None)`` paths, one pair per input in order.
@@ -350,8 +357,16 @@ def predict_files(
 
     def run(batch: list[tuple[int, np.ndarray]]) -> None:
         nonlocal num_pixels
-        x = preprocess(np.stack([rgb for _, rgb in batch])).to(device)
-        labels = segment_eval(model, x, eval_cfg, max_batch=max_batch, amp_dtype=amp_dtype)
+        images = torch.from_numpy(np.stack([rgb for _, rgb in batch])).permute(
+            0, 3, 1, 2
+        )  # (B, 3, H, W) uint8
+        if resize is not None:
+            images = torch.stack([resize(tv_tensors.Image(im)).as_subclass(torch.Tensor) for im in images])
+        labels = segment_eval(
+            model, preprocess(images).to(device), eval_cfg, max_batch=max_batch, amp_dtype=amp_dtype
+        )
+        if resize is not None:
+            labels = resize_labels_back(labels, batch[0][1].shape[:2])
         for (i, rgb), lab in zip(batch, labels.cpu().numpy()):
             label_path = targets[i]
             values = encode_labels(fmt, lab, label_convention)

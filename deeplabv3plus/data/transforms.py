@@ -136,11 +136,27 @@ class ResizeToRange(v2.Transform):
     _transform = transform
 
 
+def resize_to_range_for(cfg: DataConfig) -> Optional[ResizeToRange]:
+    """The reference's resize to range of a config, when ``data.min_resize_value`` is set (else None)."""
+    if cfg.min_resize_value is None:
+        return None
+    return ResizeToRange(cfg.min_resize_value, cfg.max_resize_value, cfg.resize_factor)
+
+
+def resize_labels_back(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(..., h, w) labels predicted on a resized image -> (..., H, W) at the image's own ``size``.
+
+    Nearest neighbour with ``align_corners=True``, as the reference's ``vis.py`` undoes
+    ``resize_to_range`` before it saves a prediction (``tf.image.resize_images(...,
+    NEAREST_NEIGHBOR, align_corners=True)``).
+    """
+    return _align_corners_nearest(labels, size)
+
+
 def _resize_steps(cfg: DataConfig) -> list[Any]:
     """The reference's resize to range, when ``data.min_resize_value`` is set (else nothing)."""
-    if cfg.min_resize_value is None:
-        return []
-    return [ResizeToRange(cfg.min_resize_value, cfg.max_resize_value, cfg.resize_factor)]
+    resize = resize_to_range_for(cfg)
+    return [] if resize is None else [resize]
 
 
 class PadToSize(v2.Transform):

@@ -141,3 +141,32 @@ def test_predictions_use_the_palette_of_the_checkpoints_dataset_and_the_slide_fl
     if layout == "ade20k":  # "other" (class 0) stays the photo; Cityscapes' class 0 is road
         blend[expected == 0] = rgb[expected == 0]
     assert np.abs(overlay - blend).max() <= 0.5
+
+
+def test_resize_to_range_feeds_the_model_evals_input_and_writes_labels_at_the_images_size(tmp_path):
+    from torchvision import tv_tensors
+
+    from deeplabv3plus.config import DataConfig
+    from deeplabv3plus.data.transforms import eval_transform, resize_labels_back, resize_to_range_for
+
+    cfg = DataConfig(min_resize_value=33, max_resize_value=65)  # ADE20K's protocol, at a small size
+    paths = _write_images(tmp_path / "in", [(40, 60), (40, 60), (30, 22)])
+    model, seen = StandIn(), []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    outputs = predict_files(
+        model, paths, tmp_path / "out", cfg.mean, cfg.std, batch_size=2, progress=False, prepare=False,
+        overlay=False, resize=resize_to_range_for(cfg),
+    )  # fmt: skip
+    inputs = [x for batch in seen for x in batch]
+    for path, (label_png, _), x in zip(paths, outputs, inputs):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        image = tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1).contiguous())
+        label = tv_tensors.Mask(torch.zeros(rgb.shape[:2], dtype=torch.uint8))
+        expected_input, _ = eval_transform(cfg)(image, label)
+        assert x.shape[-2:] != rgb.shape[:2]  # really resized
+        torch.testing.assert_close(x, expected_input, atol=0, rtol=0)  # what eval feeds the model
+        with torch.no_grad():
+            at_eval_size = model(x[None]).argmax(1)
+        expected = resize_labels_back(at_eval_size, rgb.shape[:2])[0].numpy()
+        with Image.open(label_png) as im:
+            assert np.array_equal(np.asarray(im), expected)  # back at the image's own size
