@@ -249,10 +249,16 @@ def quantize_onnx_int8(
     output.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), _quiet_root_logger(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
-        prepared = Path(tmp) / "prepared.onnx"
+        # One self-contained file first: the pre-processing loses the dynamo exporter's external
+        # weights file (<source>.data) on the way (DeepLabv3+ graphs are far below ONNX's 2 GB limit).
+        inline, prepared = Path(tmp) / "inline.onnx", Path(tmp) / "prepared.onnx"
+        onnx = _require("onnx")
+        graph = onnx.load(str(source))  # with the external weights read in
+        onnx.external_data_helper.convert_model_from_external_data(graph)
+        onnx.save(graph, str(inline))
         # Symbolic shape inference is for transformers' dynamic dims; ONNX's own covers convs.
         pre_process = _require("onnxruntime.quantization.shape_inference").quant_pre_process
-        pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        pre_process(str(inline), str(prepared), skip_symbolic_shape=True)
         quantization.quantize_static(
             str(prepared),
             str(output),
