@@ -383,7 +383,7 @@ def quantize_pt2e_int8(
     pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "pt2e", "PT2E int8")
     x86 = _require("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "pt2e", "PT2E int8")
 
-    source = prepare_for_inference(model, channels_last=False, pack=False)
+    source = prepare_for_inference(model, channels_last=False, pack=False).cpu()  # an x86 CPU program
     calibration = [x.detach().cpu().float() for x in calibration]
     if not calibration:
         raise ValueError("quantize_pt2e_int8: calibration holds no image")
@@ -439,7 +439,8 @@ class Int8Program(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Compilation happens at the first call of each new shape: freezing must be on then.
         # (torch.compile(options={"freezing": True}) fails here in torch 2.14: qconv_prepack has no
-        # fake-tensor kernel on that path; the config patch takes the path Inductor's docs use.)
+        # fake-tensor kernel on that path; the global config is what PyTorch's x86 Inductor
+        # quantisation tutorial sets.)
         import torch._inductor.config as inductor_config
 
         with torch.no_grad(), inductor_config.patch(freezing=True):
