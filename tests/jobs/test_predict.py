@@ -159,7 +159,7 @@ def test_resize_to_range_feeds_the_model_evals_input_and_writes_labels_at_the_im
     )  # fmt: skip
     inputs = [x for batch in seen for x in batch]
     for path, (label_png, _), x in zip(paths, outputs, inputs):
-        rgb = np.asarray(Image.open(path).convert("RGB"))
+        rgb = np.array(Image.open(path).convert("RGB"))  # a writable copy, as torch.from_numpy wants
         image = tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1).contiguous())
         label = tv_tensors.Mask(torch.zeros(rgb.shape[:2], dtype=torch.uint8))
         expected_input, _ = eval_transform(cfg)(image, label)
