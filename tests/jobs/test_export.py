@@ -278,21 +278,20 @@ def test_pt2e_int8_program_stores_the_weights_once_in_int8(pt2e_program):
 
 
 @needs_pt2e
-@pytest.mark.slow  # Inductor compiles the program twice (two shapes): ~30 s on 2 idle cores
-def test_pt2e_int8_program_runs_at_other_sizes_and_batches_close_to_fp32(pt2e_program):
+@pytest.mark.slow  # Inductor compiles the program: ~10 s on 2 idle cores
+def test_pt2e_int8_program_runs_at_another_size_and_batch_close_to_fp32(pt2e_program):
     from deeplabv3plus.export import label_agreement, load_int8_program
 
     model, path = pt2e_program
     program = load_int8_program(path)
-    gen = torch.Generator().manual_seed(2)
-    inputs = [torch.randn(1, 3, 65, 65, generator=gen), torch.randn(3, 3, 49, 81, generator=gen)]
-    for x in inputs:
-        with torch.no_grad():
-            expected, got = model(x), program(x)
-        assert got.shape == expected.shape
-        # 8-bit activations and weights: a few percent of the logits' scale, not more.
-        assert (got - expected).norm() / expected.norm() < 0.1
-    assert label_agreement(model, program, inputs) > 0.9
+    # Exported at 2x3x65x65: batch, height and width all differ here (the dims are dynamic).
+    x = torch.randn(3, 3, 49, 81, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, got = model(x), program(x)
+    assert got.shape == expected.shape
+    # 8-bit activations and weights: a few percent of the logits' scale, not more.
+    assert (got - expected).norm() / expected.norm() < 0.1
+    assert label_agreement(model, program, [x]) > 0.9
 
 
 @needs_pt2e
