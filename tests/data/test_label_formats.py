@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_rle import rle_counts  # tests/data/coco_rle.py
 from PIL import Image
 
 from deeplabv3plus.data.label_formats import (
@@ -185,20 +186,6 @@ def test_polygons_cover_exactly_the_pixels_whose_centres_are_inside(seed):
     got = rasterize_polygon(xy.reshape(-1).tolist(), H, W)
     expected = np.array([[winding_number_inside(c + 0.5, r + 0.5, xy) for c in range(W)] for r in range(H)])
     assert got.any() and np.array_equal(got, expected)
-
-
-def rle_counts(mask: np.ndarray) -> list[int]:
-    """Run lengths of an (h, w) bool mask in column-major order, starting with a 0-run."""
-    flat = mask.T.reshape(-1)
-    counts, current, run = [], False, 0
-    for v in flat:
-        if v == current:
-            run += 1
-        else:
-            counts.append(run)
-            current, run = v, 1
-    counts.append(run)
-    return counts
 
 
 def rle_string(counts: list[int]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from coco_rle import rle_counts  # tests/data/coco_rle.py
 from PIL import Image
 
 from deeplabv3plus.config import config_from_dict
@@ -130,16 +131,7 @@ def box(x0, y0, x1, y1) -> list[list[float]]:
 
 
 def rle_of(mask: np.ndarray) -> dict:
-    flat = mask.T.reshape(-1).astype(int)  # column-major, runs from a background run
-    runs, value, count = [], 0, 0
-    for v in flat:
-        if v == value:
-            count += 1
-        else:
-            runs.append(count)
-            value, count = v, 1
-    runs.append(count)
-    return {"size": [H, W], "counts": runs}
+    return {"size": [H, W], "counts": rle_counts(mask)}
 
 
 def test_coco_polygons_rle_and_crowd_become_semantic_masks_per_split(tmp_path):
