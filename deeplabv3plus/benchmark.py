@@ -44,7 +44,7 @@ from ._compat import grad_scaler
 from .builders import build_model
 from .config import DataConfig, ModelConfig
 from .data.datasets import build_dataset
-from .export import export_onnx, load_int8_program, quantize_onnx_int8, quantize_pt2e_int8
+from .export import OnnxRuntimeModel, export_onnx, load_int8_program, quantize_onnx_int8, quantize_pt2e_int8
 from .inference import AMP_DTYPES
 from .models import prepare_for_inference
 
@@ -180,25 +180,6 @@ def ours_candidate(name: str, model_cfg: ModelConfig, prepared: bool = True) -> 
     return Candidate(
         name, lambda: build_model(**cfg), desc, cfg, prepare=prepare_for_inference if prepared else None
     )
-
-
-class OnnxRuntimeModel(nn.Module):
-    """An onnxruntime CPU session behind a module's call: (N, 3, H, W) float32 -> the graph's output."""
-
-    def __init__(self, path: str, threads: Optional[int] = None):
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
 
 
 class _Autocast(nn.Module):

@@ -588,8 +588,6 @@ def run_export(args: argparse.Namespace) -> str:
     if args.calibration_images < 1:
         raise CommandError(f"--calibration-images: expected a positive number, got {args.calibration_images}")
     model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
-    if pt2e:
-        return run_export_int8_pt2e(args, model, cfg)
     if args.int8:
         return run_export_int8(args, model, cfg)
     started = time.time()
@@ -619,46 +617,41 @@ def run_export(args: argparse.Namespace) -> str:
 
 
 def run_export_int8(args: argparse.Namespace, model: torch.nn.Module, cfg: Config) -> str:
-    """``export --int8``: the fp32 graph (TorchScript exporter, into a temporary folder), then
-    :func:`~deeplabv3plus.export.quantize_onnx_int8` calibrated on training images into --output."""
+    """``export --int8``: calibrated on training images into --output, by ONNX Runtime (the fp32
+    graph, TorchScript exporter, into a temporary folder, then
+    :func:`~deeplabv3plus.export.quantize_onnx_int8`) or, with ``--int8-backend pt2e``, by
+    :func:`~deeplabv3plus.export.quantize_pt2e_int8` (a .pt2 torch.export program)."""
     # here, not at the top: --help must not import torch
-    from .export import export_onnx, label_agreement, quantize_onnx_int8
+    from .export import (
+        export_onnx,
+        label_agreement,
+        load_int8_program,
+        quantize_onnx_int8,
+        quantize_pt2e_int8,
+    )
     from .inference import use_output_stride
 
     images, note = calibration_images(cfg, args.calibration_images)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        exporter = "torchscript" if args.exporter == "auto" else args.exporter
-        export_onnx(model, fp32, height=args.height, width=args.width, output_stride=args.output_stride,
-                    exporter=exporter, opset=args.opset)  # fmt: skip
-        quantize_onnx_int8(fp32, args.output, images, nodes_to_exclude=args.int8_exclude)
-    print(f"wrote {args.output} (int8 QDQ, per-channel weights; calibrated on {note})")
+    if args.int8_backend == "pt2e":
+        quantize_pt2e_int8(model, args.output, images, output_stride=args.output_stride)
+        used, what = "pt2e", "int8 PT2E x86 program"
+    else:
+        used = "torchscript" if args.exporter == "auto" else args.exporter
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            export_onnx(model, fp32, height=args.height, width=args.width, output_stride=args.output_stride,
+                        exporter=used, opset=args.opset)  # fmt: skip
+            quantize_onnx_int8(fp32, args.output, images, nodes_to_exclude=args.int8_exclude)
+        what = "int8 QDQ"
+    print(f"wrote {args.output} ({what}, per-channel weights; calibrated on {note})")
     if not args.no_check:
+        quantized = load_int8_program(args.output) if used == "pt2e" else args.output
         with use_output_stride(model, args.output_stride):
-            agree = label_agreement(model, args.output, images[:4])
+            agree = label_agreement(model, quantized, images[:4])
         print(
             f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
         )
-    return exporter
-
-
-def run_export_int8_pt2e(args: argparse.Namespace, model: torch.nn.Module, cfg: Config) -> str:
-    """``export --int8 --int8-backend pt2e``: :func:`~deeplabv3plus.export.quantize_pt2e_int8`
-    calibrated on training images into --output (a .pt2 torch.export program)."""
-    # here, not at the top: --help must not import torch
-    from .export import label_agreement, load_int8_program, quantize_pt2e_int8
-    from .inference import use_output_stride
-
-    images, note = calibration_images(cfg, args.calibration_images)
-    quantize_pt2e_int8(model, args.output, images, output_stride=args.output_stride)
-    print(f"wrote {args.output} (int8 PT2E x86 program, per-channel weights; calibrated on {note})")
-    if not args.no_check:
-        with use_output_stride(model, args.output_stride):
-            agree = label_agreement(model, load_int8_program(args.output), images[:4])
-        print(
-            f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
-        )
-    return "pt2e"
+    return used
 
 
 # --- convert -------------------------------------------------------------------------------------

@@ -146,6 +146,27 @@ def export_onnx(
         source.train(was_training)
 
 
+class OnnxRuntimeModel(nn.Module):
+    """An onnxruntime CPU session behind a module's call: (N, 3, H, W) float32 -> the graph's output.
+
+    ``threads``: onnxruntime's intra-op threads (inter-op 1); None: its default.
+    """
+
+    def __init__(self, path: Union[str, Path], threads: Optional[int] = None):
+        super().__init__()
+        ort = _require("onnxruntime")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+
 def check_onnx(
     model: nn.Module,
     path: Union[str, Path],
@@ -174,9 +195,7 @@ def check_onnx(
         AssertionError: when an output differs beyond the tolerance or has the wrong shape.
     """
     _require("onnx").checker.check_model(str(path))
-    ort = _require("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
+    graph = OnnxRuntimeModel(path)
     was_training = model.training
     model.eval()
     worst = 0.0
@@ -184,7 +203,7 @@ def check_onnx(
         with use_output_stride(model, output_stride), torch.no_grad():
             for x in inputs:
                 expected = model(x).float().cpu()
-                got = torch.from_numpy(session.run(None, {input_name: x.detach().cpu().float().numpy()})[0])
+                got = graph(x)
                 if got.shape != expected.shape:
                     raise AssertionError(
                         f"ONNX output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}"
@@ -294,14 +313,7 @@ def label_agreement(
     ``quantized`` is an ``.onnx`` file (run by onnxruntime, CPU) or a module
     (:func:`load_int8_program`'s).
     """
-    if isinstance(quantized, nn.Module):
-        run = quantized
-    else:
-        session = _require("onnxruntime").InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run(None, {INPUT_NAME: x.detach().cpu().float().numpy()})[0])
-
+    run = quantized if isinstance(quantized, nn.Module) else OnnxRuntimeModel(quantized)
     same = total = 0
     was_training = model.training
     model.eval()

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from deeplabv3plus.benchmark import OnnxRuntimeModel
 from deeplabv3plus.data.datasets import build_dataset, eval_collate
 from deeplabv3plus.evaluate import evaluate
-from deeplabv3plus.export import load_int8_program
+from deeplabv3plus.export import OnnxRuntimeModel, load_int8_program
 from deeplabv3plus.loading import load_model_from_checkpoint
 
 
