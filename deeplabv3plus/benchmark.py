@@ -305,17 +305,7 @@ def probe_candidates(
         "probe", ConvPeakProbe, "1x1-conv probe (4 x 1024->1024 at 1/8 size)", {},
         prepare=prepare_for_inference, modes=("infer",),
     )  # fmt: skip
-    cands = [probe]
-    if "bf16" in precisions:
-        bf16 = dataclasses.replace(probe, name="probe-bf16", description=probe.description + ", bf16 weights")
-        bf16.prepare = functools.partial(prepare_for_inference, precision="bf16")
-        cands.append(bf16)
-    height, width = size or (513, 513)
-    if "int8" in precisions and onnx_available():
-        cands.append(int8_candidate("probe-int8", None, height, width, threads, source=probe))
-    if "int8-pt2e" in precisions and importlib.util.find_spec("torchao") is not None:
-        cands.append(int8_pt2e_candidate("probe-int8-pt2e", None, height, width, source=probe))
-    return cands
+    return [probe, *precision_candidates(None, precisions, size, threads, source=probe)[0]]
 
 
 def probe_fractions(report: dict) -> list[dict]:
@@ -335,44 +325,52 @@ def probe_fractions(report: dict) -> list[dict]:
 
 
 def precision_candidates(
-    model_cfg: ModelConfig,
+    model_cfg: Optional[ModelConfig],
     precisions: tuple[str, ...],
     size: Optional[tuple[int, int]] = None,
     threads: Optional[int] = None,
+    source: Optional[Candidate] = None,
 ) -> tuple[list[Candidate], list[str]]:
-    """Inference rows of ours at other precisions, to time next to 'ours' (prepared fp32) in one run.
+    """Inference rows of ours (or ``source``) at other precisions, to time next to its prepared fp32
+    row in one run, named after it ('ours-bf16', 'probe-int8', ...).
 
-    ``"bf16"`` adds 'ours-bf16', :func:`prepare_for_inference` with ``precision="bf16"`` (weights
-    rounded once, packed oneDNN bf16 convs), and 'ours-autocast-bf16', the plain model under
-    ``torch.autocast`` (fp32 weights cast on every call: what a user gets without preparing).
-    ``"int8"`` adds 'ours-int8' (:func:`int8_candidate`, exported at ``size``; needs the extra onnx);
-    ``"int8-pt2e"`` 'ours-int8-pt2e' (:func:`int8_pt2e_candidate`, compiled at ``size``; the extra pt2e).
+    ``"bf16"`` adds '-bf16', :func:`prepare_for_inference` with ``precision="bf16"`` (weights
+    rounded once, packed oneDNN bf16 convs), and for ours 'ours-autocast-bf16', the plain model
+    under ``torch.autocast`` (fp32 weights cast on every call: what a user gets without preparing).
+    ``"int8"`` adds '-int8' (:func:`int8_candidate`, exported at ``size``; needs the extra onnx);
+    ``"int8-pt2e"`` '-int8-pt2e' (:func:`int8_pt2e_candidate`, compiled at ``size``; the extra pt2e).
 
     Returns:
         The candidates and notes on rows that were skipped.
     """
+    source = source or ours_candidate("ours", model_cfg)
+    base, size = source.name, size or (513, 513)
     cands, notes = [], []
     if "bf16" in precisions:
-        cand = ours_candidate("ours-bf16", model_cfg)
-        cand.prepare = functools.partial(prepare_for_inference, precision="bf16")
-        cand.description = cand.description.replace("prepared)", "prepared, bf16 weights)")
-        cand.modes = ("infer",)
-        cands.append(cand)
-        cand = ours_candidate("ours-autocast-bf16", model_cfg, prepared=False)
-        cand.prepare = lambda model: _Autocast(model.eval(), torch.bfloat16)
-        cand.description = cand.description.replace("plain eager model)", "plain model under autocast bf16)")
-        cand.modes = ("infer",)
-        cands.append(cand)
+        cands.append(
+            dataclasses.replace(
+                source, name=f"{base}-bf16", prepare=functools.partial(prepare_for_inference, precision="bf16"),
+                description=_label(source) + " (inference: prepared, bf16 weights)", modes=("infer",),
+            )
+        )  # fmt: skip
+        if source.config:  # ours: the baseline a user gets without preparing
+            cand = ours_candidate(f"{base}-autocast-bf16", model_cfg, prepared=False)
+            cand.prepare = lambda model: _Autocast(model.eval(), torch.bfloat16)
+            cand.description = cand.description.replace(
+                "plain eager model)", "plain model under autocast bf16)"
+            )
+            cand.modes = ("infer",)
+            cands.append(cand)
     if "int8" in precisions:
         if onnx_available():
-            cands.append(int8_candidate("ours-int8", model_cfg, *(size or (513, 513)), threads=threads))
+            cands.append(int8_candidate(f"{base}-int8", model_cfg, *size, threads=threads, source=source))
         else:
-            notes.append("ours-int8 skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
+            notes.append(f"{base}-int8 skipped: onnx/onnxruntime are not installed (pip install '.[onnx]')")
     if "int8-pt2e" in precisions:
         if importlib.util.find_spec("torchao") is not None:
-            cands.append(int8_pt2e_candidate("ours-int8-pt2e", model_cfg, *(size or (513, 513))))
+            cands.append(int8_pt2e_candidate(f"{base}-int8-pt2e", model_cfg, *size, source=source))
         else:
-            notes.append("ours-int8-pt2e skipped: torchao is not installed (pip install '.[pt2e]')")
+            notes.append(f"{base}-int8-pt2e skipped: torchao is not installed (pip install '.[pt2e]')")
     return cands, notes
 
 
