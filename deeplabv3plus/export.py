@@ -58,6 +58,15 @@ def _require(module: str, extra: str = "onnx", what: str = "ONNX export"):
         raise ImportError(f'{what} needs {need}: pip install -U "deeplabv3plus[{extra}]"') from e
 
 
+def _dynamic_image_dims(min_side: int) -> dict[int, torch.export.Dim]:
+    """torch.export's dynamic batch, height and width of an (N, 3, H, W) image input."""
+    return {
+        0: torch.export.Dim("batch", min=1),
+        2: torch.export.Dim("height", min=min_side),
+        3: torch.export.Dim("width", min=min_side),
+    }
+
+
 def export_onnx(
     model: nn.Module,
     path: Union[str, Path],
@@ -103,11 +112,7 @@ def export_onnx(
             if exporter == "dynamo" or (exporter == "auto" and ONNX_DYNAMO_EXPORT):
                 _require("onnxscript")
                 try:
-                    dims = {
-                        0: torch.export.Dim("batch", min=1),
-                        2: torch.export.Dim("height", min=2),
-                        3: torch.export.Dim("width", min=2),
-                    }
+                    dims = _dynamic_image_dims(min_side=2)
                     onnx_export(
                         model,
                         (example,),
@@ -358,15 +363,6 @@ def _unshare_stateless_modules(model: nn.Module) -> fx.GraphModule:
     return graph_module
 
 
-def _dynamic_image_dims(output_stride: int) -> dict[int, torch.export.Dim]:
-    # The ASPP's image pooling broadcasts over the OS-strided map: one row or column is a special case.
-    return {
-        0: torch.export.Dim("batch", min=1),
-        2: torch.export.Dim("height", min=output_stride + 1),
-        3: torch.export.Dim("width", min=output_stride + 1),
-    }
-
-
 def quantize_pt2e_int8(
     model: nn.Module,
     output: Union[str, Path],
@@ -403,7 +399,9 @@ def quantize_pt2e_int8(
         stride = getattr(source, "output_stride", 16)
         traced = _unshare_stateless_modules(source)
         example = (torch.cat([calibration[0], calibration[0]]),)  # batch 2: size-1 dims are specialised
-        dims = (_dynamic_image_dims(stride),)
+        # torch.export itself (not the ONNX exporter) refuses a range that includes a 1x1 map at the
+        # output stride: the ASPP's image pooling broadcasts over it, a special case it guards.
+        dims = (_dynamic_image_dims(min_side=stride + 1),)
         exported = torch.export.export(traced, example, dynamic_shapes=dims).module()
         quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
         observed = pt2e.prepare_pt2e(exported, quantizer)
