@@ -357,9 +357,8 @@ def predict_files(
 
     def run(batch: list[tuple[int, np.ndarray]]) -> None:
         nonlocal num_pixels
-        images = torch.from_numpy(np.stack([rgb for _, rgb in batch])).permute(
-            0, 3, 1, 2
-        )  # (B, 3, H, W) uint8
+        rgbs = np.stack([rgb for _, rgb in batch])  # (B, H, W, 3) uint8
+        images = torch.from_numpy(rgbs).permute(0, 3, 1, 2)  # (B, 3, H, W), as the transforms take it
         if resize is not None:
             images = torch.stack([resize(tv_tensors.Image(im)).as_subclass(torch.Tensor) for im in images])
         labels = segment_eval(
