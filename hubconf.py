@@ -10,6 +10,7 @@ Every keyword argument is the builder's (docs: docs/pretrained.md).
 dependencies = ["torch", "torchvision", "numpy", "PIL", "yaml", "tqdm"]
 
 from deeplabv3plus.builders import (  # noqa: E402  (torch.hub reads `dependencies` first)
+    deeplabv3plus_mobilenetv2,
     deeplabv3plus_resnet18,
     deeplabv3plus_resnet34,
     deeplabv3plus_resnet50,
@@ -27,4 +28,5 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "deeplabv3plus_mobilenetv2",
 ]

@@ -15,6 +15,7 @@ from ._version import __version__ as __version__
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ below loads these
     from .builders import (
         build_model,
+        deeplabv3plus_mobilenetv2,
         deeplabv3plus_resnet18,
         deeplabv3plus_resnet34,
         deeplabv3plus_resnet50,
@@ -36,6 +37,7 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "deeplabv3plus_mobilenetv2",
     "from_pretrained",
     "prepare_for_inference",
 ]

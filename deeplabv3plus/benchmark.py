@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import functools
 import importlib.util
+import json
 import os
 import platform
 import statistics
@@ -32,7 +33,8 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,15 +42,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import catalog
 from ._compat import grad_scaler
 from .builders import build_model
+from .catalog import IGNORE_INDEX
 from .config import DataConfig, ModelConfig
-from .data.datasets import build_dataset
+from .data.datasets import SegmentationDataset, build_dataset
 from .export import OnnxRuntimeModel, export_onnx, load_int8_program, quantize_onnx_int8, quantize_pt2e_int8
 from .inference import AMP_DTYPES
 from .models import prepare_for_inference
-
-IGNORE_INDEX = 255
 
 # Peak dense (no 2:4 sparsity) tensor/vector throughput in TFLOP/s, by device-name substring (first
 # match wins) and math precision. The datasheets quote the sparse figure for tensor cores with an
@@ -70,7 +72,7 @@ PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
     ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
 ]
 
-PEERS = ("smp", "torchvision")
+PEERS = tuple(catalog.BENCHMARK_PEERS)
 
 
 @dataclass
@@ -466,17 +468,9 @@ def default_candidates(
     Returns:
         The candidates and notes on peers that were skipped.
     """
-
-    def nhwc_twin(name: str, cfg: ModelConfig, compare_to: tuple[str, ...] = ()) -> Candidate:
-        cand = ours_candidate(name + "-nhwc", cfg)
-        cand.channels_last = True
-        cand.description += ", channels_last input (and model, for training)"
-        cand.compare_to = compare_to
-        return cand
-
     cands = [ours_candidate("ours", model_cfg)]
     if both_memory_formats:
-        cands.append(nhwc_twin("ours", model_cfg))
+        cands.append(_nhwc_twin("ours", model_cfg))
     notes = []
     if eager:
         cand = ours_candidate("ours-eager", model_cfg, prepared=False)
@@ -490,40 +484,62 @@ def default_candidates(
     extra, skipped = precision_candidates(model_cfg, precisions, onnx, threads)
     cands += extra
     notes += skipped
-    # The peers come with ResNet-50 and -101 trunks: take ours' depth when it is one of them.
-    peer_backbone = model_cfg.backbone if model_cfg.backbone in ("resnet50", "resnet101") else "resnet101"
+    # The peers come with the trunks of their catalogue entries: take ours' when they share it.
+    trunks = [
+        b
+        for b in catalog.BENCHMARK_PEERS["smp"].backbones
+        if b in catalog.BENCHMARK_PEERS["torchvision"].backbones
+    ]
+    peer_backbone = model_cfg.backbone if model_cfg.backbone in trunks else trunks[-1]
     # The rows of ours' own configuration ('ours' and its eager / NHWC / ONNX twins).
     own = list(cands)
     if "smp" in peers:
         if smp_available():
             # smp's ASPP and decoder convs are separable: ours with SC is the closest configuration.
             sc = dataclasses.replace(model_cfg, separable=True)
-            if sc != model_cfg:
-                cands.append(ours_candidate("ours-sc", sc))
-                cands[-1].compare_to = ("smp",)
-                if both_memory_formats:
-                    cands.append(nhwc_twin("ours-sc", sc, ("smp",)))
-            else:
-                for cand in own:
-                    cand.compare_to += ("smp",)
+            cands += _closest_to_peer("smp", "ours-sc", sc, model_cfg, own, both_memory_formats)
             cands.append(smp_candidate(model_cfg.num_classes, peer_backbone))
         else:
             notes.append("smp skipped: segmentation_models_pytorch is not installed (pip install '.[smp]')")
     if "torchvision" in peers:
         # torchvision's deeplabv3 is OS 8 without decoder: ours as DeepLabv3 at OS 8 matches it.
         v3 = dataclasses.replace(model_cfg, output_stride=8, decoder=False, separable=False)
-        if v3 != model_cfg:
-            cands.append(ours_candidate("ours-v3-os8", v3))
-            cands[-1].compare_to = ("torchvision",)
-            if both_memory_formats:
-                cands.append(nhwc_twin("ours-v3-os8", v3, ("torchvision",)))
-        else:
-            for cand in own:
-                cand.compare_to += ("torchvision",)
+        cands += _closest_to_peer("torchvision", "ours-v3-os8", v3, model_cfg, own, both_memory_formats)
         cands.append(torchvision_candidate(model_cfg.num_classes, peer_backbone))
     if probe:  # last: a probe matches no peer
         cands += probe_candidates(precisions, onnx, threads)
     return cands, notes
+
+
+def _nhwc_twin(name: str, cfg: ModelConfig, compare_to: tuple[str, ...] = ()) -> Candidate:
+    """Ours at ``cfg`` as '<name>-nhwc': channels_last input (and model, for training)."""
+    cand = ours_candidate(name + "-nhwc", cfg)
+    cand.channels_last = True
+    cand.description += ", channels_last input (and model, for training)"
+    cand.compare_to = compare_to
+    return cand
+
+
+def _closest_to_peer(
+    peer: str,
+    name: str,
+    closest: ModelConfig,
+    model_cfg: ModelConfig,
+    own: list[Candidate],
+    both_memory_formats: bool,
+) -> list[Candidate]:
+    """The rows to add for ``peer``: ours at its ``closest`` configuration as ``name`` (and its
+    NHWC twin), compared with it; none when ``closest`` is ours' own ``model_cfg``: then the
+    ``own`` rows are marked as compared with it instead."""
+    if closest == model_cfg:
+        for cand in own:
+            cand.compare_to += (peer,)
+        return []
+    rows = [ours_candidate(name, closest)]
+    rows[-1].compare_to = (peer,)
+    if both_memory_formats:
+        rows.append(_nhwc_twin(name, closest, (peer,)))
+    return rows
 
 
 def count_params(build: Callable[[], nn.Module]) -> int:
@@ -706,6 +722,101 @@ def _peak_memory_mb(step: Callable[[], None], device: torch.device) -> Optional[
     return rss["delta"] / 2**20 if _rss_bytes() else None
 
 
+def _countable(
+    candidates: list[Candidate], opts: BenchOptions, notes: list[str]
+) -> tuple[list[Candidate], dict[str, int], dict[str, float]]:
+    """The candidates that take ``opts``' input, with their forward Multiply-Adds and parameters
+    (millions), counted on 'meta'; each one that does not gets a note in ``notes`` instead."""
+    usable, forward_macs, params = [], {}, {}
+    for cand in candidates:
+        try:
+            # A forward on 'meta' fails fast where a model cannot take this input (e.g. smp wants H and
+            # W divisible by its output stride): skip that model, not the whole run.
+            forward_macs[cand.name] = count_step_macs(cand.count_build or cand.build, opts, train=False)
+            params[cand.name] = count_params(cand.count_build or cand.build) / 1e6
+        except (RuntimeError, ValueError) as e:
+            notes.append(f"{cand.name} skipped at {opts.height}x{opts.width}: {str(e).splitlines()[0]}")
+            continue
+        usable.append(cand)
+    return usable, forward_macs, params
+
+
+def _timed_steps(steps: dict[str, Callable[[], None]], opts: BenchOptions, device: torch.device) -> dict:
+    """Warm up every step, measure its memory, then time the repeats interleaved.
+
+    Returns:
+        ``{"memory": {name: MiB or None}, "times": {name: [seconds per repeat]}}``.
+    """
+    for step in steps.values():
+        for _ in range(opts.warmup):
+            step()
+    memory = {name: (_peak_memory_mb(step, device) if opts.memory else None) for name, step in steps.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(opts.repeats):
+        # Alternate the order every repeat so no model always runs right after the same neighbour.
+        order = list(steps) if r % 2 == 0 else list(reversed(steps))
+        for name in order:
+            times[name].append(_timed(steps[name], device))
+    return {"memory": memory, "times": times}
+
+
+def _result_row(
+    cand: Candidate,
+    mode: str,
+    macs: int,
+    params_m: float,
+    measured: dict,
+    opts: BenchOptions,
+    channels_last: bool,
+    peak: Optional[float],
+) -> dict:
+    """One report row of :func:`run_benchmark` but its ratios to ours.
+
+    Args:
+        cand, mode: the candidate and the mode it ran in.
+        macs: Multiply-Adds of one step in this mode; params_m: its parameters in millions.
+        measured: :func:`_timed_steps`' result for the mode.
+        opts: the run's options (the batch); channels_last: the candidate's memory format.
+        peak: the device's peak TFLOP/s, None where unknown.
+    """
+    times = measured["times"][cand.name]
+    t = statistics.median(times)
+    return dict(
+        name=cand.name,
+        description=cand.description,
+        config=cand.config,
+        channels_last=channels_last,
+        compare_to=list(cand.compare_to),
+        mode=mode,
+        macs_g=macs / 1e9,
+        params_m=params_m,
+        latency_ms=1e3 * t,
+        latency_all_ms=[1e3 * s for s in times],
+        latency_min_ms=1e3 * min(times),
+        images_per_s=opts.batch / t,
+        gmacs_per_s=macs / t / 1e9,
+        peak_mem_mb=measured["memory"][cand.name],
+        flops_fraction=(2 * macs / t / (peak * 1e12)) if peak else None,
+    )
+
+
+def _add_ratios_vs_ours(rows: list[dict], modes: tuple[str, ...]) -> None:
+    """Set each row's ``ratio_vs_ours`` and ``paired_ratio_vs_ours`` (None without an 'ours' row)."""
+    for mode in modes:
+        ours = [r for r in rows if r["mode"] == mode and r["name"] == "ours"]
+        for r in rows:
+            if r["mode"] != mode:
+                continue
+            r["ratio_vs_ours"] = r["latency_ms"] / ours[0]["latency_ms"] if ours else None
+            # The ratio within each repeat, then the median: models timed back to back share the
+            # machine's load at that moment, so this is the robust number on a shared machine.
+            r["paired_ratio_vs_ours"] = (
+                statistics.median(t / o for t, o in zip(r["latency_all_ms"], ours[0]["latency_all_ms"]))
+                if ours
+                else None
+            )
+
+
 def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Optional[list[str]] = None) -> dict:
     """Time every candidate in every mode, interleaved, and collect the results.
 
@@ -734,25 +845,12 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
     channels_last = {
         c.name: opts.channels_last if c.channels_last is None else c.channels_last for c in candidates
     }
-
-    usable, forward_macs, params = [], {}, {}
-    for cand in candidates:
-        try:
-            # A forward on 'meta' fails fast where a model cannot take this input (e.g. smp wants H and
-            # W divisible by its output stride): skip that model, not the whole run.
-            forward_macs[cand.name] = count_step_macs(cand.count_build or cand.build, opts, train=False)
-            params[cand.name] = count_params(cand.count_build or cand.build) / 1e6
-        except (RuntimeError, ValueError) as e:
-            notes.append(f"{cand.name} skipped at {opts.height}x{opts.width}: {str(e).splitlines()[0]}")
-            continue
-        usable.append(cand)
-    candidates = usable
+    candidates, forward_macs, params = _countable(candidates, opts, notes)
     models, prepared = {}, {}
     for cand in candidates:
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last[cand.name] else torch.contiguous_format
-        model = cand.build().to(device, memory_format=fmt)
-        models[cand.name] = model
+        models[cand.name] = model = cand.build().to(device, memory_format=fmt)
         if cand.prepare is not None and "infer" in opts.modes:
             prepared[cand.name] = cand.prepare(model)
 
@@ -762,8 +860,6 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
             # BatchNorm after ASPP's image pooling sees one value per channel at batch 1 and raises.
             notes.append("train skipped: the training step needs batch >= 2 (BatchNorm on the pooled branch)")
             continue
-        # As count_step_macs: a training step is 3 forwards.
-        macs = {name: n * (3 if mode == "train" else 1) for name, n in forward_macs.items()}
         active = [c for c in candidates if c.modes is None or mode in c.modes]
         steps = {
             c.name: make_step(
@@ -772,53 +868,12 @@ def run_benchmark(candidates: list[Candidate], opts: BenchOptions, notes: Option
             )
             for c in active
         }  # fmt: skip
-        for step in steps.values():
-            for _ in range(opts.warmup):
-                step()
-        memory = {
-            name: (_peak_memory_mb(step, device) if opts.memory else None) for name, step in steps.items()
-        }
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for r in range(opts.repeats):
-            # Alternate the order every repeat so no model always runs right after the same neighbour.
-            order = list(steps) if r % 2 == 0 else list(reversed(steps))
-            for name in order:
-                times[name].append(_timed(steps[name], device))
+        measured = _timed_steps(steps, opts, device)
         for cand in active:
-            t = statistics.median(times[cand.name])
-            flops = 2 * macs[cand.name]
-            rows.append(
-                dict(
-                    name=cand.name,
-                    description=cand.description,
-                    config=cand.config,
-                    channels_last=channels_last[cand.name],
-                    compare_to=list(cand.compare_to),
-                    mode=mode,
-                    macs_g=macs[cand.name] / 1e9,
-                    params_m=params[cand.name],
-                    latency_ms=1e3 * t,
-                    latency_all_ms=[1e3 * s for s in times[cand.name]],
-                    latency_min_ms=1e3 * min(times[cand.name]),
-                    images_per_s=opts.batch / t,
-                    gmacs_per_s=macs[cand.name] / t / 1e9,
-                    peak_mem_mb=memory[cand.name],
-                    flops_fraction=(flops / t / (peak * 1e12)) if peak else None,
-                )
-            )
-    for mode in opts.modes:
-        ours = [r for r in rows if r["mode"] == mode and r["name"] == "ours"]
-        for r in rows:
-            if r["mode"] != mode:
-                continue
-            r["ratio_vs_ours"] = r["latency_ms"] / ours[0]["latency_ms"] if ours else None
-            # The ratio within each repeat, then the median: models timed back to back share the
-            # machine's load at that moment, so this is the robust number on a shared machine.
-            r["paired_ratio_vs_ours"] = (
-                statistics.median(t / o for t, o in zip(r["latency_all_ms"], ours[0]["latency_all_ms"]))
-                if ours
-                else None
-            )
+            macs = forward_macs[cand.name] * (3 if mode == "train" else 1)  # as count_step_macs: 3 forwards
+            fmt = channels_last[cand.name]
+            rows.append(_result_row(cand, mode, macs, params[cand.name], measured, opts, fmt, peak))
+    _add_ratios_vs_ours(rows, opts.modes)
     meta = dict(
         date=date,
         load_avg_start=load_start,
@@ -874,6 +929,39 @@ def comparisons(report: dict) -> list[dict]:
     return out
 
 
+@contextlib.contextmanager
+def training_split(
+    data_cfg: DataConfig, split: Optional[str] = None
+) -> Iterator[tuple[Optional[SegmentationDataset], str]]:
+    """The training split the data benchmarks read, with its augmentation (``train=True``).
+
+    With the synthetic layout and a ``root`` that is empty or not a folder, the dataset is generated
+    into a temporary folder (rather than littering the working directory), removed on exit;
+    ``data_cfg`` itself is not changed.
+
+    Args:
+        data_cfg: the data config (layout, root, crop, scales).
+        split: defaults to ``data_cfg.train_split``.
+
+    Yields:
+        ``(dataset, "")``, or ``(None, reason)`` when the dataset cannot be built (a one-line
+        reason naming the layout and root, to report next to the model rows).
+    """
+    cfg = copy.deepcopy(data_cfg)
+    with contextlib.ExitStack() as stack:
+        if catalog.LAYOUTS[cfg.layout].generated and not (cfg.root and os.path.isdir(cfg.root)):
+            cfg.root = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "synthetic")
+            cfg.synthetic.generate = (
+                True  # a generated layout refuses to generate into a root it was not told to
+            )
+        dataset, skipped = None, ""
+        try:
+            dataset = build_dataset(cfg, split or cfg.train_split, train=True)
+        except (ValueError, OSError) as e:  # DatasetError is a ValueError
+            skipped = f"cannot build the {cfg.layout} dataset at '{cfg.root}': {e}"
+        yield dataset, skipped
+
+
 def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[str] = None) -> dict:
     """Images/s of one data worker: read + decode + validate + training augmentation, one image at a time.
 
@@ -889,15 +977,9 @@ def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[s
         ``{"images_per_s", "ms_per_image", "num_images", "layout", "crop_size"}``, or
         ``{"skipped": reason}`` when the dataset cannot be built.
     """
-    cfg = copy.deepcopy(data_cfg)
-    with contextlib.ExitStack() as stack:
-        if cfg.layout == "synthetic" and not (cfg.root and os.path.isdir(cfg.root)):
-            # Generate into a temporary folder rather than litter the working directory.
-            cfg.root = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "synthetic")
-        try:
-            dataset = build_dataset(cfg, split or cfg.train_split, train=True)
-        except (ValueError, OSError) as e:  # DatasetError is a ValueError: report it next to the model rows
-            return {"skipped": f"cannot build the {cfg.layout} dataset at '{cfg.root}': {e}"}
+    with training_split(data_cfg, split) as (dataset, skipped):
+        if dataset is None:
+            return {"skipped": skipped}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -913,8 +995,8 @@ def benchmark_data(data_cfg: DataConfig, num_images: int = 50, split: Optional[s
         images_per_s=num_images / elapsed,
         ms_per_image=1e3 * elapsed / num_images,
         num_images=num_images,
-        layout=cfg.layout,
-        crop_size=cfg.crop_size,
+        layout=data_cfg.layout,
+        crop_size=data_cfg.crop_size,
     )
 
 
@@ -943,15 +1025,10 @@ def benchmark_loader(
         ``{"images_per_s", "num_images", "workers", "batch_size", "layout", "crop_size"}``, or
         ``{"skipped": reason}``.
     """
-    cfg = copy.deepcopy(data_cfg)
-    workers = cfg.workers if workers is None else workers
-    with contextlib.ExitStack() as stack:
-        if cfg.layout == "synthetic" and not (cfg.root and os.path.isdir(cfg.root)):
-            cfg.root = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "synthetic")
-        try:
-            dataset = build_dataset(cfg, split or cfg.train_split, train=True)
-        except (ValueError, OSError) as e:
-            return {"skipped": f"cannot build the {cfg.layout} dataset at '{cfg.root}': {e}"}
+    workers = data_cfg.workers if workers is None else workers
+    with training_split(data_cfg, split) as (dataset, skipped):
+        if dataset is None:
+            return {"skipped": skipped}
         # Sample with replacement: a short split still yields num_batches + 1 full batches.
         sampler = torch.utils.data.RandomSampler(
             dataset, replacement=True, num_samples=(num_batches + 1) * batch_size
@@ -969,8 +1046,8 @@ def benchmark_loader(
         num_images=n,
         workers=workers,
         batch_size=batch_size,
-        layout=cfg.layout,
-        crop_size=cfg.crop_size,
+        layout=data_cfg.layout,
+        crop_size=data_cfg.crop_size,
     )
 
 
@@ -1092,3 +1169,105 @@ def format_markdown(report: dict) -> str:
     if extra:
         lines += [""] + [f"{line}  " for line in extra]
     return "\n".join(lines)
+
+
+# --- the benchmark command's job -----------------------------------------------------------------
+
+
+@dataclass
+class Lineup:
+    """Which rows run beside 'ours' (:func:`default_candidates`): the benchmark command's row flags.
+
+    Attributes:
+        peers: any of :data:`PEERS`, each with ours at its closest configuration.
+        both_memory_formats: add a channels_last twin of every ours row compared with a peer
+            ('ours-nhwc', 'ours-v3-os8-nhwc', ...).
+        eager: add 'ours-eager', inference of the plain model (not prepared).
+        onnx: add 'ours-onnx', the ONNX export of the prepared model under onnxruntime (CPU,
+            inference), exported at the benchmark's input size.
+        precisions: any of "bf16", "int8", "int8-pt2e" (:func:`precision_candidates`; the int8
+            rows are exported at the benchmark's input size).
+        probe: add the :class:`ConvPeakProbe` rows (:func:`probe_candidates`).
+    """
+
+    peers: tuple[str, ...] = PEERS
+    both_memory_formats: bool = False
+    eager: bool = False
+    onnx: bool = False
+    precisions: tuple[str, ...] = ()
+    probe: bool = False
+
+
+def benchmark_report(
+    model_cfg: ModelConfig,
+    opts: BenchOptions,
+    lineup: Optional[Lineup] = None,
+    data_cfg: Optional[DataConfig] = None,
+    *,
+    data_images: Optional[int] = None,
+    loader_batches: Optional[int] = None,
+    command: Optional[str] = None,
+) -> dict:
+    """What ``deeplabv3plus benchmark`` measures: ours and the rows of ``lineup``, timed by
+    :func:`run_benchmark`, and optionally the data pipeline.
+
+    Args:
+        model_cfg: ours' configuration ('ours').
+        opts: device, input size, numerics and timing protocol; ``opts.threads`` is also the
+            onnxruntime rows' intra-op thread count.
+        lineup: the rows beside ours (default ``Lineup()``: ours and each installed peer).
+        data_cfg: the data config ``data_images`` and ``loader_batches`` read (default ``DataConfig()``).
+        data_images: also time one data worker over this many images (:func:`benchmark_data`,
+            the report's ``"data"``); None: not timed.
+        loader_batches: also time the training DataLoader over this many batches of ``opts.batch``
+            images (:func:`benchmark_loader`, the report's ``"loader"``); None: not timed.
+        command: the command line, recorded as ``report["meta"]["command"]``.
+
+    Returns:
+        :func:`run_benchmark`'s report, plus ``"data"`` / ``"loader"`` when asked for.
+    """
+    lineup = lineup if lineup is not None else Lineup()
+    data_cfg = data_cfg if data_cfg is not None else DataConfig()
+    # The ONNX and int8 rows run a graph exported at one fixed size: the benchmark's input.
+    exported = lineup.onnx or bool({"int8", "int8-pt2e"} & set(lineup.precisions))
+    candidates, notes = default_candidates(
+        model_cfg,
+        tuple(lineup.peers),
+        lineup.both_memory_formats,
+        eager=lineup.eager,
+        onnx=(opts.height, opts.width) if exported else None,
+        threads=opts.threads,
+        precisions=tuple(lineup.precisions),
+        probe=lineup.probe,
+    )
+    report = run_benchmark(candidates, opts, notes)
+    if command is not None:
+        report["meta"]["command"] = command
+    if data_images is not None:
+        report["data"] = benchmark_data(data_cfg, num_images=data_images)
+    if loader_batches is not None:
+        report["loader"] = benchmark_loader(data_cfg, opts.batch, num_batches=loader_batches)
+    return report
+
+
+def write_report(
+    report: dict,
+    json_path: Optional[Union[str, Path]] = None,
+    markdown_path: Optional[Union[str, Path]] = None,
+) -> list[str]:
+    """Write a :func:`run_benchmark` report as JSON (every repeat, options, environment) and/or as the
+    Markdown tables of :func:`format_markdown`; None skips a format.
+
+    Returns:
+        The paths written, as given, JSON first.
+    """
+    written = []
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+        written.append(str(json_path))
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(format_markdown(report) + "\n")
+        written.append(str(markdown_path))
+    return written

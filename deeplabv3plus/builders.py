@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
+from .catalog import BACKBONE_FAMILIES, BACKBONES, load
 from .checkpoint import state_dict_mismatch
-from .models import Backbone, DeepLabV3Plus, ResNet, Xception
+from .models import Backbone, DeepLabV3Plus, MobileNetV2, ResNet, Xception
 from .models.layers import set_bn_momentum
 from .weights.download import load_state_dict
 from .weights.imagenet import load_pretrained_backbone
 from .weights.portable import is_portable_source, read_portable, read_portable_config, resolve_portable
-from .weights.zoo import PretrainedWeightsError, WeightsLike, resolve_builder_args
+from .weights.zoo import (
+    PretrainedWeightsError,
+    WeightsLike,
+    adopt_weights_args,
+    builder_default,
+    plain,
+    resolve_builder_args,
+)
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -37,6 +45,7 @@ __all__ = [
     "deeplabv3plus_xception41",
     "deeplabv3plus_xception65",
     "deeplabv3plus_xception71",
+    "deeplabv3plus_mobilenetv2",
     "bn_momenta",
 ]
 
@@ -44,68 +53,52 @@ PYTORCH_BN_MOMENTUM = 0.1
 """``nn.BatchNorm2d``'s default: the builders' default for backbone and head."""
 
 REFERENCE_BN_MOMENTUM: dict[str, tuple[float, float]] = {
-    # (backbone, ASPP + decoder) as PyTorch momentum = 1 - TF decay. tensorflow/models
-    # research/deeplab: core/feature_extractor.py sets decay 0.9997 in the Xception arg scope and
-    # 0.95 in the ResNet one; model.py uses 0.9997 for ASPP (image_pooling, aspp0..3,
-    # concat_projection) and the decoder (feature_projection0, decoder_conv0/1).
-    # DeepLabv3 (arXiv:1706.05587) section 4.1 states decay 0.9997.
-    "xception": (0.0003, 0.0003),
-    "resnet": (0.05, 0.0003),
+    name: family.reference_bn_momentum for name, family in BACKBONE_FAMILIES.items()
 }
-"""``model.bn_momentum: reference``: the reference code's BN momentum per backbone family."""
+"""``model.bn_momentum: reference``: the reference code's (backbone, ASPP + decoder) BN momentum per
+backbone family, as PyTorch momentum = 1 - TF decay (``deeplabv3plus.catalog.BACKBONE_FAMILIES``
+cites where the reference sets it)."""
 
 
 def _resolve_weights(
-    weights: Optional[WeightsLike],
-    backbone: str,
-    num_classes: Optional[int],
-    output_stride: Optional[int],
-    given: dict,
-) -> tuple[int, int, Optional[dict[str, torch.Tensor]]]:
-    """(num_classes, output_stride, state_dict) to build with; with ``weights`` checked against the
-    entry and its converted state_dict fetched (downloaded on first use) before anything is built."""
+    weights: Optional[WeightsLike], args: dict[str, Any]
+) -> tuple[dict[str, Any], Optional[dict[str, torch.Tensor]]]:
+    """(arguments to build with, state_dict or None) for a builder's ``args`` and ``weights``.
+
+    Each argument in ``args`` is left out (None, or still the shown default) or passed. Without
+    ``weights`` the defaults apply (``num_classes`` 21, ``output_stride`` 16). With them, an argument
+    left out takes the weights' value and one passed must agree with it (torchvision's rule,
+    :func:`~deeplabv3plus.weights.zoo.adopt_weights_args`); checked, and the state_dict fetched (a
+    zoo entry downloaded on first use), before anything is built. The arguments come back plain,
+    with ``weights`` as a name or path: the model's record (``DeepLabV3Plus.build_args``).
+    """
     if weights is None:
-        return (
-            (21 if num_classes is None else num_classes),
-            (16 if output_stride is None else output_stride),
-            None,
-        )
-    if is_portable_source(weights):
-        return _resolve_portable(weights, backbone, num_classes, output_stride, given)
-    entry, num_classes, output_stride = resolve_builder_args(
-        weights, backbone, num_classes=num_classes, output_stride=output_stride, given=given
-    )
-    return num_classes, output_stride, load_state_dict(entry)
+        resolved = {key: plain(value) for key, value in args.items()}
+        resolved["num_classes"] = 21 if resolved["num_classes"] is None else resolved["num_classes"]
+        resolved["output_stride"] = 16 if resolved["output_stride"] is None else resolved["output_stride"]
+        state, name = None, None
+    elif is_portable_source(weights):
+        resolved, state = _resolve_portable(weights, args)
+        name = str(weights)
+    else:
+        entry, resolved = resolve_builder_args(weights, args)
+        state, name = load_state_dict(entry), entry.name
+    if resolved["aspp_rates"] is not None:
+        resolved["aspp_rates"] = list(resolved["aspp_rates"])
+    return dict(resolved, weights=name), state
 
 
-def _resolve_portable(
-    source, backbone: str, num_classes: Optional[int], output_stride: Optional[int], given: dict
-) -> tuple[int, int, dict[str, torch.Tensor]]:
+def _resolve_portable(source, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """As :func:`_resolve_weights` for a portable folder or ``hf:owner/name``: its ``config.json``'s
-    model section fixes the architecture, and every builder argument must agree with it."""
+    model section fixes the architecture; ``output_stride`` (left out: the stored evaluation stride)
+    and ``aspp_dropout`` may differ from it."""
     state, config = read_portable(resolve_portable(source))
     arch = config["model"]
-    expected = dict(arch, backbone=arch.get("backbone"), num_classes=arch.get("num_classes"))
-    asked = dict(given, backbone=backbone, num_classes=num_classes)
-    for key, value in asked.items():
-        if key == "pretrained_backbone":
-            if value is not None:
-                raise PretrainedWeightsError(
-                    f"pretrained_backbone={value!r} with weights '{source}': the weights hold the backbone too"
-                )
-            continue
-        want = expected.get(key)
-        if value is None or (key == "aspp_rates" and want is None and list(value) == [6, 12, 18]):
-            continue
-        if key == "aspp_rates":
-            value, want = list(value), (None if want is None else list(want))
-        if key in expected and value != want:
-            raise PretrainedWeightsError(
-                f"{key}={value!r} contradicts weights '{source}' ({key}={want!r}); build it with "
-                f"build_model(weights='{source}'), which takes the architecture from the folder"
-            )
-    eval_os = (config.get("eval") or {}).get("output_stride") or arch.get("output_stride", 16)
-    return int(arch["num_classes"]), output_stride if output_stride is not None else int(eval_os), state
+    fixed = {key: arch[key] for key in args if key in arch and key != "pretrained_backbone"}
+    fixed["output_stride"] = int(
+        (config.get("eval") or {}).get("output_stride") or arch.get("output_stride", 16)
+    )
+    return adopt_weights_args(args, fixed, str(source), free=("output_stride", "aspp_dropout")), state
 
 
 def _load_weights(
@@ -143,12 +136,38 @@ def bn_momenta(backbone: str, bn_momentum: Union[str, float]) -> tuple[float, fl
     if bn_momentum == "pytorch":
         return PYTORCH_BN_MOMENTUM, PYTORCH_BN_MOMENTUM
     if bn_momentum == "reference":
-        return REFERENCE_BN_MOMENTUM["resnet" if backbone.startswith("resnet") else "xception"]
+        return BACKBONE_FAMILIES[BACKBONES[backbone].family].reference_bn_momentum
     if isinstance(bn_momentum, str) or not 0.0 < bn_momentum <= 1.0:
         raise ValueError(
             f"bn_momentum: expected 'pytorch', 'reference' or a number in (0, 1], got {bn_momentum!r}"
         )
     return float(bn_momentum), float(bn_momentum)
+
+
+def _assemble(
+    trunk: Backbone,
+    args: dict,
+    state: Optional[dict[str, torch.Tensor]],
+    weights: Optional[WeightsLike],
+    momenta: tuple[float, float],
+) -> DeepLabV3Plus:
+    """DeepLabv3+ on ``trunk`` with the resolved architecture ``args``: the ImageNet weights of
+    ``args["pretrained_backbone"]`` in the trunk, the (backbone, head) BatchNorm ``momenta``, the
+    record ``model.build_args``, and ``weights``' ``state`` loaded (then in eval mode)."""
+    model = DeepLabV3Plus(
+        _pretrained(trunk, args["pretrained_backbone"]),
+        args["num_classes"],
+        decoder=args["decoder"],
+        separable=args["separable"],
+        aspp_rates=args["aspp_rates"],
+        aspp_dropout=args["aspp_dropout"],
+        low_level_channels=args["low_level_channels"],
+        head_channels=args["head_channels"],
+        align_corners=args["align_corners"],
+    )
+    _set_momenta(model, *momenta)
+    model.build_args = dict(args, backbone_bn_momentum=momenta[0], head_bn_momentum=momenta[1])
+    return _load_weights(model, state, weights)
 
 
 def deeplabv3plus_resnet(
@@ -157,15 +176,15 @@ def deeplabv3plus_resnet(
     weights: Optional[WeightsLike] = None,
     num_classes: Optional[int] = None,
     output_stride: Optional[int] = None,
-    resnet_variant: str = "standard",
-    strided_shortcut: str = "subsample",
-    decoder: bool = True,
-    separable: bool = False,
+    resnet_variant: str = builder_default("standard"),
+    strided_shortcut: str = builder_default("subsample"),
+    decoder: bool = builder_default(True),
+    separable: bool = builder_default(False),
     aspp_rates: Optional[Sequence[int]] = None,
-    aspp_dropout: float = 0.1,
-    low_level_channels: int = 48,
-    head_channels: int = 256,
-    align_corners: bool = True,
+    aspp_dropout: float = builder_default(0.1),
+    low_level_channels: int = builder_default(48),
+    head_channels: int = builder_default(256),
+    align_corners: bool = builder_default(True),
     pretrained_backbone: Optional[str] = None,
     backbone_bn_momentum: float = PYTORCH_BN_MOMENTUM,
     head_bn_momentum: float = PYTORCH_BN_MOMENTUM,
@@ -177,32 +196,21 @@ def deeplabv3plus_resnet(
     ``strided_shortcut`` picks its shortcut in strided units (see :class:`ResNet`).
     ``pretrained_backbone`` is an ImageNet source for the trunk: a state_dict path, or a name
     accepted by :func:`deeplabv3plus.weights.load_pretrained_backbone` (``"tf:resnet_v1_101_beta"``
-    for the reference's beta ResNet). ``weights`` and the defaults of ``num_classes`` (21) and
-    ``output_stride`` (16) work as in :func:`deeplabv3plus_xception` (the reference zoo has no
-    trained ResNet DeepLab, so no entry fits yet). ``backbone_bn_momentum`` / ``head_bn_momentum``:
-    the BatchNorm momentum of the trunk and of ASPP + decoder (PyTorch's 0.1 by default; the
-    reference's are 0.05 and 0.0003, :data:`REFERENCE_BN_MOMENTUM`).
+    for the reference's beta ResNet). ``weights`` and the defaults work as in
+    :func:`deeplabv3plus_xception`: with portable weights (a folder or ``"hf:owner/name"``) every
+    architecture argument left out, the ResNet variant included, is the folder's (the reference zoo
+    has no trained ResNet DeepLab). ``backbone_bn_momentum`` / ``head_bn_momentum``: the BatchNorm
+    momentum of the trunk and of ASPP + decoder (PyTorch's 0.1 by default; the reference's are 0.05
+    and 0.0003, :data:`REFERENCE_BN_MOMENTUM`).
     """
-    given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
-                 head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
-    if is_portable_source(weights):  # the zoo has no ResNet entry; a portable folder may be one
-        given.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
-    num_classes, output_stride, state = _resolve_weights(
-        weights, f"resnet{depth}", num_classes, output_stride, given
-    )
-    model = DeepLabV3Plus(
-        _pretrained(ResNet(depth, resnet_variant, output_stride, strided_shortcut), pretrained_backbone),
-        num_classes,
-        decoder=decoder,
-        separable=separable,
-        aspp_rates=aspp_rates,
-        aspp_dropout=aspp_dropout,
-        low_level_channels=low_level_channels,
-        head_channels=head_channels,
-        align_corners=align_corners,
-    )
-    _set_momenta(model, backbone_bn_momentum, head_bn_momentum)
-    return _load_weights(model, state, weights)
+    args, state = _resolve_weights(weights, dict(
+        backbone=f"resnet{depth}", resnet_variant=resnet_variant, strided_shortcut=strided_shortcut,
+        num_classes=num_classes, output_stride=output_stride, decoder=decoder, separable=separable,
+        aspp_rates=aspp_rates, aspp_dropout=aspp_dropout, low_level_channels=low_level_channels,
+        head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone,
+    ))  # fmt: skip
+    trunk = ResNet(depth, args["resnet_variant"], args["output_stride"], args["strided_shortcut"])
+    return _assemble(trunk, args, state, weights, (backbone_bn_momentum, head_bn_momentum))
 
 
 def deeplabv3plus_xception(
@@ -211,13 +219,13 @@ def deeplabv3plus_xception(
     weights: Optional[WeightsLike] = None,
     num_classes: Optional[int] = None,
     output_stride: Optional[int] = None,
-    decoder: bool = True,
-    separable: bool = True,
+    decoder: bool = builder_default(True),
+    separable: bool = builder_default(True),
     aspp_rates: Optional[Sequence[int]] = None,
-    aspp_dropout: float = 0.1,
-    low_level_channels: int = 48,
-    head_channels: int = 256,
-    align_corners: bool = True,
+    aspp_dropout: float = builder_default(0.1),
+    low_level_channels: int = builder_default(48),
+    head_channels: int = builder_default(256),
+    align_corners: bool = builder_default(True),
     pretrained_backbone: Optional[str] = None,
     backbone_bn_momentum: float = PYTORCH_BN_MOMENTUM,
     head_bn_momentum: float = PYTORCH_BN_MOMENTUM,
@@ -227,40 +235,78 @@ def deeplabv3plus_xception(
     Args:
         weights: a trained model of the reference zoo, by name (``"xception65_coco_voc_trainaug"``)
             or as a :class:`~deeplabv3plus.weights.DeepLabV3PlusXception65Weights` member (see
-            :mod:`deeplabv3plus.weights.zoo`). Downloaded and converted on first use, then cached;
-            the model comes back in eval mode. The entry fixes the architecture: ``num_classes`` and
-            the head arguments may be left out, and must agree with it when given (else
-            :class:`~deeplabv3plus.weights.PretrainedWeightsError`). ``output_stride`` is free: the
-            same weights run at 8, 16 or 32 (ASPP rates scale with it). Portable weights work the
-            same way: a folder written by ``deeplabv3plus save-pretrained`` (``model.safetensors`` +
-            ``config.json``) by path, or ``"hf:owner/name"`` on the Hub (:mod:`deeplabv3plus.weights.portable`).
-        num_classes: output classes; default 21, or the entry's with ``weights``.
-        output_stride: 8, 16 or 32; default 16, or the stride of the entry's published evaluation.
+            :mod:`deeplabv3plus.weights.zoo`), downloaded and converted on first use, then cached;
+            or portable weights: a folder written by ``save_pretrained`` (``model.safetensors`` +
+            ``config.json``) by path, or ``"hf:owner/name"`` on the Hub
+            (:mod:`deeplabv3plus.weights.portable`). The model comes back in eval mode. The weights
+            fix the architecture: every argument left out (at the default shown, or None) takes
+            their value (``num_classes``, ``head_channels``, ``separable``, ...), and one passed
+            must agree with it, else :class:`~deeplabv3plus.weights.PretrainedWeightsError`
+            (torchvision's rule). ``output_stride`` is free: the same weights run at 8, 16 or 32
+            (ASPP rates scale with it).
+        num_classes: output classes; 21 (PASCAL VOC), or the weights'.
+        output_stride: 8, 16 or 32; 16, or the stride of the weights' published evaluation.
+        aspp_rates: the ASPP rates at output stride 16; (6, 12, 18) as the paper, or the weights'.
         pretrained_backbone: an ImageNet source for the trunk: a state_dict path, ``timm:...`` or
             ``"tf:xception_65"`` (the reference checkpoint; ``tf:xception_41``, ``tf:xception_71``).
         backbone_bn_momentum, head_bn_momentum: the BatchNorm momentum (PyTorch's convention,
             1 - TF decay) of the trunk and of ASPP + decoder; PyTorch's 0.1 by default, the
-            reference's 0.0003 for both (:data:`REFERENCE_BN_MOMENTUM`).
+            reference's 0.0003 for both (:data:`REFERENCE_BN_MOMENTUM`). Not taken from weights.
         others: as :class:`DeepLabV3Plus`.
+
+    The arguments it was built with are recorded on the model (``model.build_args``, what
+    ``save_pretrained(model, folder)`` writes into ``config.json``).
     """
-    given = dict(decoder=decoder, separable=separable, aspp_rates=aspp_rates, low_level_channels=low_level_channels,
-                 head_channels=head_channels, align_corners=align_corners, pretrained_backbone=pretrained_backbone)  # fmt: skip
-    num_classes, output_stride, state = _resolve_weights(
-        weights, f"xception{depth}", num_classes, output_stride, given
+    args, state = _resolve_weights(weights, dict(
+        backbone=f"xception{depth}", num_classes=num_classes, output_stride=output_stride,
+        decoder=decoder, separable=separable, aspp_rates=aspp_rates, aspp_dropout=aspp_dropout,
+        low_level_channels=low_level_channels, head_channels=head_channels,
+        align_corners=align_corners, pretrained_backbone=pretrained_backbone,
+    ))  # fmt: skip
+    return _assemble(
+        Xception(depth, args["output_stride"]), args, state, weights, (backbone_bn_momentum, head_bn_momentum)
     )
-    model = DeepLabV3Plus(
-        _pretrained(Xception(depth, output_stride), pretrained_backbone),
-        num_classes,
-        decoder=decoder,
-        separable=separable,
-        aspp_rates=aspp_rates,
-        aspp_dropout=aspp_dropout,
-        low_level_channels=low_level_channels,
-        head_channels=head_channels,
-        align_corners=align_corners,
+
+
+def deeplabv3plus_mobilenetv2(
+    *,
+    weights: Optional[WeightsLike] = None,
+    num_classes: Optional[int] = None,
+    output_stride: Optional[int] = None,
+    depth_multiplier: float = builder_default(1.0),
+    decoder: bool = builder_default(True),
+    separable: bool = builder_default(True),
+    aspp_rates: Optional[Sequence[int]] = None,
+    aspp_dropout: float = builder_default(0.1),
+    low_level_channels: int = builder_default(48),
+    head_channels: int = builder_default(256),
+    align_corners: bool = builder_default(True),
+    pretrained_backbone: Optional[str] = None,
+    backbone_bn_momentum: float = PYTORCH_BN_MOMENTUM,
+    head_bn_momentum: float = PYTORCH_BN_MOMENTUM,
+) -> DeepLabV3Plus:
+    """DeepLabv3+ on an atrous MobileNetV2 of width ``depth_multiplier`` (:class:`MobileNetV2`).
+
+    ``depth_multiplier`` scales every layer's channels as the reference's DeepLab does (0.5 for its
+    ``mobilenetv2_dm05`` models). The reference's mobile models run without the decoder and with
+    ASPP's image pooling and 1x1 branches only: ``decoder=False, aspp_rates=[]``. The other
+    arguments, ``weights`` and the record ``model.build_args`` are as :func:`deeplabv3plus_xception`'s;
+    the reference's BN momenta are 0.003 (trunk) and 0.0003 (ASPP + decoder),
+    :data:`REFERENCE_BN_MOMENTUM`.
+    """
+    args, state = _resolve_weights(weights, dict(
+        backbone="mobilenetv2", depth_multiplier=depth_multiplier, num_classes=num_classes,
+        output_stride=output_stride, decoder=decoder, separable=separable, aspp_rates=aspp_rates,
+        aspp_dropout=aspp_dropout, low_level_channels=low_level_channels, head_channels=head_channels,
+        align_corners=align_corners, pretrained_backbone=pretrained_backbone,
+    ))  # fmt: skip
+    return _assemble(
+        MobileNetV2(args["depth_multiplier"], args["output_stride"]),
+        args,
+        state,
+        weights,
+        (backbone_bn_momentum, head_bn_momentum),
     )
-    _set_momenta(model, backbone_bn_momentum, head_bn_momentum)
-    return _load_weights(model, state, weights)
 
 
 def _with_depth_fixed(generic: Callable[..., DeepLabV3Plus]):
@@ -321,14 +367,9 @@ def deeplabv3plus_xception71(**kwargs) -> DeepLabV3Plus:
 
 
 MODEL_BUILDERS: dict[str, Callable[..., DeepLabV3Plus]] = {
-    "resnet18": deeplabv3plus_resnet18,
-    "resnet34": deeplabv3plus_resnet34,
-    "resnet50": deeplabv3plus_resnet50,
-    "resnet101": deeplabv3plus_resnet101,
-    "xception41": deeplabv3plus_xception41,
-    "xception65": deeplabv3plus_xception65,
-    "xception71": deeplabv3plus_xception71,
+    name: load(e.builder) for name, e in BACKBONES.items()
 }
+"""The public builder of each ``model.backbone`` name (``deeplabv3plus.catalog.BACKBONES``)."""
 
 
 def build_model(
@@ -342,7 +383,9 @@ def build_model(
     """Build from a backbone name and the builders' keyword arguments (the config entry point).
 
     ``build_model(**dataclasses.asdict(cfg.model))`` builds the model a config describes.
-    The ResNet-only arguments must keep their defaults for Xception backbones. With portable
+    A family's own arguments (``deeplabv3plus.catalog.BackboneFamily.options``: ResNet's
+    ``resnet_variant``, MobileNetV2's ``depth_multiplier``) must keep their defaults for the other
+    families. With portable
     weights (``weights="path/to/folder"`` or ``"hf:owner/name"``) the folder's ``config.json``
     supplies the architecture; the arguments given must agree with it. Without, the backbone
     defaults to resnet101 (ResNet: the standard variant, subsampling shortcuts). ``bn_momentum`` is
@@ -350,31 +393,43 @@ def build_model(
     and ``head_bn_momentum``.
     """
     weights = kwargs.get("weights")
+    family_args = {key: kwargs.pop(key, None) for f in BACKBONE_FAMILIES.values() for key in f.options}
+    family_args.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
     if is_portable_source(weights):
         kwargs["weights"] = folder = resolve_portable(weights)  # one Hub lookup, not two
         arch = read_portable_config(folder)["model"]
         backbone = backbone if backbone is not None else arch.get("backbone")
-        if str(backbone).startswith("resnet"):
-            resnet_variant = resnet_variant if resnet_variant is not None else arch.get("resnet_variant")
-            strided_shortcut = (
-                strided_shortcut if strided_shortcut is not None else arch.get("strided_shortcut")
-            )
+        for key, value in family_args.items():
+            family_args[key] = value if value is not None else arch.get(key)
         for key in ("decoder", "separable", "aspp_rates", "aspp_dropout", "low_level_channels",
                     "head_channels", "align_corners"):  # fmt: skip
             if key not in kwargs and key in arch:
                 kwargs[key] = arch[key]
     backbone = "resnet101" if backbone is None else backbone
-    resnet_variant = "standard" if resnet_variant is None else resnet_variant
-    strided_shortcut = "subsample" if strided_shortcut is None else strided_shortcut
     if backbone not in MODEL_BUILDERS:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(MODEL_BUILDERS)}")
     if "backbone_bn_momentum" not in kwargs and "head_bn_momentum" not in kwargs:
         kwargs["backbone_bn_momentum"], kwargs["head_bn_momentum"] = bn_momenta(backbone, bn_momentum)
-    if backbone.startswith("resnet"):
-        kwargs.update(resnet_variant=resnet_variant, strided_shortcut=strided_shortcut)
-    elif (resnet_variant, strided_shortcut) != ("standard", "subsample"):
-        raise ValueError(
-            f"resnet_variant/strided_shortcut ({resnet_variant!r}, {strided_shortcut!r}) do not apply to "
-            f"backbone {backbone!r}"
-        )
+    kwargs.update(_family_arguments(backbone, family_args))
     return MODEL_BUILDERS[backbone](**kwargs)
+
+
+def _family_arguments(backbone: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The family-only arguments (``deeplabv3plus.catalog.BackboneFamily.options``) ``backbone``'s
+    builder takes, None replaced by their defaults; another family's, set away from its default, is an error."""
+    family = BACKBONE_FAMILIES[BACKBONES[backbone].family]
+    foreign = {
+        key: given[key]
+        for other in BACKBONE_FAMILIES.values()
+        if other is not family
+        for key, default in other.options.items()
+        if given.get(key) not in (None, default)
+    }
+    if foreign:
+        names = "/".join(foreign)
+        raise ValueError(
+            f"{names} ({', '.join(repr(v) for v in foreign.values())}) do not apply to backbone {backbone!r}"
+        )
+    return {
+        key: given[key] if given.get(key) is not None else default for key, default in family.options.items()
+    }

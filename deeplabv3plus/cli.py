@@ -20,7 +20,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from ._version import __version__
+from .catalog import BACKBONES, BENCHMARK_PEERS, PREDICT_FORMATS, SYNTHETIC, TF_NAME_MAPS
 from .config import (
-    BACKBONES,
     Config,
     config_from_dict,
     find_config,
@@ -43,30 +42,8 @@ if TYPE_CHECKING:
 
 # Building the parsers imports no torch (``deeplabv3plus --help`` answers in a fraction of a second,
 # docs/benchmarks.md "CLI start-up"): the modules a command runs (torch, the models, the jobs) are
-# imported inside its run_<command> function, and the few choices a parser needs from them are
-# copied here, kept equal to their sources by tests/cli/test_cli.py.
-
-CONVERT_KINDS = (
-    "xception65_imagenet",
-    "resnet101_beta_imagenet",
-    "xception65_deeplab",
-    "xception41_imagenet",
-    "xception71_imagenet",
-    "resnet50_beta_imagenet",
-)
-"""``deeplabv3plus.weights.tf_names.KINDS``: what ``convert --kind`` accepts."""
-
-BENCHMARK_PEERS = ("smp", "torchvision")
-"""``deeplabv3plus.benchmark.PEERS``: the peer implementations ``benchmark --peers`` runs."""
-
-PREDICT_FORMATS = ("png", "cityscapes", "voc", "ade20k")
-"""``deeplabv3plus.predict.FORMATS``: what ``predict --format`` writes."""
-
-SYNTHETIC_DEFAULTS = {"kinds": ("texture", "colour"), "kind": "texture", "num_classes": 6, "num_train": 200,
-                      "num_val": 50, "size": 128}  # fmt: skip
-"""``make-synthetic``'s defaults: ``deeplabv3plus.data.synthetic``'s ``SYNTHETIC_KINDS`` (its keys),
-``SYNTHETIC_KIND``, ``SYNTHETIC_NUM_CLASSES``, ``_NUM_TRAIN``, ``_NUM_VAL`` and ``_SIZE`` (that module
-imports numpy, a fifth of a second that ``--help`` would spend for nothing)."""
+# imported inside its run_<command> function; the names a parser offers come from the torch-free
+# catalogues (deeplabv3plus.catalog), the same dicts the jobs read.
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -163,11 +140,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> Any:
-    """Load the config (or the resumed run's), then :func:`deeplabv3plus.train.train`."""
+    """Load the config, then :func:`deeplabv3plus.train.train` (which resolves --resume and its config)."""
     # here, not at the top: --help must not import torch
     import torch.distributed as dist
 
-    from .checkpoint import load_checkpoint
     from .runtime import PeerFailure, is_distributed, rank
     from .train import train
 
@@ -176,22 +152,13 @@ def run_train(args: argparse.Namespace) -> Any:
         used = find_config(args.config)
         if used != Path(args.config).expanduser() and rank() == 0:
             print(f"--config {args.config}: the shipped config {used}")
-        resume = args.resume
-        if resume == "auto":
-            last = Path(cfg.train.output_dir) / "last.pth"
-            resume = str(last) if last.is_file() else "auto"  # "auto" without last.pth: a new run
-        if resume and resume != "auto":
-            # The run's own config wins over the file, so that a resumed run is the same run.
-            saved = config_from_dict(load_checkpoint(resume)["config"])
-            if saved != cfg and rank() == 0:
-                print(f"--resume: using the config stored in {resume}, not {args.config}", file=sys.stderr)
-            cfg = saved
     except Exception as e:
         if rank() > 0 and is_user_error(e):
             raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same files
         raise
     try:
-        return train(cfg, resume=resume, stop_after=args.stop_after, overwrite=args.overwrite)
+        return train(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite,
+                     config_name=args.config)  # fmt: skip
     finally:
         if is_distributed():
             dist.destroy_process_group()
@@ -392,7 +359,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder (default: predictions/<checkpoint stem or weights name>)")
     p.add_argument(
         "--format",
-        choices=PREDICT_FORMATS,
+        choices=list(PREDICT_FORMATS),
         default="png",
         help="png: palette PNGs + overlays; cityscapes, voc, ade20k: the benchmark server's submission",
     )
@@ -429,19 +396,10 @@ def default_predict_output(args: argparse.Namespace) -> Path:
 
 
 def run_predict(args: argparse.Namespace) -> list:
-    """Load the model, apply the flags as eval does, then :func:`deeplabv3plus.predict.predict_files`."""
+    """Load the model, apply the flags as eval does, then :func:`deeplabv3plus.predict.predict_run`."""
     # here, not at the top: --help must not import torch
-    from .data.datasets import dataset_class_names
-    from .data.transforms import resize_to_range_for
     from .inference import AMP_DTYPES
-    from .predict import (
-        background_class,
-        check_format,
-        collect_inputs,
-        dataset_palette,
-        predict_files,
-        write_archive,
-    )
+    from .predict import PredictSettings, collect_inputs, predict_run
 
     device = _device(args.device)
     if args.scales is not None and any(s <= 0 for s in args.scales):
@@ -451,59 +409,11 @@ def run_predict(args: argparse.Namespace) -> list:
     paths = collect_inputs([os.path.expanduser(str(p)) for p in args.inputs])
     model, cfg = load_model(args, device)
     apply_eval_flags(cfg, args)  # the flags win over the checkpoint's / zoo entry's eval settings
-    check_format(args.format, cfg.data.layout, cfg.data.num_classes, cfg.data.label_convention)
     out = Path(os.path.expanduser(args.output)) if args.output else default_predict_output(args)
-    print(
-        f"predicting {len(paths)} images with {args.checkpoint or args.weights} into {out}/ "
-        f"(format {args.format}): output stride {cfg.eval.output_stride or cfg.model.output_stride}, "
-        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}"
-        + (f", pad to {cfg.eval.pad_to}" if cfg.eval.pad_to else "")
-        + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
-        + (
-            f", resized to range {cfg.data.min_resize_value}..{cfg.data.max_resize_value} and back"
-            if cfg.data.min_resize_value is not None
-            else ""
-        )
-    )
-    outputs = predict_files(
-        model,
-        paths,
-        out,
-        cfg.data.mean,
-        cfg.data.std,
-        cfg.eval,
-        fmt=args.format,
-        device=device,
-        amp_dtype=AMP_DTYPES[args.amp],
-        overlay=args.overlay,
-        alpha=args.alpha,
-        overlay_ext=args.overlay_ext,
-        palette=dataset_palette(cfg.data.layout, cfg.data.label_convention),
-        background=background_class(cfg.data.layout, cfg.data.label_convention),
-        label_convention=cfg.data.label_convention,
-        class_names=dataset_class_names(cfg.data),
-        report=True,
-        progress=not args.no_progress,
-        resize=resize_to_range_for(cfg.data),
-    )
-    labels = {
-        "png": "label PNGs (<name>.png)",
-        "cityscapes": "Cityscapes label-ID PNGs",
-        "voc": "VOC result PNGs",
-        "ade20k": "ADE20K result PNGs",
-    }[args.format]
-    folder = outputs[0][0].parent if outputs else out
-    print(f"wrote {len(outputs)} {labels} to {folder}")
-    if args.format == "png" and cfg.data.layout == "cityscapes":
-        print(
-            "(their values are train IDs 0..18; --format cityscapes writes the label IDs the official evaluator reads)"
-        )
-    if outputs and outputs[0][1] is not None:
-        print(f"wrote {len(outputs)} overlays (<name>_overlay{args.overlay_ext}) to {outputs[0][1].parent}")
-    archive = write_archive(args.format, out)
-    if archive is not None:
-        print(f"wrote {archive} (the file to upload)")
-    return outputs
+    settings = PredictSettings(fmt=args.format, device=device, amp_dtype=AMP_DTYPES[args.amp],
+                               overlay=args.overlay, alpha=args.alpha, overlay_ext=args.overlay_ext,
+                               progress=not args.no_progress, report=True)  # fmt: skip
+    return predict_run(model, cfg, paths, out, settings, source=args.checkpoint or args.weights)
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -551,107 +461,24 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--int8-exclude", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in fp32")
 
 
-def calibration_images(cfg: Config, count: int) -> tuple[list[torch.Tensor], str]:
-    """``count`` training images spread evenly over ``data.train_split``, normalised as in evaluation
-    (whole images, one per batch); and a note saying how many of how many."""
-    # here, not at the top: --help must not import torch
-    from .data.datasets import build_dataset
-
-    dataset = build_dataset(cfg.data, cfg.data.train_split, train=False)
-    if len(dataset) == 0:
-        raise CommandError(f"--int8: split '{cfg.data.train_split}' under '{cfg.data.root}' holds no image")
-    count = min(count, len(dataset))
-    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
-    images = [dataset[i][0].unsqueeze(0) for i in indices]
-    return images, f"{len(images)} of the {len(dataset)} '{cfg.data.train_split}' images"
-
-
 def run_export(args: argparse.Namespace) -> str:
+    """The flags as ``ExportSettings``, then :func:`deeplabv3plus.export.export_checkpoint`."""
     # here, not at the top: --help must not import torch
-    import torch
+    from .export import ExportSettings, export_checkpoint
 
-    from .export import check_onnx, export_onnx
-    from .loading import load_model_from_checkpoint
-
-    if args.height < 16 or args.width < 16:
-        raise CommandError(f"--height/--width: expected at least 16 pixels, got {args.height}x{args.width}")
-    if args.opset is not None and not 7 <= args.opset <= 30:
-        raise CommandError(f"--opset: expected an ONNX opset version such as 17 or 18, got {args.opset}")
-    if args.int8_backend is not None and not args.int8:
-        raise CommandError("--int8-backend: only with --int8")
-    pt2e = args.int8 and args.int8_backend == "pt2e"
-    if pt2e and (args.int8_exclude or args.opset is not None or args.exporter != "auto"):
-        raise CommandError("--int8-backend pt2e: --int8-exclude, --opset and --exporter are ONNX options")
-    suffix = ".pt2" if pt2e else ".onnx"
-    if Path(args.output).suffix.lower() != suffix:
-        raise CommandError(f"--output: expected a file name ending in {suffix}, got '{args.output}'")
-    if args.calibration_images < 1:
-        raise CommandError(f"--calibration-images: expected a positive number, got {args.calibration_images}")
-    model, cfg = load_model_from_checkpoint(args.checkpoint, args.config, device="cpu")
-    if args.int8:
-        return run_export_int8(args, model, cfg)
-    started = time.time()
-    used = export_onnx(
-        model,
-        args.output,
+    settings = ExportSettings(
         height=args.height,
         width=args.width,
         output_stride=args.output_stride,
         exporter=args.exporter,
         opset=args.opset,
+        check=not args.no_check,
+        int8=args.int8,
+        int8_backend=args.int8_backend,
+        calibration_images=args.calibration_images,
+        int8_exclude=tuple(args.int8_exclude),
     )
-    data = Path(f"{args.output}.data")
-    if data.is_file() and data.stat().st_mtime >= started - 1:
-        print(f"wrote {args.output} and its weights {data} ({used} exporter; keep the two files together)")
-    else:
-        print(f"wrote {args.output} ({used} exporter)")
-    if not args.no_check:
-        # Two sizes and batch sizes other than the tracing example: the axes must be dynamic.
-        inputs = [
-            torch.randn(1, 3, args.height, args.width),
-            torch.randn(2, 3, args.height // 2 + 7, args.width - 10),
-        ]
-        worst = check_onnx(model, args.output, inputs, output_stride=args.output_stride)
-        print(f"onnxruntime matches PyTorch at {[tuple(x.shape) for x in inputs]}: max |diff| {worst:.2e}")
-    return used
-
-
-def run_export_int8(args: argparse.Namespace, model: torch.nn.Module, cfg: Config) -> str:
-    """``export --int8``: calibrated on training images into --output, by ONNX Runtime (the fp32
-    graph, TorchScript exporter, into a temporary folder, then
-    :func:`~deeplabv3plus.export.quantize_onnx_int8`) or, with ``--int8-backend pt2e``, by
-    :func:`~deeplabv3plus.export.quantize_pt2e_int8` (a .pt2 torch.export program)."""
-    # here, not at the top: --help must not import torch
-    from .export import (
-        export_onnx,
-        label_agreement,
-        load_int8_program,
-        quantize_onnx_int8,
-        quantize_pt2e_int8,
-    )
-    from .inference import use_output_stride
-
-    images, note = calibration_images(cfg, args.calibration_images)
-    if args.int8_backend == "pt2e":
-        quantize_pt2e_int8(model, args.output, images, output_stride=args.output_stride)
-        used, what = "pt2e", "int8 PT2E x86 program"
-    else:
-        used = "torchscript" if args.exporter == "auto" else args.exporter
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = Path(tmp) / "fp32.onnx"
-            export_onnx(model, fp32, height=args.height, width=args.width, output_stride=args.output_stride,
-                        exporter=used, opset=args.opset)  # fmt: skip
-            quantize_onnx_int8(fp32, args.output, images, nodes_to_exclude=args.int8_exclude)
-        what = "int8 QDQ"
-    print(f"wrote {args.output} ({what}, per-channel weights; calibrated on {note})")
-    if not args.no_check:
-        quantized = load_int8_program(args.output) if used == "pt2e" else args.output
-        with use_output_stride(model, args.output_stride):
-            agree = label_agreement(model, quantized, images[:4])
-        print(
-            f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
-        )
-    return used
+    return export_checkpoint(args.checkpoint, args.output, settings, config=args.config)
 
 
 # --- convert -------------------------------------------------------------------------------------
@@ -675,7 +502,7 @@ loading it (strict) into our freshly built model before the file is written. See
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix, e.g. DIR/model.ckpt")
-    p.add_argument("--kind", required=True, choices=CONVERT_KINDS)
+    p.add_argument("--kind", required=True, choices=list(TF_NAME_MAPS))
     p.add_argument("--output", required=True, type=Path, help="the .pth file to write")
     p.add_argument(
         "--num-classes",
@@ -687,31 +514,13 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> Path:
+    """:func:`deeplabv3plus.convert.convert_tf_checkpoint` (converted, checked, then written)."""
     # here, not at the top: --help must not import torch
-    from .checkpoint import save_checkpoint
-    from .weights.tf_bundle import TFCheckpoint
-    from .weights.tf_convert import convert, deeplab_checkpoint, target_module, zoo_source
+    from .convert import convert_tf_checkpoint
 
-    ckpt = TFCheckpoint(args.checkpoint, verify=args.verify_crc)
-    state = convert(ckpt, args.kind)
-    num_classes = 0
-    if args.kind == "xception65_deeplab":
-        num_classes = int(state["classifier.bias"].shape[0])
-        if args.num_classes is not None and args.num_classes != num_classes:
-            raise CommandError(
-                f"--num-classes {args.num_classes} but the checkpoint's logits have {num_classes} classes"
-            )
-    # Loading into our model checks every shape (and that nothing is missing or left over).
-    target_module(args.kind, num_classes).load_state_dict(state, strict=True)
-
-    if args.kind == "xception65_deeplab":
-        source = dict(zoo_source(), checkpoint=str(Path(args.checkpoint).resolve()), kind=args.kind)
-        obj: object = deeplab_checkpoint(state, num_classes=num_classes, source=source)
-    else:
-        obj = state
-    save_checkpoint(obj, args.output)
-    print(f"converted {len(state)} tensors from {args.checkpoint} ({args.kind}) -> wrote {args.output}")
-    return args.output
+    return convert_tf_checkpoint(
+        args.checkpoint, args.kind, args.output, num_classes=args.num_classes, verify_crc=args.verify_crc
+    )
 
 
 # --- macs ----------------------------------------------------------------------------------------
@@ -751,7 +560,7 @@ def add_macs_arguments(p: argparse.ArgumentParser) -> None:
 def run_macs(args: argparse.Namespace) -> list[dict]:
     """Count, print and optionally save the table; returns the rows of :func:`deeplabv3plus.macs.macs_table`."""
     # here, not at the top: --help must not import torch
-    from .macs import PAPER_ROWS, format_macs_table, macs_table
+    from .macs import PAPER_ROWS, format_macs_table, macs_table, write_macs_json
 
     if args.size < 33:
         raise CommandError(f"--size: expected at least 33 pixels, got {args.size}")
@@ -762,18 +571,7 @@ def run_macs(args: argparse.Namespace) -> list[dict]:
     results = macs_table(PAPER_ROWS, strided_shortcut=args.strided_shortcut, size=args.size)
     print(format_macs_table(results))
     if args.json:
-        rows = [
-            {
-                **{k: v for k, v in dataclasses.asdict(r["row"]).items() if k != "gmacs"},
-                "paper_gmacs": r["row"].gmacs,
-                "ours_gmacs": r["ours_gmacs"],
-                "rel_diff": r["rel_diff"],
-            }
-            for r in results
-        ]
-        payload = {"size": args.size, "strided_shortcut": args.strided_shortcut, "rows": rows}
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        write_macs_json(results, args.json, size=args.size, strided_shortcut=args.strided_shortcut)
         print(f"\nwrote {args.json}")
     return results
 
@@ -812,7 +610,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--num-classes", type=int)
     m.add_argument(
-        "--peers", nargs="+", default=list(BENCHMARK_PEERS), choices=(*BENCHMARK_PEERS, "none"),
+        "--peers", nargs="+", default=list(BENCHMARK_PEERS), choices=[*BENCHMARK_PEERS, "none"],
         help="peer implementations to run alongside (each with ours at its closest configuration)",
     )  # fmt: skip
     r = p.add_argument_group("run")
@@ -889,34 +687,18 @@ def benchmark_model_config(args: argparse.Namespace, cfg: Config):
     return mcfg
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
+def _benchmark_options(args: argparse.Namespace, device: str, num_classes: int):
+    """The run flags as a :class:`deeplabv3plus.benchmark.BenchOptions` (``--height`` / ``--width``
+    over ``--size``); ``device`` is ``--device`` resolved, ``num_classes`` the model's."""
     # here, not at the top: --help must not import torch
-    from . import benchmark as bench
+    from .benchmark import BenchOptions
 
-    cfg = load_config(args.config)
-    device = _device(args.device)
-    for name in ("size", "batch", "repeats"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name}: expected a positive number, got {getattr(args, name)}")
-    mcfg = benchmark_model_config(args, cfg)
-    peers = () if "none" in args.peers else tuple(args.peers)
-    height, width = args.height or args.size, args.width or args.size
-    candidates, notes = bench.default_candidates(
-        mcfg,
-        peers,
-        args.both_memory_formats,
-        eager=args.eager,
-        onnx=(height, width) if args.onnx or {"int8", "int8-pt2e"} & set(args.precisions) else None,
-        threads=args.threads,
-        precisions=tuple(args.precisions),
-        probe=args.peak_probe,
-    )
-    opts = bench.BenchOptions(
+    return BenchOptions(
         device=device,
         batch=args.batch,
-        height=height,
-        width=width,
-        num_classes=mcfg.num_classes,
+        height=args.height or args.size,
+        width=args.width or args.size,
+        num_classes=num_classes,
         amp=args.amp,
         channels_last=args.channels_last,
         compile=args.compile,
@@ -929,22 +711,34 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         memory=not args.no_memory,
         peak_tflops=args.peak_tflops,
     )
-    report = bench.run_benchmark(candidates, opts, notes)
-    report["meta"]["command"] = shlex.join([sys.executable, *sys.argv])
-    data_cfg = dataclasses.replace(cfg.data, root=args.data_root) if args.data_root else cfg.data
-    if args.data:
-        report["data"] = bench.benchmark_data(data_cfg, num_images=args.data_images)
-    if args.loader:
-        report["loader"] = bench.benchmark_loader(data_cfg, args.batch, num_batches=args.loader_batches)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Check the flags, then :func:`deeplabv3plus.benchmark.benchmark_report`; print the tables and
+    write the files asked for (:func:`~deeplabv3plus.benchmark.write_report`); returns the report."""
+    # here, not at the top: --help must not import torch
+    from . import benchmark as bench
+
+    cfg = load_config(args.config)
+    device = _device(args.device)
+    for name in ("size", "batch", "repeats"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name}: expected a positive number, got {getattr(args, name)}")
+    mcfg = benchmark_model_config(args, cfg)
+    lineup = bench.Lineup(
+        peers=() if "none" in args.peers else tuple(args.peers), both_memory_formats=args.both_memory_formats,
+        eager=args.eager, onnx=args.onnx, precisions=tuple(args.precisions), probe=args.peak_probe,
+    )  # fmt: skip
+    report = bench.benchmark_report(
+        mcfg, _benchmark_options(args, device, mcfg.num_classes), lineup,
+        dataclasses.replace(cfg.data, root=args.data_root) if args.data_root else cfg.data,
+        data_images=args.data_images if args.data else None,
+        loader_batches=args.loader_batches if args.loader else None,
+        command=shlex.join([sys.executable, *sys.argv]),
+    )  # fmt: skip
     print(bench.format_results(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(bench.format_markdown(report) + "\n")
-        print(f"wrote {args.markdown}")
+    for path in bench.write_report(report, args.json, args.markdown):
+        print(f"wrote {path}")
     return report
 
 
@@ -1004,19 +798,15 @@ def add_make_synthetic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "root", nargs="?", default="data/synthetic", help="output folder (default: data/synthetic)"
     )
-    p.add_argument("--num-train", type=int, default=SYNTHETIC_DEFAULTS["num_train"])
-    p.add_argument("--num-val", type=int, default=SYNTHETIC_DEFAULTS["num_val"])
-    p.add_argument(
-        "--size", type=int, default=SYNTHETIC_DEFAULTS["size"], help="nominal image side in pixels"
-    )
-    p.add_argument(
-        "--num-classes", type=int, default=SYNTHETIC_DEFAULTS["num_classes"], help="including background"
-    )
+    p.add_argument("--num-train", type=int, default=SYNTHETIC.num_train)
+    p.add_argument("--num-val", type=int, default=SYNTHETIC.num_val)
+    p.add_argument("--size", type=int, default=SYNTHETIC.size, help="nominal image side in pixels")
+    p.add_argument("--num-classes", type=int, default=SYNTHETIC.num_classes, help="including background")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--kind",
-        choices=list(SYNTHETIC_DEFAULTS["kinds"]),
-        default=SYNTHETIC_DEFAULTS["kind"],
+        choices=list(SYNTHETIC.kinds),
+        default=SYNTHETIC.kind,
         help="texture: classes differ by shape and texture only; colour: one hue per class (default: %(default)s)",
     )
 
@@ -1183,33 +973,18 @@ def add_check_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_check_data(args: argparse.Namespace) -> Any:
-    """:func:`deeplabv3plus.data.check.check_config_data`, printed and written; fatal problems exit 2."""
+    """:func:`deeplabv3plus.data.check.check_data_run` (printed and written); fatal problems exit 2."""
     # here, not at the top: --help must not import torch
-    from .data.check import check_config_data, plot_class_frequencies, to_json, to_markdown
+    from .data.check import check_data_run, fatal_summary
 
     if args.workers is not None and args.workers < 1:
         raise CommandError(f"--workers: expected a positive number, got {args.workers}")
     cfg = load_config(args.config, args.overrides)
-    start = time.perf_counter()
-    report, class_names = check_config_data(cfg.data, workers=args.workers)
-    seconds = time.perf_counter() - start
-    markdown = to_markdown(report, class_names)
-    print(markdown)
     out = Path(args.output).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "check_data.json").write_text(to_json(report) + "\n")
-    (out / "check_data.md").write_text(markdown)
-    written = [out / "check_data.json", out / "check_data.md"]
-    try:
-        written.append(plot_class_frequencies(report, out / "check_data_classes.png", class_names))
-    except ImportError as e:
-        print(f"no class-frequency chart: {e}")
-    pairs = sum(s.num_images for s in report.splits.values())
-    print(f"read {pairs} pairs in {seconds:.1f} s; wrote {', '.join(str(p) for p in written)}")
+    report = check_data_run(cfg.data, out, workers=args.workers)
     if not report.ok:
-        fatal = ", ".join(f"{p.kind} ({p.count})" for p in report.problems if p.fatal)
         raise CommandError(
-            f"{args.config}: the data has fatal problems: {fatal}; see {out / 'check_data.md'}"
+            f"{args.config}: the data has fatal problems: {fatal_summary(report)}; see {out / 'check_data.md'}"
         )
     return report
 
@@ -1393,23 +1168,28 @@ def run_command(command: str, argv: Optional[Sequence[str]] = None, prog: Option
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             COMMANDS[command].run(args)
     except Exception as e:
-        # here, not at the top: --help must not import torch
-        from .runtime import PeerFailure, TrainingInterrupted, rank
-
-        if isinstance(e, TrainingInterrupted):
-            if rank() == 0:
-                print(f"{prog}: {e}", file=sys.stderr)
-            return 128 + e.signum
-        if isinstance(e, PeerFailure):
-            # Another rank reports the error; exit a moment after it, so that torchrun's summary names
-            # that rank (and its message) as the first failure, not this quiet one.
-            time.sleep(3)
-            return 2
-        if not is_user_error(e):
-            raise
-        _report(prog, e)
-        return 2
+        return _exit_code(prog, e)
     return 0
+
+
+def _exit_code(prog: str, e: Exception) -> int:
+    """The exit code of a command that raised ``e``, its one line printed; a bug is raised again."""
+    # here, not at the top: --help must not import torch
+    from .runtime import PeerFailure, TrainingInterrupted, rank
+
+    if isinstance(e, TrainingInterrupted):
+        if rank() == 0:
+            print(f"{prog}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    if isinstance(e, PeerFailure):
+        # Another rank reports the error; exit a moment after it, so that torchrun's summary names
+        # that rank (and its message) as the first failure, not this quiet one.
+        time.sleep(3)
+        return 2
+    if not is_user_error(e):
+        raise e
+    _report(prog, e)
+    return 2
 
 
 def _main_help() -> str:

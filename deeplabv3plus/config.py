@@ -28,16 +28,29 @@ import os
 import re
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import yaml
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "xception41", "xception65", "xception71")
-"""The valid ``model.backbone`` names: the keys of ``deeplabv3plus.builders.MODEL_BUILDERS`` (a test keeps
-them equal; the config sits below the models and does not import them)."""
+from .catalog import (
+    BACKBONE_FAMILIES,
+    BACKBONES,
+    IGNORE_INDEX,
+    LAYOUTS,
+    LOSSES,
+    MASK_FORMATS,
+    BootstrappedOptions,
+    CocoOptions,
+    FoldersOptions,
+    LovaszOptions,
+    OhemOptions,
+    RgbOptions,
+    SyntheticOptions,
+)
 
 
 @dataclass
@@ -45,11 +58,13 @@ class ModelConfig:
     """Architecture; the fields are the keyword arguments of :func:`deeplabv3plus.build_model`."""
 
     backbone: str = "resnet101"
-    """One of resnet18, resnet34, resnet50, resnet101, xception41, xception65, xception71."""
+    """A key of ``deeplabv3plus.catalog.BACKBONES`` (``deeplabv3plus configs`` and docs list them)."""
     resnet_variant: str = "standard"
     """ResNet only: 'standard' (torchvision layout, 7x7 stem) or 'beta' (the paper's 3x3 stem)."""
     strided_shortcut: str = "subsample"
     """ResNet beta only: 'subsample' (reference code) or 'projection' (matches the paper's MACs)."""
+    depth_multiplier: float = 1.0
+    """MobileNetV2 only: the width factor of every layer (0.5 for the reference's mobilenetv2_dm05)."""
     num_classes: int = 21
     output_stride: int = 16
     decoder: bool = True
@@ -78,15 +93,14 @@ class DataConfig:
     """Where the images are, how they are augmented and normalised."""
 
     layout: str = "synthetic"
-    """'voc' (VOCdevkit/VOC2012 layout, optionally with SBD), 'voc_aug' (SegmentationClassAug +
-    train_aug.txt), 'folders' (images/ + masks/ + split lists), 'synthetic' (generated VOC layout),
-    'cityscapes' (leftImg8bit/ + gtFine/), 'ade20k' (ADEChallengeData2016/ of SceneParsing)."""
+    """A key of ``deeplabv3plus.catalog.LAYOUTS`` (``voc``, ``cityscapes``, your own ``folders``, the
+    generated ``synthetic``, ...): docs/datasets.md describes each."""
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
     num_classes: int = 21
     class_names: Optional[list[str]] = None
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     label_convention: Optional[str] = None
     """How label PNG values become classes. 'cityscapes': 'auto' (default: per image the
     *_gtFine_labelTrainIds.png if present, else *_gtFine_labelIds.png mapped to the 19 train IDs),
@@ -100,18 +114,6 @@ class DataConfig:
     """Per-channel mean of images scaled to [0, 1]; the reference TF models use 0.5 (range [-1, 1])."""
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     workers: int = 4
-    image_dir: str = "images"
-    """'folders' layout: image folder under root."""
-    mask_dir: str = "masks"
-    """'folders' layout: label folder under root (PNG, one class index per pixel)."""
-    image_ext: str = ".jpg"
-    synthetic_size: int = 0
-    """'synthetic' layout: number of images to generate if root is empty (0 keeps the generator default).
-    'cityscapes' / 'ade20k': if > 0 and root holds no dataset, generate a synthetic one of this many
-    images in that layout (the smoke configs); 0 never generates."""
-    synthetic_kind: str = "texture"
-    """'synthetic' layout: 'texture' (classes differ by shape and texture, never colour) or 'colour'
-    (the original set, one hue per class); see deeplabv3plus.data.synthetic."""
     allow_val_in_train: bool = False
     """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
     paper's trainval model for the test server."""
@@ -125,34 +127,26 @@ class DataConfig:
     resize_factor: Optional[int] = None
     """Make both resized sides ``factor * k + 1`` pixels (reference ``--resize_factor``, which
     ``g3doc/ade20k.md`` says must equal the output stride; ADE20K: 16)."""
-    generate: bool = False
-    """'synthetic' layout: generate the dataset into root when root holds none. The default root
-    (data/synthetic, the quickstart's) is generated on first use without it; any other root that
-    holds no dataset is an error, so that a mistyped data.root never silently gets a new dataset."""
     mask_format: str = "index"
-    """'folders' layout: what the label files hold (docs/own_data.md). 'index': PNGs whose pixel
-    values are the classes; 'rgb': colour masks, one colour per class (``mask_colors``); 'binary':
-    0/255 masks, 0 -> class 0, 255 -> class 1 (never guessed: 255 is otherwise the void label);
-    'coco': COCO instance JSON (``coco_annotations``, ``coco_mapping``) rasterised per image."""
-    mask_colors: Optional[Union[str, list[Any], dict[str, Any]]] = None
-    """'rgb': the colour of each class, in class order: a list of [r, g, b], a list of
-    {name, color}, a {name: [r, g, b]} mapping, or the path of a YAML file holding one of these."""
-    mask_ignore_colors: Optional[list[list[int]]] = None
-    """'rgb': colours read as ``ignore_index`` (e.g. [[224, 224, 192]], VOC's void outline)."""
-    coco_annotations: Optional[Union[str, dict[str, str]]] = None
-    """'coco': the COCO JSON path, or {split: path} (e.g. {train: ann/train.json, val: ann/val.json});
-    images are matched by file stem to the split lists."""
-    coco_mapping: Optional[Union[str, dict[Any, int]]] = None
-    """'coco': category id or name -> class index (255 = ignore), or 'voc' for the COCO -> VOC
-    20-class table of the COCO pre-training stage (data/label_formats.py, COCO_VOC_TABLE)."""
-    coco_unmapped: Optional[str] = None
-    """'coco': what a category outside ``coco_mapping`` becomes: 'error', 'background' or 'ignore';
-    null: 'background' with coco_mapping=voc (the reference's pre-training), 'error' otherwise."""
+    """What the label files hold: a key of ``deeplabv3plus.catalog.MASK_FORMATS`` (docs/own_data.md).
+    'index': PNGs whose pixel values are the classes (every layout); the others are read by the
+    'folders' layout: 'rgb' (``data.rgb``), 'binary' (0/255 -> classes 0/1), 'coco' (``data.coco``)."""
+    folders: FoldersOptions = field(default_factory=FoldersOptions)
+    """'folders' layout: where the images and labels are under root."""
+    synthetic: SyntheticOptions = field(default_factory=SyntheticOptions)
+    """The generated datasets: the 'synthetic' layout's, and the smoke sets of the other layouts."""
+    rgb: RgbOptions = field(default_factory=RgbOptions)
+    """data.mask_format=rgb: the colour table."""
+    coco: CocoOptions = field(default_factory=CocoOptions)
+    """data.mask_format=coco: the JSON files and the category table."""
 
-
-LOSS_NAMES = ("cross_entropy", "bootstrapped_cross_entropy", "ohem", "lovasz_softmax")
-"""The valid ``train.loss.name`` values: the keys of ``deeplabv3plus.losses.LOSSES`` (a test keeps
-them equal; the config sits below the losses and does not import them)."""
+    renamed: ClassVar[dict[str, str]] = {
+        "image_dir": "folders.image_dir", "mask_dir": "folders.mask_dir", "image_ext": "folders.image_ext",
+        "synthetic_size": "synthetic.size", "synthetic_kind": "synthetic.kind", "generate": "synthetic.generate",
+        "mask_colors": "rgb.colors", "mask_ignore_colors": "rgb.ignore_colors",
+        "coco_annotations": "coco.annotations", "coco_mapping": "coco.mapping", "coco_unmapped": "coco.unmapped",
+    }  # fmt: skip
+    """Keys of earlier releases: still read, with a one-line note naming the new key."""
 
 
 @dataclass
@@ -165,13 +159,20 @@ class LossConfig:
     class_weights: Optional[Union[str, list[float]]] = None
     """null, one weight per class, or 'auto': median-frequency weights (capped to 0.1..10) from the
     training split's labels, computed at the start of the run (cross-entropy losses only)."""
-    top_k_percent_pixels: float = 1.0
-    """bootstrapped_cross_entropy: the share of hardest pixels kept (reference flag, e.g. 0.25)."""
-    hard_example_mining_step: int = 0
-    """bootstrapped_cross_entropy: optimizer steps over which the share decays from 1.0."""
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 100000
-    """ohem: pixels with a true-class probability below ohem_thresh, at least ohem_min_kept per image."""
+    bootstrapped_cross_entropy: BootstrappedOptions = field(default_factory=BootstrappedOptions)
+    """The options of the bootstrapped_cross_entropy loss."""
+    ohem: OhemOptions = field(default_factory=OhemOptions)
+    """The options of the ohem loss."""
+    lovasz_softmax: LovaszOptions = field(default_factory=LovaszOptions)
+    """The options of the lovasz_softmax loss."""
+
+    renamed: ClassVar[dict[str, str]] = {
+        "top_k_percent_pixels": "bootstrapped_cross_entropy.top_k_percent_pixels",
+        "hard_example_mining_step": "bootstrapped_cross_entropy.hard_example_mining_step",
+        "ohem_thresh": "ohem.thresh",
+        "ohem_min_kept": "ohem.min_kept",
+    }
+    """Keys of earlier releases: still read, with a one-line note naming the new key."""
 
 
 @dataclass
@@ -356,6 +357,7 @@ def _merge(obj: Any, values: dict, where: str) -> None:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
+    values = _renamed_keys(type(obj), values, where)
     for key, value in values.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
@@ -367,6 +369,41 @@ def _merge(obj: Any, values: dict, where: str) -> None:
             _merge(current, value, path)
         else:
             setattr(obj, key, _check_value(value, hints[key], path))
+
+
+_NOTED: set[str] = set()
+
+
+def _renamed_keys(cls: type, values: dict, where: str) -> dict:
+    """``values`` with the keys an earlier release used (``cls.renamed``) moved to their new place
+    (``data.mask_colors`` -> ``data.rgb.colors``), each noted once per process (a FutureWarning).
+
+    Raises:
+        ConfigError: the old and the new key are both given.
+    """
+    renamed = getattr(cls, "renamed", {})
+    if not isinstance(values, dict) or not any(key in renamed for key in values):
+        return values
+    moved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items() if k not in renamed}
+    for key in (k for k in values if k in renamed):
+        old_path, new_path = (f"{where}.{k}" if where else k for k in (key, renamed[key]))
+        *parents, leaf = renamed[key].split(".")
+        node = moved
+        for part in parents:
+            node = node.setdefault(part, {})
+        if leaf in node:
+            raise ConfigError(
+                f"config key '{old_path}' is the old name of '{new_path}': give only '{new_path}'"
+            )
+        node[leaf] = values[key]
+        if old_path not in _NOTED:
+            _NOTED.add(old_path)
+            warnings.warn(
+                f"config key '{old_path}' is now '{new_path}' (the old name still works)",
+                FutureWarning,
+                stacklevel=2,
+            )
+    return moved
 
 
 def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
@@ -521,13 +558,8 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.amp: expected auto, off, bf16 or fp16, got {cfg.train.amp!r}")
     if cfg.train.channels_last not in ("auto", "on", "off"):
         raise ConfigError(f"train.channels_last: expected auto, on or off, got {cfg.train.channels_last!r}")
-    conventions = LABEL_CONVENTIONS.get(cfg.data.layout, ())
-    if cfg.data.label_convention is not None and cfg.data.label_convention not in conventions:
-        raise ConfigError(
-            f"data.label_convention: {cfg.data.label_convention!r} does not apply to layout "
-            f"{cfg.data.layout!r}; expected "
-            + (f"one of {', '.join(conventions)} or null" if conventions else "null")
-        )
+    _validate_backbone_options(cfg.model)
+    _validate_layout(cfg.data)
     _validate_eval_window(cfg.eval)
     _validate_recipe_options(cfg)
     _validate_train_loss(cfg)
@@ -542,10 +574,9 @@ def _validate_train_loss(cfg: Config) -> None:
         raise ConfigError(
             f"train.accumulate: expected an integer >= 1 (micro-batches per step), got {cfg.train.accumulate}"
         )
-    if loss.name not in LOSS_NAMES:
-        raise ConfigError(
-            f"train.loss.name: unknown loss {loss.name!r}; expected one of {', '.join(LOSS_NAMES)}"
-        )
+    if loss.name not in LOSSES:
+        raise ConfigError(f"train.loss.name: unknown loss {loss.name!r}; expected one of {', '.join(LOSSES)}")
+    entry = LOSSES[loss.name]
     weights = loss.class_weights
     if isinstance(weights, str) and weights != "auto":
         raise ConfigError(
@@ -557,32 +588,76 @@ def _validate_train_loss(cfg: Config) -> None:
         )
     if isinstance(weights, list) and any(not w >= 0 for w in weights):
         raise ConfigError(f"train.loss.class_weights: expected non-negative numbers, got {weights}")
-    if weights is not None and loss.name == "lovasz_softmax":
-        raise ConfigError("train.loss.class_weights: not used by lovasz_softmax; set it to null")
-    if not 0.0 < loss.top_k_percent_pixels <= 1.0:
-        raise ConfigError(
-            f"train.loss.top_k_percent_pixels: expected a share in (0, 1], got {loss.top_k_percent_pixels}"
-        )
-    if loss.hard_example_mining_step < 0:
-        raise ConfigError(
-            f"train.loss.hard_example_mining_step: expected >= 0, got {loss.hard_example_mining_step}"
-        )
-    if not 0.0 < loss.ohem_thresh <= 1.0:
-        raise ConfigError(f"train.loss.ohem_thresh: expected a probability in (0, 1], got {loss.ohem_thresh}")
-    if loss.ohem_min_kept <= 1:
-        raise ConfigError(f"train.loss.ohem_min_kept: expected an integer > 1, got {loss.ohem_min_kept}")
-    defaults = LossConfig()
-    used = {
-        "cross_entropy": (), "bootstrapped_cross_entropy": ("top_k_percent_pixels", "hard_example_mining_step"),
-        "ohem": ("ohem_thresh", "ohem_min_kept"), "lovasz_softmax": (),
-    }  # fmt: skip
-    for option in ("top_k_percent_pixels", "hard_example_mining_step", "ohem_thresh", "ohem_min_kept"):
-        if option not in used[loss.name] and getattr(loss, option) != getattr(defaults, option):
-            raise ConfigError(f"train.loss.{option}: not used by the {loss.name!r} loss (train.loss.name)")
+    if weights is not None and not entry.class_weights:
+        raise ConfigError(f"train.loss.class_weights: not used by {loss.name}; set it to null")
+    _check_options(
+        loss, "train.loss", {e.name: e.name for e in LOSSES.values() if e.options}, loss.name, "name"
+    )
 
 
-MASK_FORMATS = ("index", "rgb", "binary", "coco")
-"""The values of ``data.mask_format`` (read by the 'folders' layout)."""
+def _check_options(section: Any, where: str, owners: dict[str, str], chosen: str, selector: str) -> None:
+    """Run the ``check()`` of each option group of ``section`` (``train.loss.ohem``, ``data.rgb``) and
+    refuse a group set away from its defaults when ``chosen`` is not its owner: an option the chosen
+    loss or format would ignore is an error, not a silent no-op.
+
+    Args:
+        section: the dataclass holding the groups (``cfg.train.loss``, ``cfg.data``).
+        where: its dotted key, for messages.
+        owners: group field -> the value of ``selector`` that reads it.
+        chosen: the value of ``selector`` in the config.
+        selector: the key that chooses (``name``, ``mask_format``).
+    """
+    for group, owner in owners.items():
+        options = getattr(section, group)
+        defaults = type(options)()
+        for f in dataclasses.fields(options):
+            if owner != chosen and getattr(options, f.name) != getattr(defaults, f.name):
+                raise ConfigError(
+                    f"{where}.{group}.{f.name}: used with {where}.{selector}={owner} only (it is {chosen!r})"
+                )
+        check = getattr(options, "check", None)
+        if check is not None and owner == chosen:
+            try:
+                check()
+            except ValueError as e:
+                raise ConfigError(f"{where}.{group}.{e}") from None
+
+
+def _validate_backbone_options(model: ModelConfig) -> None:
+    """A family's own keys (``model.resnet_variant``) keep their defaults for the other families."""
+    family = BACKBONES[model.backbone].family
+    own = BACKBONE_FAMILIES[family]
+    if own.check is not None:
+        try:
+            own.check({key: getattr(model, key) for key in own.options})
+        except ValueError as e:
+            raise ConfigError(f"model.{e}") from None
+    for other in BACKBONE_FAMILIES.values():
+        for key, default in other.options.items():
+            if other.name != family and getattr(model, key) != default:
+                raise ConfigError(
+                    f"model.{key}={getattr(model, key)!r} applies to {other.name} backbones only, "
+                    f"not {model.backbone!r}"
+                )
+
+
+def _validate_layout(data: DataConfig) -> None:
+    if data.layout not in LAYOUTS:
+        raise ConfigError(
+            f"data.layout: unknown layout {data.layout!r}; expected one of {', '.join(LAYOUTS)}"
+        )
+    layout = LAYOUTS[data.layout]
+    conventions = [c.name for c in layout.conventions]
+    if data.label_convention is not None and data.label_convention not in conventions:
+        raise ConfigError(
+            f"data.label_convention: {data.label_convention!r} does not apply to layout "
+            f"{data.layout!r}; expected "
+            + (f"one of {', '.join(conventions)} or null" if conventions else "null")
+        )
+    try:
+        data.synthetic.check()
+    except ValueError as e:
+        raise ConfigError(f"data.synthetic.{e}") from None
 
 
 def _validate_mask_format(data: DataConfig) -> None:
@@ -591,49 +666,27 @@ def _validate_mask_format(data: DataConfig) -> None:
         raise ConfigError(
             f"data.mask_format: unknown format {fmt!r}; expected one of {', '.join(MASK_FORMATS)}"
         )
-    if fmt != "index" and data.layout != "folders":
+    entry = MASK_FORMATS[fmt]
+    if entry.layouts is not None and data.layout not in entry.layouts:
         raise ConfigError(
-            f"data.mask_format={fmt!r} is read by the 'folders' layout only, not {data.layout!r}"
+            f"data.mask_format={fmt!r} is read by the {', '.join(repr(n) for n in entry.layouts)} layout only, "
+            f"not {data.layout!r}"
         )
-    needs = {"rgb": ("mask_colors",), "coco": ("coco_annotations", "coco_mapping")}
-    for key in needs.get(fmt, ()):
-        if getattr(data, key) is None:
-            raise ConfigError(f"data.mask_format={fmt} needs data.{key} (docs/own_data.md)")
-    owners = {"mask_colors": "rgb", "mask_ignore_colors": "rgb", "coco_annotations": "coco",
-              "coco_mapping": "coco", "coco_unmapped": "coco"}  # fmt: skip
-    for key, owner in owners.items():
-        if getattr(data, key) is not None and fmt != owner:
-            raise ConfigError(f"data.{key}: used with data.mask_format={owner} only (it is {fmt!r})")
-    if fmt == "binary" and data.num_classes != 2:
+    for key in entry.required:
+        if getattr(getattr(data, entry.options), key) is None:
+            raise ConfigError(f"data.mask_format={fmt} needs data.{entry.options}.{key} (docs/own_data.md)")
+    if entry.num_classes is not None and data.num_classes != entry.num_classes:
         raise ConfigError(
-            f"data.mask_format=binary: expected data.num_classes=2 (background, foreground), got {data.num_classes}"
+            f"data.mask_format={fmt}: expected data.num_classes={entry.num_classes}, got {data.num_classes}"
         )
-    if isinstance(data.coco_mapping, str) and data.coco_mapping != "voc":
-        raise ConfigError(
-            f"data.coco_mapping: expected 'voc' or a {{category id or name: class}} mapping, got {data.coco_mapping!r}"
-        )
-    if isinstance(data.coco_mapping, dict):
-        bad = {
-            k: v
-            for k, v in data.coco_mapping.items()
-            if not (0 <= v < data.num_classes or v == data.ignore_index)
-        }
-        if bad:
-            raise ConfigError(
-                f"data.coco_mapping: classes {bad} outside 0..{data.num_classes - 1} and data.ignore_index "
-                f"{data.ignore_index}"
-            )
-    if data.coco_unmapped not in (None, "error", "background", "ignore"):
-        raise ConfigError(
-            f"data.coco_unmapped: expected error, background, ignore or null, got {data.coco_unmapped!r}"
-        )
-
-
-LABEL_CONVENTIONS: dict[str, tuple[str, ...]] = {
-    "cityscapes": ("auto", "train_ids", "label_ids"),
-    "ade20k": ("reference", "reduce_zero"),
-}
-"""The values of ``data.label_convention`` per layout (the first is the default)."""
+    _check_options(
+        data, "data", {e.options: e.name for e in MASK_FORMATS.values() if e.options}, fmt, "mask_format"
+    )
+    if fmt == "coco":
+        try:
+            data.coco.check_classes(data.num_classes, data.ignore_index)
+        except ValueError as e:
+            raise ConfigError(f"data.coco.{e}") from None
 
 
 def window_pair(value: Union[int, list[int]], where: str) -> tuple[int, int]:
@@ -648,7 +701,7 @@ def trimap_band(cfg: Config) -> str:
     """``eval.trimap_band``, or its default for ``data.layout``."""
     if cfg.eval.trimap_band is not None:
         return cfg.eval.trimap_band
-    return "boundary" if cfg.data.layout in ("cityscapes", "ade20k") else "void"
+    return LAYOUTS[cfg.data.layout].trimap_band
 
 
 def _validate_eval_window(ev: EvalConfig) -> None:

@@ -9,9 +9,11 @@ summed over the ranks before the scores are computed, so every rank returns the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from .catalog import LAYOUTS
 from .config import Config, EvalConfig, config_to_dict, trimap_band
 from .data.cityscapes import read_instances
 from .data.datasets import SegmentationDataset, build_dataset, eval_collate
@@ -74,25 +77,141 @@ def iter_image_groups(batch: Any) -> Iterator[tuple[torch.Tensor, ...]]:
         yield tuple(torch.stack(field) for field in zip(*group))
 
 
+@dataclass
+class EvalOptions:
+    """How :func:`evaluate` runs and what it adds to its results: the options a config's ``eval``
+    section (:class:`~deeplabv3plus.config.EvalConfig`, the inference protocol) does not hold.
+
+    Attributes:
+        device: Where images, labels and matrices go; None: the model's parameters' device.
+        amp_dtype: Autocast dtype of the forward passes (e.g. ``torch.bfloat16``); None: no autocast.
+        max_batch: At most this many images per forward pass (:func:`deeplabv3plus.inference.predict_probs`).
+        prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy of the model
+            (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster), made afresh
+            on each call at ``eval_cfg.precision`` (fp32, or bf16 weights rounded once), so the
+            caller's (e.g. the live training) model is never changed; False runs the model itself
+            (a model prepared already runs as it is, at its own precision).
+        trimap_dir: Write ``trimap.csv`` (and ``trimap.png`` with matplotlib) here (rank 0), when
+            the trimap is scored.
+        cityscapes: Add Cityscapes' official category IoU and, when the loader's batches carry
+            instance maps (``(image, label, instances)``), the instance-weighted iIoU
+            (:class:`deeplabv3plus.metrics.CityscapesMeter`); labels are train IDs.
+        include_matrix: Add the confusion matrix (``confusion_matrix``, rows = true class).
+    """
+
+    device: Optional[Union[str, torch.device]] = None
+    amp_dtype: Optional[torch.dtype] = None
+    max_batch: Optional[int] = None
+    prepare: bool = True
+    trimap_dir: Optional[Union[str, Path]] = None
+    cityscapes: bool = False
+    include_matrix: bool = False
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter; CPU for a model without parameters."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@dataclass
+class _Meters:
+    """What :func:`evaluate` accumulates over a split (all on one device)."""
+
+    matrix: ConfusionMatrix
+    trimap: Optional[TrimapMeter]
+    official: Optional[CityscapesMeter]
+    num_images: int = 0
+    with_instances: Optional[bool] = None  # whether every batch carried instance maps
+
+
+def _new_meters(
+    eval_cfg: EvalConfig, num_classes: int, ignore_index: int, device: torch.device, cityscapes: bool
+) -> _Meters:
+    """Empty meters: the confusion matrix, the trimap's (with ``eval_cfg.trimap``; band None is
+    "void") and Cityscapes' official scores (with ``cityscapes``)."""
+    trimap = None
+    if eval_cfg.trimap:
+        band = eval_cfg.trimap_band or "void"
+        trimap = TrimapMeter(num_classes, eval_cfg.trimap_widths, ignore_index, device, band)
+    official = CityscapesMeter(device) if cityscapes else None
+    return _Meters(ConfusionMatrix(num_classes, ignore_index, device), trimap, official)
+
+
+def _update_meters(meters: _Meters, pred: torch.Tensor, labels: torch.Tensor, extra: list) -> None:
+    """Add one stack: ``pred`` and ``labels`` (n, H, W) int64, ``extra`` ``[instances (n, H, W)]`` or []."""
+    meters.matrix.update(pred, labels)
+    if meters.trimap is not None:
+        meters.trimap.update(pred, labels)
+    if meters.official is not None:
+        had = meters.with_instances
+        meters.with_instances = bool(extra) if had is None else had and bool(extra)
+        if extra:
+            meters.official.update(pred, extra[0].to(pred.device, non_blocking=True))
+    meters.num_images += pred.shape[0]
+
+
+def _score_batches(
+    model: nn.Module,
+    batches: Iterable,
+    eval_cfg: EvalConfig,
+    options: EvalOptions,
+    meters: _Meters,
+    device: torch.device,
+) -> None:
+    """Segment every same-size stack of every batch (:func:`iter_image_groups`) on ``device`` and
+    add it to ``meters``; ``model`` runs as it is (in eval mode, prepared or not)."""
+    for batch in batches:
+        for images, labels, *extra in iter_image_groups(batch):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            pred = segment_eval(
+                model, images, eval_cfg, max_batch=options.max_batch, amp_dtype=options.amp_dtype
+            )
+            _update_meters(meters, pred, labels, extra)
+
+
+def _reduce_meters(meters: _Meters, device: torch.device) -> None:
+    """Sum the counts of every rank (a no-op outside DDP)."""
+    for meter in (meters.matrix, meters.trimap, meters.official):
+        if meter is not None:
+            meter.all_reduce()
+    if is_distributed():
+        count = torch.tensor([meters.num_images], device=device)
+        dist.all_reduce(count)
+        meters.num_images = int(count.item())
+
+
+def _meter_results(meters: _Meters, class_names: Optional[Sequence[str]], options: EvalOptions) -> dict:
+    """The scores of :func:`evaluate` (see its Returns); writes the trimap files on rank 0."""
+    results = meters.matrix.to_dict(class_names, include_matrix=options.include_matrix)
+    results["num_images"] = meters.num_images
+    results["table"] = meters.matrix.format_table(class_names)
+    if meters.official is not None:
+        results.update(meters.official.compute(meters.matrix, with_instances=bool(meters.with_instances)))
+        results["cityscapes_table"] = format_cityscapes_table(results)
+    if meters.trimap is not None:
+        scores = meters.trimap.compute()
+        results["trimap"] = {w: (None if v != v else v) for w, v in scores.items()}
+        results["trimap_table"] = format_trimap_table(
+            scores, {w: m.compute()["num_pixels"] for w, m in meters.trimap.meters.items()}
+        )
+        if options.trimap_dir is not None and is_main_process():
+            meters.trimap.save(options.trimap_dir)
+    return results
+
+
 def evaluate(
     model: nn.Module,
     loader: Iterable,
     eval_cfg: Optional[EvalConfig] = None,
+    options: Optional[EvalOptions] = None,
     *,
     num_classes: int,
     class_names: Optional[Sequence[str]] = None,
     ignore_index: int = IGNORE_INDEX,
-    device: Optional[Union[str, torch.device]] = None,
-    amp_dtype: Optional[torch.dtype] = None,
-    max_batch: Optional[int] = None,
-    trimap: Optional[bool] = None,
-    trimap_band: Optional[str] = None,
-    trimap_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
     desc: str = "eval",
-    prepare: bool = True,
-    cityscapes: bool = False,
-    include_matrix: bool = False,
 ) -> dict:
     """Segment every image of ``loader`` and score it against its label.
 
@@ -116,36 +235,25 @@ def evaluate(
             evaluation does (eval_crop_size 513; 1025x2049 on Cityscapes): the image-pooling
             branch then averages over the padded window, which the reference checkpoints were
             scored with. ``trimap`` adds the trimap boundary mIoU for the band widths
-            ``trimap_widths`` (pixels). ``batch_size`` is the loader's business.
+            ``trimap_widths`` (pixels) around ``trimap_band`` ("void", VOC's void band, or
+            "boundary", every change of label value, see :class:`deeplabv3plus.metrics.TrimapMeter`;
+            None is "void": :func:`deeplabv3plus.config.trimap_band` resolves it from a layout).
+            ``precision`` is the prepared copy's. ``batch_size`` is the loader's business. To
+            change one setting for one call, pass ``dataclasses.replace(cfg.eval, trimap=False)``.
+        options: Device, autocast, batching, model preparation and the optional extra results
+            (:class:`EvalOptions`; default: ``EvalOptions()``).
         num_classes: Number of classes ``C``.
         class_names: Names of the ``C`` classes for the tables and dict keys.
         ignore_index: The void label value.
-        device: Where images, labels and matrices go; default: the model's parameters' device.
-        amp_dtype, max_batch: Passed to :func:`deeplabv3plus.inference.predict_probs`.
-        trimap: Overrides ``eval_cfg.trimap`` (None keeps it).
-        trimap_band: What the bands surround: "void" (VOC's void band) or "boundary" (every
-            change of label value, for labels without a void band), see
-            :class:`deeplabv3plus.metrics.TrimapMeter`; None: ``eval_cfg.trimap_band``, and "void"
-            if that is None too (:func:`deeplabv3plus.config.trimap_band` resolves it from a layout).
-        trimap_dir: Write ``trimap.csv`` (and ``trimap.png`` with matplotlib) here (rank 0).
         progress: Show a tqdm progress bar (rank 0 only).
         desc: The progress bar's label.
-        prepare: Run a :func:`~deeplabv3plus.models.fuse.prepare_for_inference` copy of the
-            model (BatchNorm folded, channels_last: the same outputs to fp32 rounding, faster),
-            made afresh on each call at ``eval_cfg.precision`` (fp32, or bf16 weights rounded
-            once), so the caller's (e.g. the live training) model is never changed; False runs
-            ``model`` itself (a model prepared already runs as it is, at its own precision).
-        cityscapes: Add Cityscapes' official category IoU and, when the loader's batches carry
-            instance maps (``(image, label, instances)``), the instance-weighted iIoU
-            (:class:`deeplabv3plus.metrics.CityscapesMeter`); labels are train IDs.
-        include_matrix: Add the confusion matrix (``confusion_matrix``, rows = true class).
 
     Returns:
         JSON-ready dict: ``mIoU``, ``pixel_acc``, ``mean_class_acc`` (fractions, None if
         undefined), ``num_pixels``, ``per_class_iou`` and ``per_class_acc`` ({name: fraction or
         None for an absent class}), ``num_images``, ``table`` (text); with the trimap also
-        ``trimap`` ({width: mIoU or None}) and ``trimap_table`` (text); with ``cityscapes`` the
-        keys of :meth:`~deeplabv3plus.metrics.CityscapesMeter.compute` and ``cityscapes_table``.
+        ``trimap`` ({width: mIoU or None}) and ``trimap_table`` (text); with ``options.cityscapes``
+        the keys of :meth:`~deeplabv3plus.metrics.CityscapesMeter.compute` and ``cityscapes_table``.
     """
     if eval_cfg is None:
         eval_cfg = EvalConfig()
@@ -154,71 +262,23 @@ def evaluate(
             f"evaluate(model, loader, eval_cfg, *, num_classes=...): eval_cfg is a config's eval section "
             f"(an EvalConfig), got {type(eval_cfg).__name__}"
         )
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    band = trimap_band or eval_cfg.trimap_band or "void"
-    matrix = ConfusionMatrix(num_classes, ignore_index, device)
-    with_trimap = eval_cfg.trimap if trimap is None else trimap
-    meter = (
-        TrimapMeter(num_classes, eval_cfg.trimap_widths, ignore_index, device, band) if with_trimap else None
-    )
-    official = CityscapesMeter(device) if cityscapes else None
-    with_instances = None  # whether every batch carried instance maps
+    options = options if options is not None else EvalOptions()
+    device = torch.device(options.device) if options.device is not None else model_device(model)
+    meters = _new_meters(eval_cfg, num_classes, ignore_index, device, options.cityscapes)
     was_training = model.training
     model.eval()
-    if prepare and not getattr(model, "prepared_for_inference", False):
+    if options.prepare and not getattr(model, "prepared_for_inference", False):
         inference_model = prepare_for_inference(model, precision=eval_cfg.precision)
     else:
         inference_model = model
-    num_images = 0
     bar = tqdm(loader, desc=desc, disable=not (progress and is_main_process()), dynamic_ncols=True)
     try:
-        for batch in bar:
-            for images, labels, *extra in iter_image_groups(batch):
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                pred = segment_eval(
-                    inference_model, images, eval_cfg, max_batch=max_batch, amp_dtype=amp_dtype
-                )
-                matrix.update(pred, labels)
-                if meter is not None:
-                    meter.update(pred, labels)
-                if official is not None:
-                    with_instances = bool(extra) if with_instances is None else with_instances and bool(extra)
-                    if extra:
-                        official.update(pred, extra[0].to(device, non_blocking=True))
-                num_images += images.shape[0]
+        _score_batches(inference_model, bar, eval_cfg, options, meters, device)
     finally:
         bar.close()
         model.train(was_training)
-
-    matrix.all_reduce()
-    if meter is not None:
-        meter.all_reduce()
-    if official is not None:
-        official.all_reduce()
-    if is_distributed():
-        count = torch.tensor([num_images], device=device)
-        dist.all_reduce(count)
-        num_images = int(count.item())
-
-    results = matrix.to_dict(class_names, include_matrix=include_matrix)
-    results["num_images"] = num_images
-    results["table"] = matrix.format_table(class_names)
-    if official is not None:
-        results.update(official.compute(matrix, with_instances=bool(with_instances)))
-        results["cityscapes_table"] = format_cityscapes_table(results)
-    if meter is not None:
-        scores = meter.compute()
-        results["trimap"] = {w: (None if v != v else v) for w, v in scores.items()}
-        results["trimap_table"] = format_trimap_table(
-            scores, {w: m.compute()["num_pixels"] for w, m in meter.meters.items()}
-        )
-        if trimap_dir is not None and is_main_process():
-            meter.save(trimap_dir)
-    return results
+    _reduce_meters(meters, device)
+    return _meter_results(meters, class_names, options)
 
 
 # --- the eval command's job ----------------------------------------------------------------------
@@ -287,6 +347,80 @@ def default_output_path(
     return Path(checkpoint).parent / f"{name}.json"
 
 
+def _default_output(eval_cfg: EvalConfig, source: str, output_stride: int, split: str, amp: str) -> Path:
+    """:func:`default_output_path` for the settings of ``eval_cfg``."""
+    return default_output_path(
+        source, output_stride, eval_cfg.scales, eval_cfg.flip, split,
+        trimap=eval_cfg.trimap, pad_to=eval_cfg.pad_to, amp=amp, mode=eval_cfg.mode,
+        precision=eval_cfg.precision,
+    )  # fmt: skip
+
+
+def trimap_dir_for(output: Union[str, Path]) -> Path:
+    """The folder of the trimap CSV/PNG beside a JSON result file: its name without ``.json``,
+    ending in ``_trimap`` once (``r.json`` -> ``r_trimap``; ``x_trimap.json`` -> ``x_trimap``)."""
+    output = Path(output)
+    return output.with_name(output.stem.removesuffix("_trimap") + "_trimap")
+
+
+def eval_loader(
+    cfg: Config, split: str, device: Union[str, torch.device]
+) -> tuple[SegmentationDataset, DataLoader, bool]:
+    """The loader the eval command scores: ``split`` of ``cfg.data``, unshuffled, ``cfg.eval.batch_size``.
+
+    On the cityscapes layout, when every image of the split has its ``*_gtFine_instanceIds.png``
+    (the official iIoU needs them all; the evaluator stops otherwise), the batches carry the
+    instance maps too (:class:`WithInstances`).
+
+    Returns:
+        ``(dataset, loader, with_instances)``: the split's dataset (its ``class_names``), a
+        :class:`~torch.utils.data.DataLoader` of :func:`~deeplabv3plus.data.datasets.eval_collate`
+        batches, and whether they carry instance maps.
+    """
+    dataset = build_dataset(cfg.data, split, train=False)
+    with_instances = LAYOUTS[cfg.data.layout].instance_iou and all(
+        s.instances is not None for s in dataset.samples
+    )
+    loader = DataLoader(
+        WithInstances(dataset) if with_instances else dataset,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.workers,
+        collate_fn=eval_collate,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    return dataset, loader, with_instances
+
+
+def _print_scores(results: dict, band: str, ignore_index: int, with_instances: bool, seconds: float) -> None:
+    """The eval command's tables: per class, the trimap's and Cityscapes' when scored, then the mIoU."""
+    print(results["table"])
+    if "trimap_table" in results:
+        around = f"a void ({ignore_index}) pixel" if band == "void" else "a class boundary"
+        print(f"\ntrimap: mIoU over the labelled pixels within this many pixels of {around}")
+        print(results["trimap_table"])
+        if any(v is None for v in results["trimap"].values()):
+            print("n/a: the band holds no labelled pixel (width 0 is the void itself)")
+    if "cityscapes_table" in results:
+        print("\nCityscapes' official scores (cityscapesScripts evalPixelLevelSemanticLabeling.py)")
+        print(results["cityscapes_table"])
+        if not with_instances:
+            print("no iIoU: not every image of the split has its *_gtFine_instanceIds.png")
+    print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
+          if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
+
+
+def _write_payload(payload: dict[str, Any], output: Path, trimap_dir: Optional[Path]) -> None:
+    """Write the JSON result file and say so (and name the trimap files beside it)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {output}")
+    if trimap_dir is not None:
+        for path in sorted(trimap_dir.glob("trimap.*")):
+            print(f"wrote {path}")
+
+
 def evaluate_run(
     model: nn.Module,
     cfg: Config,
@@ -323,63 +457,31 @@ def evaluate_run(
     """
     if (checkpoint is None) == (weights is None):
         raise ValueError("evaluate_run: pass the model's source as exactly one of checkpoint= and weights=")
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else "cpu"
+    device = device if device is not None else model_device(model)
     split = split or cfg.data.val_split
     output_stride = cfg.eval.output_stride or cfg.model.output_stride
     band = trimap_band(cfg)
-    dataset = build_dataset(cfg.data, split, train=False)
-    cityscapes = cfg.data.layout == "cityscapes"
-    # The official iIoU needs every image's *_gtFine_instanceIds.png (the evaluator stops otherwise).
-    with_instances = cityscapes and all(s.instances is not None for s in dataset.samples)
-    loader = DataLoader(
-        WithInstances(dataset) if with_instances else dataset,
-        batch_size=cfg.eval.batch_size,
-        shuffle=False,
-        num_workers=cfg.data.workers,
-        collate_fn=eval_collate,
-        pin_memory=torch.device(device).type == "cuda",
-    )
+    dataset, loader, with_instances = eval_loader(cfg, split, device)
     source = checkpoint or weights
+    precision = getattr(model, "inference_precision", cfg.eval.precision)
     print(
         f"evaluating {source} on {len(dataset)} '{split}' images: OS {output_stride}, "
-        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}, precision "
-        f"{getattr(model, 'inference_precision', cfg.eval.precision)}"
+        f"scales {cfg.eval.scales}, flip {cfg.eval.flip}, device {device}, precision {precision}"
         + (f", slide {cfg.eval.crop_size} stride {cfg.eval.stride}" if cfg.eval.mode == "slide" else "")
     )
-    output = Path(output) if output else default_output_path(
-        source, output_stride, cfg.eval.scales, cfg.eval.flip, split,
-        trimap=cfg.eval.trimap, pad_to=cfg.eval.pad_to, amp=amp, mode=cfg.eval.mode,
-        precision=cfg.eval.precision,
-    )  # fmt: skip
-    # The CSV/PNG folder: the JSON's name without .json (whose default name already ends in _trimap).
-    trimap_dir = (
-        output.with_name(output.stem.removesuffix("_trimap") + "_trimap") if cfg.eval.trimap else None
-    )
+    output = Path(output) if output else _default_output(cfg.eval, source, output_stride, split, amp)
+    trimap_dir = trimap_dir_for(output) if cfg.eval.trimap else None
+    cityscapes = LAYOUTS[cfg.data.layout].instance_iou  # Cityscapes' category IoU and iIoU
+    options = EvalOptions(device, AMP_DTYPES[amp], trimap_dir=trimap_dir, cityscapes=cityscapes)
+    options.include_matrix = cityscapes
     start = time.perf_counter()
     results = evaluate(
-        model, loader, cfg.eval,
+        model, loader, dataclasses.replace(cfg.eval, trimap_band=band), options,
         num_classes=cfg.data.num_classes, class_names=dataset.class_names, ignore_index=cfg.data.ignore_index,
-        device=device, amp_dtype=AMP_DTYPES[amp], trimap_band=band, trimap_dir=trimap_dir, progress=progress,
-        cityscapes=cityscapes, include_matrix=cityscapes,
+        progress=progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    print(results["table"])
-    if "trimap_table" in results:
-        around = f"a void ({cfg.data.ignore_index}) pixel" if band == "void" else "a class boundary"
-        print(f"\ntrimap: mIoU over the labelled pixels within this many pixels of {around}")
-        print(results["trimap_table"])
-        if any(v is None for v in results["trimap"].values()):
-            print("n/a: the band holds no labelled pixel (width 0 is the void itself)")
-    if "cityscapes_table" in results:
-        print("\nCityscapes' official scores (cityscapesScripts evalPixelLevelSemanticLabeling.py)")
-        print(results["cityscapes_table"])
-        if not with_instances:
-            print("no iIoU: not every image of the split has its *_gtFine_instanceIds.png")
-    print(f"\nmIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images ({seconds:.1f} s)"
-          if results["mIoU"] is not None else "\nmIoU undefined (no labelled pixel)")  # fmt: skip
-
+    _print_scores(results, band, cfg.data.ignore_index, with_instances, seconds)
     payload = {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "weights": weights,
@@ -390,16 +492,10 @@ def evaluate_run(
         "mode": cfg.eval.mode,
         **({"trimap_band": band} if cfg.eval.trimap else {}),
         "amp": amp,
-        "precision": getattr(model, "inference_precision", cfg.eval.precision),
+        "precision": precision,
         "seconds": seconds,
         **{k: v for k, v in results.items() if k not in ("table", "trimap_table", "cityscapes_table")},
         "config": config_to_dict(cfg),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"wrote {output}")
-    if trimap_dir is not None:
-        for path in sorted(trimap_dir.glob("trimap.*")):
-            print(f"wrote {path}")
+    _write_payload(payload, output, trimap_dir)
     return payload

@@ -21,16 +21,21 @@ since PyTorch 2.9) with ``dynamic_shapes``; it exports the DeepLabv3+ models wit
 batch/height/width in torch 2.14. If it fails (an unsupported op), the legacy TorchScript exporter
 with ``dynamic_axes`` is tried, unless an exporter is named explicitly; torch < 2.5, which has no
 dynamo exporter, uses the TorchScript one (``deeplabv3plus._compat.ONNX_DYNAMO_EXPORT``).
+
+:func:`export_checkpoint` is the whole ``deeplabv3plus export`` job (a checkpoint in, a checked
+fp32 graph or an int8 model out), with its options in :class:`ExportSettings`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import logging
 import tempfile
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,7 +46,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from deeplabv3plus._compat import ONNX_DYNAMO_EXPORT, onnx_export
+from deeplabv3plus.config import DataConfig
+from deeplabv3plus.data.datasets import build_dataset
 from deeplabv3plus.inference import use_output_stride
+from deeplabv3plus.loading import load_model_from_checkpoint
 from deeplabv3plus.models import prepare_for_inference
 
 INPUT_NAME = "image"
@@ -110,20 +118,8 @@ def export_onnx(
         with use_output_stride(model, output_stride), torch.no_grad():
             # "auto" on a torch without the dynamo exporter (< 2.5) goes straight to TorchScript.
             if exporter == "dynamo" or (exporter == "auto" and ONNX_DYNAMO_EXPORT):
-                _require("onnxscript")
                 try:
-                    dims = _dynamic_image_dims(min_side=2)
-                    onnx_export(
-                        model,
-                        (example,),
-                        str(path),
-                        dynamo=True,
-                        dynamic_shapes=(dims,),
-                        input_names=[INPUT_NAME],
-                        output_names=[OUTPUT_NAME],
-                        opset_version=opset,
-                        verbose=False,
-                    )
+                    _export_dynamo(model, example, path, opset)
                     return "dynamo"
                 except Exception as e:
                     if exporter == "dynamo":
@@ -133,22 +129,43 @@ def export_onnx(
                         "falling back to the TorchScript exporter",
                         stacklevel=2,
                     )
-            axes = {0: "batch", 2: "height", 3: "width"}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": we know
-                onnx_export(
-                    model,
-                    (example,),
-                    str(path),
-                    dynamo=False,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-                    opset_version=opset if opset is not None else 17,
-                )
+            _export_torchscript(model, example, path, opset)
             return "torchscript"
     finally:
         source.train(was_training)
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: Optional[int]) -> None:
+    """``torch.onnx.export(dynamo=True)`` with dynamic batch, height and width."""
+    _require("onnxscript")
+    onnx_export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        dynamic_shapes=(_dynamic_image_dims(min_side=2),),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        verbose=False,
+    )
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opset: Optional[int]) -> None:
+    """The legacy TorchScript exporter with ``dynamic_axes`` (opset 17 unless given)."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": we know
+        onnx_export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            opset_version=opset if opset is not None else 17,
+        )
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -467,3 +484,185 @@ def load_int8_program(path: Union[str, Path]) -> Int8Program:
     _require("torchao", "pt2e", "PT2E int8")  # registers the quantise/dequantise ops the file names
     program = torch.export.load(str(path))
     return Int8Program(torch.compile(program.module()))
+
+
+# --- the export command's job: a checkpoint in, a checked fp32 or int8 file out -----------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """How :func:`export_checkpoint` writes a model (the options of ``deeplabv3plus export``)."""
+
+    height: int = 513
+    """Height of the example input that traces the graph, in pixels (the graph takes any size)."""
+    width: int = 513
+    """Width of that example input, in pixels."""
+    output_stride: Optional[int] = None
+    """Export at this output stride (8, 16, 32); None keeps the model's."""
+    exporter: str = "auto"
+    """ONNX exporter, as :func:`export_onnx`; with int8 (onnxruntime), "auto" is TorchScript."""
+    opset: Optional[int] = None
+    """ONNX opset version; None: the exporter's default."""
+    check: bool = True
+    """Check the written file: onnxruntime against PyTorch (fp32), label agreement (int8)."""
+    int8: bool = False
+    """Write an int8 model calibrated on training images instead of fp32."""
+    int8_backend: Optional[str] = None
+    """With ``int8``: "onnxruntime" (None: the default; an int8 QDQ .onnx) or "pt2e" (a .pt2 program)."""
+    calibration_images: int = 200
+    """With ``int8``: how many ``data.train_split`` images to calibrate on."""
+    int8_exclude: Sequence[str] = ()
+    """With ``int8`` (onnxruntime): ONNX node names kept in fp32."""
+
+
+def check_export_settings(settings: ExportSettings, output: Union[str, Path]) -> None:
+    """Refuse settings that cannot export (before any checkpoint is read).
+
+    Raises:
+        ValueError: naming the option: a trace size under 16 pixels, an opset outside 7..30, an
+            int8 backend without int8, ONNX options with the PT2E backend, an ``output`` whose
+            suffix is not ``.onnx`` (``.pt2`` for PT2E), fewer than one calibration image.
+    """
+    if settings.height < 16 or settings.width < 16:
+        raise ValueError(
+            f"--height/--width: expected at least 16 pixels, got {settings.height}x{settings.width}"
+        )
+    if settings.opset is not None and not 7 <= settings.opset <= 30:
+        raise ValueError(f"--opset: expected an ONNX opset version such as 17 or 18, got {settings.opset}")
+    if settings.int8_backend is not None and not settings.int8:
+        raise ValueError("--int8-backend: only with --int8")
+    if settings.int8_backend not in (None, "onnxruntime", "pt2e"):
+        raise ValueError(f"--int8-backend: expected onnxruntime or pt2e, got {settings.int8_backend!r}")
+    pt2e = settings.int8 and settings.int8_backend == "pt2e"
+    if pt2e and (settings.int8_exclude or settings.opset is not None or settings.exporter != "auto"):
+        raise ValueError("--int8-backend pt2e: --int8-exclude, --opset and --exporter are ONNX options")
+    suffix = ".pt2" if pt2e else ".onnx"
+    if Path(output).suffix.lower() != suffix:
+        raise ValueError(f"--output: expected a file name ending in {suffix}, got '{output}'")
+    if settings.calibration_images < 1:
+        raise ValueError(
+            f"--calibration-images: expected a positive number, got {settings.calibration_images}"
+        )
+
+
+def export_checkpoint(
+    checkpoint: Union[str, Path],
+    output: Union[str, Path],
+    settings: Optional[ExportSettings] = None,
+    *,
+    config: Optional[Union[str, Path]] = None,
+) -> str:
+    """Export a training checkpoint to a checked fp32 ONNX graph or an int8 model; print what was written.
+
+    What ``deeplabv3plus export`` runs: :func:`check_export_settings`, the model of ``checkpoint``
+    (:func:`~deeplabv3plus.loading.load_model_from_checkpoint`, on the CPU), then
+    :func:`export_fp32` or, with ``settings.int8``, :func:`export_int8`.
+
+    Args:
+        checkpoint: A training checkpoint (.pth) or a bare state_dict (then ``config`` is required).
+        output: The ``.onnx`` file to write (``.pt2`` with the PT2E int8 backend).
+        settings: How to export (default: :class:`ExportSettings`'s defaults, fp32 at 513x513).
+        config: A YAML config whose values go on top of the checkpoint's.
+
+    Returns:
+        What wrote the file: "dynamo" or "torchscript" (the ONNX exporter), or "pt2e".
+
+    Raises:
+        ValueError: bad settings (:func:`check_export_settings`), or no calibration image.
+        CheckpointError: a checkpoint that cannot be read or does not fit its config.
+        ImportError: the extra ``onnx`` (or ``pt2e``) is not installed.
+        AssertionError: the check found onnxruntime's output differing from PyTorch's.
+    """
+    settings = ExportSettings() if settings is None else settings
+    check_export_settings(settings, output)
+    model, cfg = load_model_from_checkpoint(checkpoint, config, device="cpu")
+    if settings.int8:
+        return export_int8(model, cfg.data, output, settings)
+    return export_fp32(model, output, settings)
+
+
+def export_fp32(model: nn.Module, output: Union[str, Path], settings: ExportSettings) -> str:
+    """:func:`export_onnx`, then (``settings.check``) :func:`check_onnx` at two sizes and batch sizes
+    other than the tracing example's; prints the files written and the largest difference.
+
+    Returns:
+        The exporter that wrote the file: "dynamo" or "torchscript".
+    """
+    started = time.time()
+    used = export_onnx(
+        model,
+        output,
+        height=settings.height,
+        width=settings.width,
+        output_stride=settings.output_stride,
+        exporter=settings.exporter,
+        opset=settings.opset,
+    )
+    data = Path(f"{output}.data")
+    if data.is_file() and data.stat().st_mtime >= started - 1:
+        print(f"wrote {output} and its weights {data} ({used} exporter; keep the two files together)")
+    else:
+        print(f"wrote {output} ({used} exporter)")
+    if settings.check:
+        # Two sizes and batch sizes other than the tracing example: the axes must be dynamic.
+        height, width = settings.height, settings.width
+        inputs = [torch.randn(1, 3, height, width), torch.randn(2, 3, height // 2 + 7, width - 10)]
+        worst = check_onnx(model, output, inputs, output_stride=settings.output_stride)
+        print(f"onnxruntime matches PyTorch at {[tuple(x.shape) for x in inputs]}: max |diff| {worst:.2e}")
+    return used
+
+
+def calibration_images(data: DataConfig, count: int) -> tuple[list[torch.Tensor], str]:
+    """``count`` training images spread evenly over ``data.train_split``, normalised as in evaluation.
+
+    Returns:
+        (1, 3, H, W) float32 images (whole images, one per batch), and a note saying how many of
+        how many, e.g. "3 of the 6 'train' images".
+
+    Raises:
+        ValueError: the split holds no image.
+    """
+    dataset = build_dataset(data, data.train_split, train=False)
+    if len(dataset) == 0:
+        raise ValueError(f"--int8: split '{data.train_split}' under '{data.root}' holds no image")
+    count = min(count, len(dataset))
+    indices = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)})
+    images = [dataset[i][0].unsqueeze(0) for i in indices]
+    return images, f"{len(images)} of the {len(dataset)} '{data.train_split}' images"
+
+
+def export_int8(
+    model: nn.Module, data: DataConfig, output: Union[str, Path], settings: ExportSettings
+) -> str:
+    """Post-training static int8, calibrated on :func:`calibration_images` of ``data``, into ``output``.
+
+    By ONNX Runtime (the fp32 graph, TorchScript exporter unless ``settings.exporter`` names
+    another, into a temporary folder, then :func:`quantize_onnx_int8`) or, with
+    ``settings.int8_backend == "pt2e"``, by :func:`quantize_pt2e_int8` (a .pt2 program). With
+    ``settings.check``, prints the share of pixels whose int8 labels agree with the fp32 model's
+    on 4 of the calibration images.
+
+    Returns:
+        "pt2e", or the ONNX exporter of the fp32 graph ("torchscript" or "dynamo").
+    """
+    images, note = calibration_images(data, settings.calibration_images)
+    if settings.int8_backend == "pt2e":
+        quantize_pt2e_int8(model, output, images, output_stride=settings.output_stride)
+        used, what = "pt2e", "int8 PT2E x86 program"
+    else:
+        used = "torchscript" if settings.exporter == "auto" else settings.exporter
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            export_onnx(model, fp32, height=settings.height, width=settings.width,
+                        output_stride=settings.output_stride, exporter=used, opset=settings.opset)  # fmt: skip
+            quantize_onnx_int8(fp32, output, images, nodes_to_exclude=settings.int8_exclude)
+        what = "int8 QDQ"
+    print(f"wrote {output} ({what}, per-channel weights; calibrated on {note})")
+    if settings.check:
+        quantized = load_int8_program(output) if used == "pt2e" else output
+        with use_output_stride(model, settings.output_stride):
+            agree = label_agreement(model, quantized, images[:4])
+        print(
+            f"int8 labels agree with the fp32 PyTorch model's on {100 * agree:.2f}% of the pixels of 4 images"
+        )
+    return used

@@ -162,6 +162,58 @@ def slide_logits(
     return total / count
 
 
+def _check_predict_args(
+    image: torch.Tensor,
+    scales: Sequence[float],
+    mode: str,
+    crop_size: Optional[Window],
+    stride: Optional[Window],
+) -> None:
+    """Raise ValueError on arguments :func:`predict_probs` cannot run, before any forward pass."""
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected an (N, 3, H, W) image batch, got shape {tuple(image.shape)}")
+    if not scales:
+        raise ValueError("scales must not be empty")
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"mode: expected 'whole' or 'slide', got {mode!r}")
+    if mode == "slide":
+        if crop_size is None:
+            raise ValueError("mode='slide' needs crop_size (the window)")
+        slide_window_pairs(crop_size, stride)
+
+
+def _add_view_probs(
+    total: Optional[torch.Tensor],
+    logits: torch.Tensor,
+    start: int,
+    n: int,
+    size: tuple[int, int],
+    align_corners: bool,
+) -> torch.Tensor:
+    """Add the class probabilities of views ``start, ..., start + v - 1`` to ``total``; returns it.
+
+    Args:
+        total: (N, C, H, W) float32 sums so far, or None (the first call: zeros).
+        logits: (v, C, h, w) logits of ``v`` consecutive views of the (2)N-view batch: view i is
+            image i % N, left-right flipped if i >= N.
+        start: The index of the first of these views.
+        n: The number of images ``N``.
+        size: (H, W), the image size the logits are resized to (bilinear) before the softmax.
+        align_corners: Of that resize.
+    """
+    logits = logits.float()
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+    probs = logits.softmax(dim=1)
+    index = torch.arange(start, start + probs.shape[0], device=probs.device)
+    flipped = index >= n
+    if flipped.any():
+        probs = torch.where(flipped[:, None, None, None], probs.flip(-1), probs)
+    if total is None:
+        total = torch.zeros(n, probs.shape[1], *size, dtype=torch.float32, device=probs.device)
+    return total.index_add_(0, index % n, probs)
+
+
 def predict_probs(
     model: nn.Module,
     image: torch.Tensor,
@@ -199,16 +251,7 @@ def predict_probs(
     Returns:
         (N, C, H, W) float32 probabilities (each pixel sums to 1), on ``image``'s device.
     """
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected an (N, 3, H, W) image batch, got shape {tuple(image.shape)}")
-    if not scales:
-        raise ValueError("scales must not be empty")
-    if mode not in ("whole", "slide"):
-        raise ValueError(f"mode: expected 'whole' or 'slide', got {mode!r}")
-    if mode == "slide":
-        if crop_size is None:
-            raise ValueError("mode='slide' needs crop_size (the window)")
-        slide_window_pairs(crop_size, stride)  # fail before any forward pass
+    _check_predict_args(image, scales, mode, crop_size, stride)
     n, _, h, w = image.shape
     views = 2 * n if flip else n
     step = views if max_batch is None else max(1, int(max_batch))
@@ -234,18 +277,7 @@ def predict_probs(
                 else:
                     with autocast:
                         logits = model(x[start : start + step])
-                logits = logits.float()
-                if logits.shape[-2:] != (h, w):
-                    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=align_corners)
-                probs = logits.softmax(dim=1)
-                # Views start..start+len-1 of the 2N batch: view i is image i % N, flipped if i >= N.
-                index = torch.arange(start, start + probs.shape[0], device=probs.device)
-                flipped = index >= n
-                if flipped.any():
-                    probs = torch.where(flipped[:, None, None, None], probs.flip(-1), probs)
-                if total is None:
-                    total = torch.zeros(n, probs.shape[1], h, w, dtype=torch.float32, device=probs.device)
-                total.index_add_(0, index % n, probs)
+                total = _add_view_probs(total, logits, start, n, (h, w), align_corners)
     assert total is not None
     return total / (len(scales) * (2 if flip else 1))
 

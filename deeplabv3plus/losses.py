@@ -15,14 +15,17 @@ Layer 3 (docs/architecture.md): imports torch and, for the class-weight formula 
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Callable, Optional, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import catalog
+from .catalog import IGNORE_INDEX, load
 from .data.class_weights import class_weights_from_counts
 
 __all__ = [
@@ -373,74 +376,80 @@ def lovasz_softmax(
 # ---------------------------------------------------------------------------------------------------
 # The factory.
 
-LOSSES: dict[str, LossFn] = {
-    "cross_entropy": cross_entropy,
-    "bootstrapped_cross_entropy": bootstrapped_cross_entropy,
-    "ohem": ohem_cross_entropy,
-    "lovasz_softmax": lovasz_softmax,
-}
-"""The losses by name (``train.loss.name``, whose valid values ``config.LOSS_NAMES`` repeats); the default is ``"cross_entropy"``."""
+LOSSES: dict[str, LossFn] = {name: load(entry.function) for name, entry in catalog.LOSSES.items()}
+"""The loss functions by ``train.loss.name`` (the names and options are ``deeplabv3plus.catalog.LOSSES``)."""
+
+
+def loss_options(name: str, options: Union[None, Mapping[str, Any], Any] = None) -> Optional[Any]:
+    """The options of loss ``name`` as its catalogue dataclass, checked: ``options`` may be that
+    dataclass, a mapping of its fields (the others keep their defaults), or None (all defaults).
+
+    Raises:
+        ValueError: an option the loss does not take or a bad value, naming the option.
+    """
+    kind = catalog.LOSSES[name].options
+    if options is None:
+        chosen = kind() if kind is not None else None
+    elif kind is not None and isinstance(options, kind):
+        chosen = options
+    elif isinstance(options, Mapping):
+        fields = {f.name for f in dataclasses.fields(kind)} if kind is not None else set()
+        for key in options:
+            if key not in fields:
+                takes = f"it takes {', '.join(sorted(fields))}" if fields else "it takes none"
+                raise ValueError(f"{key}: not an option of the {name!r} loss ({takes})")
+        chosen = kind(**options) if kind is not None else None
+    else:
+        raise ValueError(
+            f"options: expected a mapping or {getattr(kind, '__name__', 'None')} for the {name!r} loss, got {options!r}"
+        )
+    if chosen is not None:
+        chosen.check()
+    return chosen
 
 
 def build_loss(
     name: str = "cross_entropy",
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     num_classes: Optional[int] = None,
     class_weights: Weights = None,
-    top_k_percent_pixels: float = 1.0,
-    hard_example_mining_step: int = 0,
-    ohem_thresh: float = 0.7,
-    ohem_min_kept: int = 100000,
-    lovasz_classes: Union[str, Sequence[int]] = "present",
+    options: Union[None, Mapping[str, Any], Any] = None,
 ) -> LossFn:
     """The loss ``name`` with its options bound: ``loss(logits, target, iteration=0) -> scalar``.
 
-    Options a loss does not use must keep their defaults (a set option the chosen loss would ignore
-    is an error, not a silent no-op). ``class_weights`` is a list; weights computed from the data
-    ("auto") come from :func:`class_weights_from_counts` on the counts ``data/check.py`` reports.
+    Options a loss does not take are an error, not a silent no-op. ``class_weights`` is a list;
+    weights computed from the data ("auto") come from :func:`class_weights_from_counts` on the
+    counts ``data/check.py`` reports.
 
     Args:
-        name: a key of :data:`LOSSES`.
+        name: a key of ``deeplabv3plus.catalog.LOSSES``.
         ignore_index: the void label.
         num_classes: if given, ``class_weights`` must have this length (checked now, not at the
             first step).
-        class_weights: C non-negative weights (cross-entropy losses only).
-        top_k_percent_pixels, hard_example_mining_step: see :func:`bootstrapped_cross_entropy`.
-        ohem_thresh, ohem_min_kept: ``thresh`` and ``min_kept`` of :func:`ohem_cross_entropy`.
-        lovasz_classes: ``classes`` of :func:`lovasz_softmax`.
+        class_weights: C non-negative weights (the cross-entropy losses only).
+        options: the loss's own options (``train.loss.<name>``): its catalogue dataclass
+            (``OhemOptions(thresh=0.5)``) or a mapping (``{"thresh": 0.5}``); None: the defaults.
 
     Raises:
         ValueError: an unknown name, a bad or unused option (one line naming the argument).
     """
     if name not in LOSSES:
         raise ValueError(f"name: expected one of {sorted(LOSSES)}, got {name!r}")
+    entry = catalog.LOSSES[name]
     weights = _check_weights(class_weights, num_classes)
-    _check_top_k(top_k_percent_pixels, hard_example_mining_step)
-    _check_ohem(ohem_thresh, ohem_min_kept)
-    options: dict[str, object] = {"ignore_index": ignore_index}
-    used = {"cross_entropy": {"class_weights"}}
-    used["bootstrapped_cross_entropy"] = {"class_weights", "top_k_percent_pixels", "hard_example_mining_step"}
-    used["ohem"] = {"class_weights", "ohem_thresh", "ohem_min_kept"}
-    used["lovasz_softmax"] = {"lovasz_classes"}
-    given = {
-        "class_weights": (weights, None),
-        "top_k_percent_pixels": (top_k_percent_pixels, 1.0),
-        "hard_example_mining_step": (hard_example_mining_step, 0),
-        "ohem_thresh": (ohem_thresh, 0.7),
-        "ohem_min_kept": (ohem_min_kept, 100000),
-        "lovasz_classes": (lovasz_classes, "present"),
-    }
-    for option, (value, default) in given.items():
-        if option not in used[name] and value != default:
-            raise ValueError(f"{option}: not used by the {name!r} loss (got {value!r})")
-    renamed = {"ohem_thresh": "thresh", "ohem_min_kept": "min_kept", "lovasz_classes": "classes"}
-    for option in used[name]:
-        options[renamed.get(option, option)] = given[option][0]
+    if weights is not None and not entry.class_weights:
+        raise ValueError(f"class_weights: not used by the {name!r} loss (got {weights!r})")
+    bound: dict[str, Any] = {"ignore_index": ignore_index}
+    if entry.class_weights:
+        bound["class_weights"] = weights
+    chosen = loss_options(name, options)
+    if chosen is not None:
+        bound.update(dataclasses.asdict(chosen))
     fn = LOSSES[name]
 
     def loss(logits: torch.Tensor, target: torch.Tensor, iteration: int = 0) -> torch.Tensor:
-        return fn(logits, target, iteration, **options)
+        return fn(logits, target, iteration, **bound)
 
     loss.__name__ = name
     loss.__qualname__ = f"build_loss.<{name}>"

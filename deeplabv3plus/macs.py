@@ -8,9 +8,11 @@ MACs = FLOPs / 2. Multi-scale rows sum the single-scale cost over the scales
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Optional, Union
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -186,3 +188,33 @@ def format_macs_table(results: list[dict]) -> str:
             f"{row.gmacs:>11.2f} {r['ours_gmacs']:>10.2f} {100 * r['rel_diff']:>+6.1f}%"
         )
     return "\n".join(lines)
+
+
+def write_macs_json(
+    results: list[dict], path: Union[str, Path], *, size: int = 513, strided_shortcut: str = "projection"
+) -> dict:
+    """Write :func:`macs_table`'s rows and both counts to a JSON file (what ``macs --json`` writes).
+
+    Args:
+        results: :func:`macs_table`'s result.
+        path: The JSON file.
+        size, strided_shortcut: The settings the table was counted with (recorded in the file).
+
+    Returns:
+        The payload written: ``{"size", "strided_shortcut", "rows"}``, each row the paper row's fields
+        with ``paper_gmacs`` (its ``gmacs``), ``ours_gmacs`` (GMACs, 1e9 Multiply-Adds) and ``rel_diff``
+        (ours / paper - 1).
+    """
+    rows = [
+        {
+            **{k: v for k, v in dataclasses.asdict(r["row"]).items() if k != "gmacs"},
+            "paper_gmacs": r["row"].gmacs,
+            "ours_gmacs": r["ours_gmacs"],
+            "rel_diff": r["rel_diff"],
+        }
+        for r in results
+    ]
+    payload = {"size": size, "strided_shortcut": strided_shortcut, "rows": rows}
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    return payload

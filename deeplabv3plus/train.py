@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ._compat import grad_scaler
 from ._version import __version__, library_commit
 from .builders import build_model
+from .catalog import BACKBONES, LAYOUTS
 from .checkpoint import (
     CheckpointError,
     check_state_dict_fits,
@@ -40,18 +41,12 @@ from .checkpoint import (
     set_rng_state,
     write_atomically,
 )
-from .config import Config, ConfigError, config_to_dict, save_config
+from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from .data.check import dataset_class_weights
-from .data.datasets import (
-    SegmentationDataset,
-    build_dataset,
-    check_config_leakage,
-    check_splits,
-    eval_collate,
-)
+from .data.datasets import DataSplits, SegmentationDataset, eval_collate
 from .data.sampling import SeededDataset, TrainStream
 from .data.synthetic import is_synthetic_root
-from .evaluate import evaluate
+from .evaluate import EvalOptions, evaluate
 from .losses import LossFn, build_loss
 from .runtime import (
     PeerFailure,
@@ -104,10 +99,14 @@ def check_recipe(cfg: Config, runtime: Runtime) -> None:
         and cfg.train.init_from is None
         and not cfg.train.allow_scratch_backbone
     ):
+        sources = BACKBONES[cfg.model.backbone].imagenet
+        example = (
+            f" (for {cfg.model.backbone}: {' or '.join(sources)})" if sources else " (a state_dict file)"
+        )
         raise ConfigError(
             "model.pretrained_backbone is not set: training without an ImageNet-pretrained backbone is far "
-            "below the paper's numbers; set model.pretrained_backbone (e.g. torchvision:IMAGENET1K_V1 or "
-            "timm:xception65.tf_in1k) or opt in with train.allow_scratch_backbone=true"
+            f"below the paper's numbers; set model.pretrained_backbone{example} or opt in with "
+            "train.allow_scratch_backbone=true"
         )
     per_device = cfg.train.batch_size // runtime.world_size
     # torch's SyncBatchNorm runs on CUDA only: on CPU (gloo) every process keeps its own statistics.
@@ -192,36 +191,36 @@ def resolve_class_weights(cfg: Config, train_set: SegmentationDataset) -> Option
 def build_train_loss(cfg: Config, class_weights: Optional[list[float]]) -> LossFn:
     """The loss of ``train.loss``; the default is exactly ``F.cross_entropy(logits, labels, ignore_index=...)``."""
     loss = cfg.train.loss
-    options: dict[str, Any] = {"class_weights": class_weights}
-    if loss.name == "bootstrapped_cross_entropy":
-        options.update(
-            top_k_percent_pixels=loss.top_k_percent_pixels,
-            hard_example_mining_step=loss.hard_example_mining_step,
-        )
-    elif loss.name == "ohem":
-        options.update(ohem_thresh=loss.ohem_thresh, ohem_min_kept=loss.ohem_min_kept)
-    elif loss.name == "lovasz_softmax":
-        options = {}
     try:
         return build_loss(
-            loss.name, ignore_index=cfg.data.ignore_index, num_classes=cfg.data.num_classes, **options
+            loss.name,
+            ignore_index=cfg.data.ignore_index,
+            num_classes=cfg.data.num_classes,
+            class_weights=class_weights,
+            options=getattr(loss, loss.name, None),  # train.loss.<name>: the catalogue's options of that loss
         )
     except ValueError as e:
-        raise ConfigError(f"train.loss.{e}") from None
+        # "class_weights: ..." is a key of train.loss; "thresh: ..." one of the loss's own options.
+        key = str(e).split(":", 1)[0]
+        raise ConfigError(
+            f"train.loss.{e}" if key in ("name", "class_weights") else f"train.loss.{loss.name}.{e}"
+        ) from None
 
 
 # --- data ------------------------------------------------------------------------------------
 
 
-def build_loaders(cfg: Config, runtime: Runtime, start_iteration: int):
-    """The endless training loader (resuming at ``start_iteration``) and the validation loader."""
+def build_loaders(cfg: Config, runtime: Runtime, start_iteration: int, splits: Optional[DataSplits] = None):
+    """The endless training loader (resuming at ``start_iteration``) and the validation loader,
+    from ``splits`` (the run's listing, each split listed once) or a fresh listing."""
     if cfg.train.batch_size % runtime.world_size:
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {runtime.world_size} processes"
         )
     per_rank = cfg.train.batch_size // runtime.world_size
-    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
-    val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    splits = splits if splits is not None else DataSplits(cfg.data)
+    train_set = splits.dataset(cfg.data.train_split, train=True)
+    val_set = splits.dataset(cfg.data.val_split, train=False)
     # Each optimizer step draws train.accumulate micro-batches from the stream.
     drawn = start_iteration * per_rank * cfg.train.accumulate
     stream = TrainStream(len(train_set), cfg.train.seed, runtime.rank, runtime.world_size, drawn)
@@ -410,20 +409,70 @@ def run_files(out_dir: Path) -> list[Path]:
     return files + sorted((out_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def resume_checkpoint(resume: Optional[str], out_dir: Path) -> Optional[str]:
+    """The checkpoint a ``resume`` request names: the one place ``--resume auto`` is resolved.
+
+    Args:
+        resume: None or "" (a new run), a checkpoint path, or ``"auto"``.
+        out_dir: ``train.output_dir`` of the config the run was started with.
+
+    Returns:
+        ``out_dir/last.pth`` for ``"auto"`` when that file exists, else None (a new run,
+        :func:`claim_run_folder`); a path as given; None for None or "".
+    """
+    if resume == "auto":
+        last = out_dir / "last.pth"
+        return str(last) if last.is_file() else None
+    return resume or None
+
+
+def resumed_config(cfg: Config, checkpoint: Optional[str], config_name: Optional[str] = None) -> Config:
+    """The config a run goes on with: a resumed run keeps the one stored in its checkpoint.
+
+    The stored config wins over ``cfg`` (the file and overrides given now), so that a resumed run
+    is the same run; when they differ, rank 0 says so on stderr
+    (``--resume: using the config stored in <checkpoint>, not <config_name>``).
+
+    Args:
+        cfg: The config given now.
+        checkpoint: The checkpoint the run continues from (:func:`resume_checkpoint`); None: a new
+            run, ``cfg`` is returned as it is.
+        config_name: Where ``cfg`` came from (a file or a shipped config's name), for the message.
+
+    Raises:
+        CheckpointError, OSError: the checkpoint cannot be read.
+        ConfigError: its stored config is invalid.
+        PeerFailure: on ranks > 0 under torchrun, instead of those (rank 0 reports the error).
+    """
+    if not checkpoint:
+        return cfg
+    try:
+        saved = config_from_dict(load_checkpoint(checkpoint)["config"])
+    except (OSError, ValueError, CheckpointError):
+        if rank() > 0:
+            raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same file
+        raise
+    if saved != cfg and rank() == 0:
+        given = config_name if config_name is not None else "the config given"
+        print(f"--resume: using the config stored in {checkpoint}, not {given}", file=sys.stderr)
+    return saved
+
+
 def claim_run_folder(
-    out_dir: Path, resume: Optional[str], overwrite: bool
-) -> tuple[Optional[str], list[Path]]:
+    out_dir: Path, resume: Optional[str], overwrite: bool, checkpoint: Optional[str] = None
+) -> list[Path]:
     """What this run does with ``out_dir``, decided before any work: a run is never overwritten by accident.
 
     Args:
         out_dir: ``train.output_dir``.
-        resume: None (a new run), a checkpoint to continue from, or ``"auto"``: ``out_dir/last.pth``
-            when it exists, else a new run (replacing what an attempt stopped before its first
-            checkpoint left: config.yaml, run_info.json, metrics.jsonl).
+        resume: what was asked: None (a new run), a checkpoint to continue from, or ``"auto"``.
         overwrite: replace a run already in ``out_dir`` (all of its :func:`run_files`).
+        checkpoint: the checkpoint ``resume`` resolved to (:func:`resume_checkpoint`); with
+            ``"auto"`` and none (no ``last.pth``), a new run that replaces what an attempt stopped
+            before its first checkpoint left (config.yaml, run_info.json, metrics.jsonl).
 
     Returns:
-        The checkpoint to resume from (or None) and the files to remove before the run writes its own.
+        The files to remove before the run writes its own.
 
     Raises:
         RunExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` says what to do.
@@ -431,28 +480,25 @@ def claim_run_folder(
     """
     if resume and overwrite:
         raise ConfigError(
-            f"--resume {resume} and --overwrite contradict each other: continue the run in '{out_dir}' "
-            "or replace it, not both"
+            f"--resume {checkpoint or resume} and --overwrite contradict each other: continue the run in "
+            f"'{out_dir}' or replace it, not both"
         )
-    if resume == "auto":
-        last = out_dir / "last.pth"
-        if last.is_file():
-            return str(last), []
+    if checkpoint:
+        return []
+    if resume == "auto":  # and no last.pth to continue from (resume_checkpoint)
         if (out_dir / "best.pth").is_file():
             raise RunExistsError(
                 f"--resume auto: train.output_dir '{out_dir}' holds best.pth but no last.pth to continue "
                 "from; replace the run with --overwrite, or choose another train.output_dir"
             )
-        return None, run_files(out_dir)
-    if resume:
-        return resume, []
+        return run_files(out_dir)
     existing = run_files(out_dir)
     if existing and not overwrite:
         raise RunExistsError(
             f"train.output_dir '{out_dir}' already holds a run ({_list_files(existing)}); continue it "
             "with --resume auto, choose another train.output_dir, or replace it with --overwrite"
         )
-    return None, existing
+    return existing
 
 
 def _list_files(files: list[Path]) -> str:
@@ -735,10 +781,10 @@ def validate(
         :func:`~deeplabv3plus.evaluate.evaluate`'s results (the same on every rank).
     """
     results = evaluate(
-        state.model, val_loader, cfg.eval,
+        state.model, val_loader,
+        dataclasses.replace(cfg.eval, trimap=False),  # the boundary curve is the eval command's
+        EvalOptions(device=runtime.device, amp_dtype=runtime.amp_dtype),
         num_classes=cfg.data.num_classes, class_names=class_names, ignore_index=cfg.data.ignore_index,
-        device=runtime.device, amp_dtype=runtime.amp_dtype,
-        trimap=False,  # the boundary curve is the eval command's; validation keeps to the mIoU
         progress=runtime.is_main, desc=f"val@{state.iteration}",
     )  # fmt: skip
     miou = results["mIoU"]
@@ -766,7 +812,12 @@ def stop_with_checkpoint(
 
 
 def train(
-    cfg: Config, *, resume: Optional[str] = None, stop_after: Optional[int] = None, overwrite: bool = False
+    cfg: Config,
+    *,
+    resume: Optional[str] = None,
+    stop_after: Optional[int] = None,
+    overwrite: bool = False,
+    config_name: Optional[str] = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a model as ``cfg`` describes; returns the model and its last validation results.
 
@@ -774,16 +825,19 @@ def train(
         cfg: the full config.
         resume: a checkpoint written by this loop (e.g. ``<output_dir>/last.pth``); training
             continues from its iteration with its optimizer, LR, scaler and RNG states, so the
-            weights equal those of an uninterrupted run. ``"auto"``: ``<output_dir>/last.pth`` if
-            it exists, else a new run (:func:`claim_run_folder`).
+            weights equal those of an uninterrupted run, and with the config stored in it, which
+            wins over ``cfg`` (:func:`resumed_config`). ``"auto"``: ``<output_dir>/last.pth`` if
+            it exists, else a new run (:func:`resume_checkpoint`, :func:`claim_run_folder`).
         stop_after: stop (with a checkpoint) once this iteration is reached, as if interrupted;
             for pre-emptible jobs and tests. The schedule still runs to ``train.max_iters``.
         overwrite: replace a run already in ``train.output_dir`` (its files are removed just
             before this run writes its own); without it, or ``resume``, such a folder is an error.
+        config_name: where ``cfg`` came from (a file or a shipped config's name), named in the
+            message when a resumed run's stored config replaces it.
 
     Before anything costs (a model built, weights fetched, a file written) the run folder is
-    claimed and the data checked (:func:`~deeplabv3plus.data.datasets.check_splits`, the leakage
-    check).
+    claimed and the data checked (:meth:`~deeplabv3plus.data.datasets.DataSplits.check`, the leakage
+    check), each split listed once for the whole run.
 
     Raises:
         RunExistsError: ``train.output_dir`` holds a run (and neither ``resume`` nor ``overwrite``).
@@ -793,27 +847,30 @@ def train(
         CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
         PeerFailure: under torchrun, on the ranks that did not fail themselves.
     """
+    checkpoint = resume_checkpoint(resume, Path(cfg.train.output_dir))
+    cfg = resumed_config(cfg, checkpoint, config_name)  # a resumed run is the same run: its config
     runtime = start_runtime(cfg)
     group = host_group(runtime)
     out_dir = Path(cfg.train.output_dir)
     # Checked before it costs: what becomes of the run folder, and the data, before any model is
     # built, weight fetched or file written (generating the default synthetic set aside).
     with all_or_none(runtime, group):
-        resume, replaced = claim_run_folder(out_dir, resume, overwrite)
-        generating = cfg.data.layout == "synthetic" and not is_synthetic_root(Path(cfg.data.root))
-        check_splits(cfg.data, [cfg.data.train_split, cfg.data.val_split])
-        check_config_leakage(cfg.data)
+        replaced = claim_run_folder(out_dir, resume, overwrite, checkpoint)
+        generating = LAYOUTS[cfg.data.layout].generated and not is_synthetic_root(Path(cfg.data.root))
+        splits = DataSplits(cfg.data)  # each split listed once: checked here, read by the loaders
+        splits.check([cfg.data.train_split, cfg.data.val_split])
+        splits.check_leakage()
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
 
     # Build and restore: the model, its optimisation, the data, the run's folder.
-    saved = load_resume_checkpoint(resume, runtime, group)
-    model = build_model_to_train(cfg, saved, resume, runtime, group)
+    saved = load_resume_checkpoint(checkpoint, runtime, group)
+    model = build_model_to_train(cfg, saved, checkpoint, runtime, group)
     state = build_train_state(model, cfg, runtime)
     if saved:
         restore(state, saved)
     train_model = wrap_for_training(model, cfg, runtime)
     with all_or_none(runtime, group):
-        train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, state.iteration)
+        train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, state.iteration, splits)
         class_weights = resolve_class_weights(cfg, train_set)
         loss_fn = build_train_loss(cfg, class_weights)
         if runtime.is_main:
@@ -824,13 +881,13 @@ def train(
     if runtime.is_main:
         announce(cfg, out_dir, len(train_set), len(val_set), generating)
         if saved:
-            print(f"resumed from {resume} at iteration {state.iteration}")
+            print(f"resumed from {checkpoint} at iteration {state.iteration}")
         if cfg.train.loss.class_weights == "auto":
             shown = ", ".join(f"{w:.3g}" for w in class_weights)
             print(f"train.loss.class_weights=auto (median frequency, capped to 0.1..10): [{shown}]")
     class_names = train_set.class_names
     log = MetricsLog(out_dir, enabled=runtime.is_main, start=state.iteration)
-    checkpoints = Checkpoints(out_dir, cfg, runtime, resume, state.iteration)
+    checkpoints = Checkpoints(out_dir, cfg, runtime, checkpoint, state.iteration)
     # Restore the RNG last: everything above (data workers, model init) must not shift it.
     if saved:
         set_rng_state(saved["rng"])

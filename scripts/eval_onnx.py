@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from deeplabv3plus.data.datasets import build_dataset, eval_collate
-from deeplabv3plus.evaluate import evaluate
+from deeplabv3plus.evaluate import EvalOptions, evaluate
 from deeplabv3plus.export import OnnxRuntimeModel, load_int8_program
 from deeplabv3plus.loading import load_model_from_checkpoint
 
@@ -48,8 +48,9 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         model = load_int8_program(args.pt2)
-    results = evaluate(model, loader, cfg.eval, num_classes=cfg.data.num_classes, class_names=dataset.class_names,
-                       ignore_index=cfg.data.ignore_index, device="cpu", prepare=False)  # fmt: skip
+    results = evaluate(model, loader, cfg.eval, EvalOptions(device="cpu", prepare=False),
+                       num_classes=cfg.data.num_classes, class_names=dataset.class_names,
+                       ignore_index=cfg.data.ignore_index)  # fmt: skip
     print(results["table"])
     print(f"mIoU {100 * results['mIoU']:.2f}% over {results['num_images']} images")
     source = {"onnx": args.onnx} if args.onnx else {"pt2": args.pt2}

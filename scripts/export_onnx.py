@@ -1,6 +1,7 @@
 """Export to ONNX: ``python scripts/export_onnx.py --checkpoint runs/x/best.pth --output model.onnx``.
 
-A thin face over ``deeplabv3plus export`` (the installed command; logic in :mod:`deeplabv3plus.cli`).
+A thin face over ``deeplabv3plus export`` (the installed command; the work is
+:func:`deeplabv3plus.export.export_checkpoint`).
 """
 
 from deeplabv3plus.cli import run_script

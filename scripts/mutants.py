@@ -105,8 +105,8 @@ MUTANTS = [
            "decay = p.ndim > 1 and name not in undecayed", "decay = p.ndim > 1", TRAIN),
     Mutant("logits-bias-mult-ignored", "deeplabv3plus/train.py",
            "lr *= cfg.train.logits_bias_lr_mult if is_logits_bias else 1.0", "lr *= 1.0", TRAIN),
-    Mutant("reference-bn-momentum-resnet", "deeplabv3plus/builders.py",
-           '"resnet": (0.05, 0.0003)', '"resnet": (0.0003, 0.0003)', BUILDERS),
+    Mutant("reference-bn-momentum-resnet", "deeplabv3plus/catalog.py",
+           'reference_bn_momentum=(0.05, 0.0003)', 'reference_bn_momentum=(0.0003, 0.0003)', BUILDERS),
     # weights name maps and layouts
     Mutant("bn-mean-var-swapped", "deeplabv3plus/weights/tf_names.py",
            '("running_mean", "moving_mean"),\n    ("running_var", "moving_variance"),',

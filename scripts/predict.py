@@ -1,7 +1,7 @@
 """Segment images: ``python scripts/predict.py --checkpoint runs/x/best.pth photo.jpg --output out/``.
 
-A thin face over ``deeplabv3plus predict`` (the installed command; logic in :mod:`deeplabv3plus.cli`
-and :mod:`deeplabv3plus.predict`).
+A thin face over ``deeplabv3plus predict`` (the installed command; the work is
+:func:`deeplabv3plus.predict.predict_run`).
 """
 
 from deeplabv3plus.cli import run_script

@@ -3,7 +3,8 @@
 Multi-GPU: ``torchrun --nproc_per_node=8 scripts/train.py --config configs/voc_resnet101_os16.yaml``.
 The loop itself is :func:`deeplabv3plus.train.train`.
 
-A thin face over ``deeplabv3plus train`` (the installed command; logic in :mod:`deeplabv3plus.cli`).
+A thin face over ``deeplabv3plus train`` (the installed command; ``--resume`` and its stored config
+are :func:`deeplabv3plus.train.train`'s too).
 """
 
 from deeplabv3plus.cli import run_script

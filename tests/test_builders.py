@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from deeplabv3plus import build_model, deeplabv3plus_resnet18
+from deeplabv3plus import build_model, deeplabv3plus_resnet18, deeplabv3plus_xception65
 from deeplabv3plus.builders import MODEL_BUILDERS, bn_momenta
 from deeplabv3plus.config import load_config
 
@@ -67,7 +69,9 @@ def test_paper_configs_use_the_reference_momentum_and_small_configs_pytorchs():
     for name in ("voc_resnet101_os16", "voc_resnet101_beta_os16", "voc_xception65_os16", "voc_xception65_coco_os16",
                  "cityscapes_xception65_os16", "cityscapes_resnet101_os16", "ade20k_xception65_os16"):  # fmt: skip
         assert load_config(f"configs/{name}.yaml").model.bn_momentum == "reference", name
-    for name in ("quickstart", "own_data_example", "cityscapes_smoke", "ade20k_smoke"):
+    small = ["quickstart", "own_data_example"] + [p.stem for p in Path("configs").glob("*_smoke.yaml")]
+    assert len(small) >= 5
+    for name in small:
         assert load_config(f"configs/{name}.yaml").model.bn_momentum == "pytorch", name
 
 
@@ -80,10 +84,10 @@ def test_an_unknown_preset_is_a_clear_error():
 def test_depth_builders_show_their_family_builders_keywords_to_help(name):
     import inspect
 
-    from deeplabv3plus.builders import deeplabv3plus_resnet, deeplabv3plus_xception
+    from deeplabv3plus import catalog
 
     builder = MODEL_BUILDERS[name]
-    family = deeplabv3plus_resnet if name.startswith("resnet") else deeplabv3plus_xception
+    family = catalog.load(catalog.BACKBONE_FAMILIES[catalog.BACKBONES[name].family].builder)
     shown = inspect.signature(builder).parameters
     expected = {k: p for k, p in inspect.signature(family).parameters.items() if k != "depth"}
     assert list(shown) == list(expected) and "kwargs" not in shown
@@ -91,3 +95,26 @@ def test_depth_builders_show_their_family_builders_keywords_to_help(name):
     assert {k: p.default for k, p in shown.items()} == {k: p.default for k, p in expected.items()}
     with pytest.raises(TypeError, match="depth"):
         builder(depth=50)  # the depth is the builder's own
+
+
+@pytest.mark.parametrize(
+    "builder, shown",
+    [
+        (
+            deeplabv3plus_resnet18,
+            {"separable": "False", "head_channels": "256", "resnet_variant": "'standard'"},
+        ),
+        (
+            deeplabv3plus_xception65,
+            {"separable": "True", "low_level_channels": "48", "align_corners": "True"},
+        ),
+    ],
+)
+def test_help_shows_the_defaults_that_weights_may_override_as_their_values(builder, shown):
+    import inspect
+    import re
+
+    text = str(inspect.signature(builder))
+    for name, value in shown.items():
+        assert re.search(rf"{name}: '?\w+'? = {re.escape(value)}[,)]", text), (name, text)
+    assert inspect.signature(builder).parameters["head_channels"].default == 256  # compares as its value

@@ -238,13 +238,16 @@ def test_evaluation_and_inference_defaults_are_the_documented_ones():
 def test_the_loss_section_and_accumulation_read_from_yaml_and_save_back(tmp_path):
     (tmp_path / "c.yaml").write_text(
         "model: {num_classes: 3}\n"
-        "data: {layout: folders, num_classes: 3, mask_format: rgb, mask_colors: [[0, 0, 0], [1, 1, 1], [2, 2, 2]]}\n"
+        "data: {layout: folders, num_classes: 3, mask_format: rgb, rgb: {colors: [[0, 0, 0], [1, 1, 1], [2, 2, 2]]}}\n"
         "train:\n  accumulate: 2\n  loss: {name: bootstrapped_cross_entropy, class_weights: auto,\n"
-        "         top_k_percent_pixels: 0.25, hard_example_mining_step: 1e3}\n"
+        "         bootstrapped_cross_entropy: {top_k_percent_pixels: 0.25, hard_example_mining_step: 1e3}}\n"
     )
     cfg = load_config(tmp_path / "c.yaml")
-    assert cfg.train.accumulate == 2 and cfg.train.loss.hard_example_mining_step == 1000
-    assert cfg.train.loss.class_weights == "auto" and cfg.data.mask_colors[2] == [2, 2, 2]
+    assert (
+        cfg.train.accumulate == 2
+        and cfg.train.loss.bootstrapped_cross_entropy.hard_example_mining_step == 1000
+    )
+    assert cfg.train.loss.class_weights == "auto" and cfg.data.rgb.colors[2] == [2, 2, 2]
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == cfg
     assert Config().train.loss.name == "cross_entropy" and Config().train.loss.class_weights is None
@@ -252,10 +255,35 @@ def test_the_loss_section_and_accumulation_read_from_yaml_and_save_back(tmp_path
 
 def test_coco_options_take_a_file_per_split_and_a_mapping_by_id_or_name():
     cfg = load_config(overrides=[
-        "data.layout=folders", "data.mask_format=coco", "data.coco_annotations={train: t.json, val: v.json}",
-        "data.coco_mapping={1: 1, car: 2}", "model.num_classes=3", "data.num_classes=3",
+        "data.layout=folders", "data.mask_format=coco", "data.coco.annotations={train: t.json, val: v.json}",
+        "data.coco.mapping={1: 1, car: 2}", "model.num_classes=3", "data.num_classes=3",
     ])  # fmt: skip
-    assert cfg.data.coco_mapping == {1: 1, "car": 2} and cfg.data.coco_annotations["val"] == "v.json"
-    with pytest.raises(ConfigError, match="data.coco_annotations"):
-        load_config(overrides=["data.layout=folders", "data.mask_format=coco", "data.coco_annotations=[1]",
-                               "data.coco_mapping=voc"])  # fmt: skip
+    assert cfg.data.coco.mapping == {1: 1, "car": 2} and cfg.data.coco.annotations["val"] == "v.json"
+    with pytest.raises(ConfigError, match="data.coco.annotations"):
+        load_config(overrides=["data.layout=folders", "data.mask_format=coco", "data.coco.annotations=[1]",
+                               "data.coco.mapping=voc"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "read"),
+    [
+        ("data.mask_colors=[[0,0,0],[9,9,9]]", "data.rgb.colors", lambda c: c.data.rgb.colors[1]),
+        ("data.synthetic_kind=colour", "data.synthetic.kind", lambda c: c.data.synthetic.kind),
+        ("data.image_ext=.png", "data.folders.image_ext", lambda c: c.data.folders.image_ext),
+        ("train.loss.ohem_thresh=0.5", "train.loss.ohem.thresh", lambda c: c.train.loss.ohem.thresh),
+    ],
+)
+def test_a_renamed_key_still_works_with_a_note_naming_the_new_key(old, new, read, monkeypatch):
+    import deeplabv3plus.config as config_module
+
+    monkeypatch.setattr(config_module, "_NOTED", set())  # each old key is noted once per process
+    base = config_from_dict({"data": {"layout": "folders"}, "train": {"loss": {"name": "ohem"}}})
+    key, _, value = old.partition("=")
+    with pytest.warns(FutureWarning, match=f"'{key}' is now '{new}'"):
+        cfg = config_from_dict(parse_override(old), base=base)
+    assert read(cfg) == read(config_from_dict(parse_override(f"{new}={value}"), base=base))
+
+
+def test_a_renamed_key_given_next_to_its_new_name_is_refused():
+    with pytest.raises(ConfigError, match="'data.mask_colors' is the old name of 'data.rgb.colors'"):
+        config_from_dict({"data": {"mask_colors": [[0, 0, 0]], "rgb": {"colors": [[1, 1, 1]]}}})

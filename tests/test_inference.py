@@ -188,7 +188,7 @@ def test_evaluate_scores_the_whole_split_with_one_matrix():
 
 def test_evaluate_restores_training_mode_and_reports_the_trimap(tmp_path):
     from deeplabv3plus.config import EvalConfig
-    from deeplabv3plus.evaluate import evaluate
+    from deeplabv3plus.evaluate import EvalOptions, evaluate
 
     model = StridedModel().train()
     # Batched tensors ((1, 3, H, W), (1, H, W)), as the default collate with batch size 1.
@@ -197,8 +197,8 @@ def test_evaluate_restores_training_mode_and_reports_the_trimap(tmp_path):
         model,
         loader,
         EvalConfig(trimap=True, trimap_widths=[0, 1, 3]),
+        EvalOptions(trimap_dir=tmp_path),
         num_classes=4,
-        trimap_dir=tmp_path,
         progress=False,
     )
     assert model.training

@@ -116,8 +116,7 @@ def test_bootstrapped_ce_keeps_top_k_percent_hardest_pixels(iteration, share):
     loss = build_loss(
         "bootstrapped_cross_entropy",
         class_weights=weights,
-        top_k_percent_pixels=0.3,
-        hard_example_mining_step=100,
+        options={"top_k_percent_pixels": 0.3, "hard_example_mining_step": 100},
     )
     expected = np_bootstrapped(logits, target, weights, share)
     assert loss(logits, target, iteration).item() == pytest.approx(expected, rel=1e-10)
@@ -184,7 +183,7 @@ def np_ohem(logits, target, weights, thresh, min_kept):
 def test_ohem_keeps_pixels_below_thresh_and_at_least_min_kept_per_image(thresh, min_kept):
     logits, target = random_batch(7)
     weights = [1.0, 2.0, 0.5, 1.0, 1.5]
-    loss = build_loss("ohem", class_weights=weights, ohem_thresh=thresh, ohem_min_kept=min_kept)
+    loss = build_loss("ohem", class_weights=weights, options={"thresh": thresh, "min_kept": min_kept})
     expected = np_ohem(logits, target, weights, thresh, min_kept)
     assert loss(logits, target).item() == pytest.approx(expected, rel=1e-10)
 
@@ -259,8 +258,8 @@ def test_lovasz_softmax_of_a_perfect_prediction_is_zero():
 def test_every_loss_backpropagates_to_the_logits_and_never_to_ignore_pixels(name):
     logits, target = random_batch(11)
     logits = logits.float().requires_grad_(True)
-    options = {"top_k_percent_pixels": 0.5} if name == "bootstrapped_cross_entropy" else {}
-    loss = build_loss(name, **options)(logits, target, 3)
+    options = {"top_k_percent_pixels": 0.5} if name == "bootstrapped_cross_entropy" else None
+    loss = build_loss(name, options=options)(logits, target, 3)
     assert loss.dim() == 0
     loss.backward()
     grad = logits.grad.abs().sum(dim=1)
@@ -294,12 +293,23 @@ def test_median_frequency_weights_follow_eigen_fergus_with_caps_and_absent_class
         ({"class_weights": [1.0, -0.5, 1.0, 1.0, 1.0]}, "class_weights"),
         ({"class_weights": [1.0, 1.0], "num_classes": 5}, "class_weights"),
         ({"class_weights": "auto"}, "class_weights"),
-        ({"name": "bootstrapped_cross_entropy", "top_k_percent_pixels": 0.0}, "top_k_percent_pixels"),
-        ({"name": "bootstrapped_cross_entropy", "top_k_percent_pixels": 1.5}, "top_k_percent_pixels"),
-        ({"name": "bootstrapped_cross_entropy", "hard_example_mining_step": -1}, "hard_example_mining_step"),
-        ({"name": "ohem", "ohem_thresh": 0.0}, "ohem_thresh"),
-        ({"name": "ohem", "ohem_min_kept": 1}, "ohem_min_kept"),
-        ({"name": "cross_entropy", "top_k_percent_pixels": 0.5}, "top_k_percent_pixels"),
+        (
+            {"name": "bootstrapped_cross_entropy", "options": {"top_k_percent_pixels": 0.0}},
+            "top_k_percent_pixels",
+        ),
+        (
+            {"name": "bootstrapped_cross_entropy", "options": {"top_k_percent_pixels": 1.5}},
+            "top_k_percent_pixels",
+        ),
+        (
+            {"name": "bootstrapped_cross_entropy", "options": {"hard_example_mining_step": -1}},
+            "hard_example_mining_step",
+        ),
+        ({"name": "ohem", "options": {"thresh": 0.0}}, "thresh"),
+        ({"name": "ohem", "options": {"min_kept": 1}}, "min_kept"),
+        ({"name": "cross_entropy", "options": {"top_k_percent_pixels": 0.5}}, "top_k_percent_pixels"),
+        ({"name": "ohem", "options": {"top_k_percent_pixels": 0.5}}, "top_k_percent_pixels"),
+        ({"name": "lovasz_softmax", "options": {"classes": "some"}}, "classes"),
         ({"name": "lovasz_softmax", "class_weights": [1.0] * 5}, "class_weights"),
         ({"name": "dice"}, "name"),
     ],

@@ -21,13 +21,14 @@ Either way the raw values are checked against 0..150 before the mapping.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..catalog import LAYOUTS
 from ..config import DataConfig
-from .ade20k_meta import ADE20K_CLASSES, ADE20K_PALETTE
+from .ade20k_meta import ADE20K_CLASSES, ADE20K_PALETTE, ade20k_class_names, ade20k_palette
 from .synthetic import publish_dataset_dir
 from .types import DatasetError, LabelMap, Sample
 
@@ -45,11 +46,10 @@ def _lut(convention: str) -> np.ndarray:
     return lut
 
 
-LABEL_MAPS = {
-    c: LabelMap("ADE20K SceneParsing labels", NUM_RAW, _lut(c)) for c in ("reference", "reduce_zero")
-}
-CONVENTION_CLASSES = {"reference": (NUM_RAW, 0), "reduce_zero": (NUM_RAW - 1, 255)}
-"""(num_classes, ignore_index) of each label convention."""
+_CONVENTIONS = LAYOUTS["ade20k"].conventions
+LABEL_MAPS = {c.name: LabelMap("ADE20K SceneParsing labels", NUM_RAW, _lut(c.name)) for c in _CONVENTIONS}
+CONVENTION_CLASSES = {c.name: c.classes for c in _CONVENTIONS}
+"""(num_classes, ignore_index) of each label convention (``deeplabv3plus.catalog.LAYOUTS``)."""
 
 _MARKER = "synthetic_ade20k.txt"
 
@@ -87,11 +87,11 @@ def ade20k_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
             f"data.ignore_index={ignore_index}"
         )
     root = Path(cfg.root)
-    if cfg.synthetic_size > 0 and not (root / _MARKER).is_file():
+    if cfg.synthetic.size > 0 and not (root / _MARKER).is_file():
         try:
             find_ade20k_dir(root)
         except DatasetError:
-            make_synthetic_ade20k(root, num_images=cfg.synthetic_size)
+            make_synthetic_ade20k(root, num_images=cfg.synthetic.size)
     base = find_ade20k_dir(root)
     folder = SPLIT_FOLDERS.get(split, split)
     image_dir, label_dir = base / "images" / folder, base / "annotations" / folder
@@ -184,3 +184,13 @@ def make_synthetic_ade20k(root: Union[str, Path], num_images: int = 6, size: int
             f"synthetic ADE20K SceneParsing layout: {num_images} images, seed {seed}\n"
         )
     return root
+
+
+def layout_class_names(cfg: DataConfig) -> list[str]:
+    """ADE20K's class names in ``data.label_convention`` (151 with "other" first, or 150)."""
+    return ade20k_class_names(cfg.label_convention or "reference")
+
+
+def layout_palette(num_colors: int = 256, convention: Optional[str] = None) -> np.ndarray:
+    """ADE20K's colours by model class, (num_colors, 3) uint8: "other" is black in the reference convention."""
+    return ade20k_palette(convention or "reference", num_colors)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..catalog import LAYOUTS
+
 ADE20K_CLASSES: tuple[str, ...] = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
     "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
@@ -69,7 +71,7 @@ ADE20K_PALETTE: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 """The RGB colour of each of the 150 classes (the ADE20K SceneParsing colour coding)."""
 
-ADE20K_CONVENTIONS = ("reference", "reduce_zero")
+ADE20K_CONVENTIONS = tuple(c.name for c in LAYOUTS["ade20k"].conventions)
 
 
 def ade20k_class_names(convention: str = "reference") -> list[str]:

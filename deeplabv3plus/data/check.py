@@ -19,7 +19,8 @@ thread pool and returns a :class:`DataReport`:
   in two splits; the rest are warnings).
 
 :func:`to_json` and :func:`to_markdown` render the report; :func:`plot_class_frequencies` draws a
-bar chart with matplotlib (the ``plot`` extra, imported only there).
+bar chart with matplotlib (the ``plot`` extra, imported only there); :func:`check_data_run` is the
+whole ``check-data`` command (check, print, :func:`write_reports`).
 
 Threads rather than processes by default: PIL releases the GIL while it decodes and numpy while it
 counts, and a thread pool has no start-up or pickling cost. On a shared 2-core machine (load ~6),
@@ -35,6 +36,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -555,3 +557,63 @@ def plot_class_frequencies(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+# --- the check-data command's job: check, print, write the reports -----------------------------
+
+
+def fatal_summary(report: DataReport) -> str:
+    """The fatal problems of ``report`` in one line, ``values_out_of_range (1), size_mismatch (2)``;
+    "" when there are none (``report.ok``)."""
+    return ", ".join(f"{p.kind} ({p.count})" for p in report.problems if p.fatal)
+
+
+def write_reports(
+    report: DataReport, out_dir: PathLike, class_names: Optional[Sequence[str]] = None
+) -> list[Path]:
+    """Write ``check_data.json``, ``check_data.md`` and, with the ``plot`` extra (matplotlib),
+    ``check_data_classes.png`` into ``out_dir`` (created); without matplotlib, print why no chart.
+
+    Returns:
+        The files written, in that order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "check_data.json").write_text(to_json(report) + "\n")
+    (out / "check_data.md").write_text(to_markdown(report, class_names))
+    written = [out / "check_data.json", out / "check_data.md"]
+    try:
+        written.append(plot_class_frequencies(report, out / "check_data_classes.png", class_names))
+    except ImportError as e:
+        print(f"no class-frequency chart: {e}")
+    return written
+
+
+def check_data_run(cfg: DataConfig, out_dir: PathLike, *, workers: Optional[int] = None) -> DataReport:
+    """Check the splits of a config's ``data`` section, print the Markdown summary and write the reports.
+
+    What ``deeplabv3plus check-data`` runs: :func:`check_config_data`, the summary
+    (:func:`to_markdown`) on stdout, :func:`write_reports` into ``out_dir``, then one line with the
+    pair count, the time taken and the files written.
+
+    Args:
+        cfg: A config's ``data`` section (layout, root, splits, class count, label format).
+        out_dir: The folder for the reports (created).
+        workers: Reader threads (default: the CPU count, at most 8).
+
+    Returns:
+        The report; ``report.ok`` is False when training would not run (:func:`fatal_summary`).
+
+    Raises:
+        ValueError: ``workers`` is below 1, or the config names no readable split (DatasetError).
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers: expected a positive number, got {workers}")
+    start = time.perf_counter()
+    report, class_names = check_config_data(cfg, workers=workers)
+    seconds = time.perf_counter() - start
+    print(to_markdown(report, class_names))
+    written = write_reports(report, out_dir, class_names)
+    pairs = sum(s.num_images for s in report.splits.values())
+    print(f"read {pairs} pairs in {seconds:.1f} s; wrote {', '.join(str(p) for p in written)}")
+    return report

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -40,6 +40,7 @@ from .cityscapes_meta import (
     CITYSCAPES_PALETTE,
     INSTANCE_ID_DIVISOR,
     LABEL_ID_TO_TRAIN_ID,
+    cityscapes_palette,
     label_id_lut,
 )
 from .synthetic import publish_dataset_dir
@@ -86,8 +87,8 @@ def cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]
     _check_classes(cfg)
     convention = cfg.label_convention or "auto"
     root = Path(cfg.root)
-    if cfg.synthetic_size > 0 and not any((p / "leftImg8bit").is_dir() for p in (root, root / "cityscapes")):
-        make_synthetic_cityscapes(root, num_images=cfg.synthetic_size)
+    if cfg.synthetic.size > 0 and not any((p / "leftImg8bit").is_dir() for p in (root, root / "cityscapes")):
+        make_synthetic_cityscapes(root, num_images=cfg.synthetic.size)
     base = find_cityscapes_dir(root)
     image_dir = base / "leftImg8bit" / split
     if not image_dir.is_dir():
@@ -269,3 +270,13 @@ def make_synthetic_cityscapes(
                 Image.fromarray(instances).save(gt / f"{name}_gtFine_instanceIds.png")
         (tmp / _MARKER).write_text(f"synthetic Cityscapes layout: {num_images} images, seed {seed}\n")
     return root
+
+
+def layout_class_names(cfg: DataConfig) -> list[str]:
+    """The 19 train-ID class names (the ``cityscapes`` layout's)."""
+    return list(CITYSCAPES_CLASSES)
+
+
+def layout_palette(num_colors: int = 256, convention: Optional[str] = None) -> np.ndarray:
+    """The Cityscapes colours of the train IDs, (num_colors, 3) uint8 (the same in every convention)."""
+    return cityscapes_palette(num_colors)

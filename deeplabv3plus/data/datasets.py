@@ -1,21 +1,11 @@
 """Segmentation datasets for the layouts of ``data.layout``, with loud, file-naming errors.
 
-``build_dataset(cfg, split, train)`` is the one entry point of the train and eval loops. Layouts:
-
-- ``voc``: ``root/VOCdevkit/VOC2012`` (or ``root`` being ``VOC2012`` / containing ``VOC2012``),
-  lists in ``ImageSets/Segmentation/<split>.txt``, labels in ``SegmentationClass/`` (falling back to
-  ``SegmentationClassAug/`` per file, so ``split=train_aug`` works after ``scripts/prepare_voc.py``).
-- ``voc_aug``: the common pre-converted form, ``JPEGImages/`` + ``SegmentationClassAug/`` and a list
-  ``<split>.txt`` in ``ImageSets/Segmentation/``, ``ImageSets/SegmentationAug/``, or at the root; lines
-  are either ``name`` or ``/JPEGImages/name.jpg /SegmentationClassAug/name.png`` pairs.
-- ``folders``: ``root/<image_dir>/<stem><image_ext>``, ``root/<mask_dir>/<stem>.png``, lists
-  ``root/<split>.txt`` (one stem per line); the user's own ``num_classes``/``class_names``/``ignore_index``.
-- ``synthetic``: generated into ``root`` by :func:`make_synthetic_voc` if absent (at the default root
-  ``data/synthetic``, or anywhere with ``data.generate: true``), then read as ``voc``.
-- ``cityscapes``: ``leftImg8bit/<split>/<city>/`` + ``gtFine/<split>/<city>/``, splits by folder
-  (:mod:`deeplabv3plus.data.cityscapes`).
-- ``ade20k``: SceneParsing ``ADEChallengeData2016/images|annotations/<training|validation>/``
-  (:mod:`deeplabv3plus.data.ade20k`).
+``build_dataset(cfg, split, train)`` is the one entry point of the train and eval loops; a run that
+also checks its splits first shares one :class:`DataSplits`, so that each split is listed once. The
+layouts are the entries of ``deeplabv3plus.catalog.LAYOUTS``, each read by its own module of this
+package (``voc``, ``voc_aug`` and ``synthetic`` by :mod:`deeplabv3plus.data.voc`, your own ``folders``
+in any ``data.mask_format`` by :mod:`deeplabv3plus.data.folders`, the others by the module of their
+name; docs/datasets.md).
 
 Labels are read with PIL as raw class indices (palette indices of "P" PNGs, values of "L" PNGs), never
 converted to RGB. Every sample is validated when loaded: a label value outside ``0..C-1`` and
@@ -26,45 +16,49 @@ naming the file; missing files, missing or empty split lists raise when the data
 
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..config import ConfigError, DataConfig, load_yaml
-from .ade20k import ade20k_samples
-from .ade20k_meta import ade20k_class_names
-from .cityscapes import cityscapes_samples
-from .cityscapes_meta import CITYSCAPES_CLASSES
-from .label_formats import (
-    COCO_TO_VOC,
-    CocoFile,
-    coco_semantic_mask,
-    decode_color_mask,
-    parse_color_table,
-    read_binary_mask,
-    read_coco,
-    read_color_mask,
-)
-from .synthetic import (
-    SYNTHETIC_NUM_TRAIN,
-    SYNTHETIC_NUM_VAL,
-    check_kind,
-    is_synthetic_root,
-    make_synthetic_voc,
-    read_synthetic_meta,
-    stale_synthetic_message,
-    synthetic_class_names,
-)
+from ..catalog import LAYOUTS, load
+from ..config import DataConfig
+from .folders import coco_file_for_split, coco_mapping, mask_color_table
+from .lists import read_split_list
 from .transforms import eval_transform, train_transform
 from .types import DatasetError, Sample
-from .voc_meta import VOC_CLASSES
+from .voc import ensure_synthetic, find_voc_dir
+from .voc_meta import default_class_names
+
+__all__ = [
+    "DataSplits",
+    "DatasetError",
+    "SegmentationDataset",
+    "build_dataset",
+    "check_config_leakage",
+    "check_no_leakage",
+    "check_splits",
+    "coco_file_for_split",
+    "coco_mapping",
+    "dataset_class_names",
+    "default_class_names",
+    "ensure_synthetic",
+    "eval_collate",
+    "find_voc_dir",
+    "load_pair",
+    "mask_color_table",
+    "read_image",
+    "read_label",
+    "read_sample_label",
+    "read_split_list",
+    "split_names",
+    "split_samples",
+]
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -227,13 +221,6 @@ class SegmentationDataset(Dataset):
         )
 
 
-def default_class_names(num_classes: int) -> list[str]:
-    """VOC names for 21 classes (or the first ``num_classes`` of them), else ``class_0, class_1, ...``."""
-    if num_classes <= len(VOC_CLASSES):
-        return list(VOC_CLASSES[:num_classes])
-    return [f"class_{i}" for i in range(num_classes)]
-
-
 def eval_collate(batch: list[tuple[torch.Tensor, ...]]) -> tuple[list[torch.Tensor], ...]:
     """Collate for evaluation batches > 1: full images differ in size, so keep lists.
 
@@ -251,280 +238,6 @@ def eval_collate(batch: list[tuple[torch.Tensor, ...]]) -> tuple[list[torch.Tens
 # Split lists and layouts.
 
 
-def read_split_list(path: Path) -> list[str]:
-    """The non-empty, non-comment lines of a split list, stripped.
-
-    Raises:
-        DatasetError: if the list has no entries.
-    """
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DatasetError(f"cannot read split list '{path}': {e}") from None
-    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not entries:
-        raise DatasetError(f"split list '{path}' is empty")
-    return entries
-
-
-def _find_list(candidates: Iterable[Path], split: str) -> Path:
-    candidates = list(dict.fromkeys(candidates))
-    for path in candidates:
-        if path.is_file():
-            return path
-    available = sorted({p.stem for c in candidates if c.parent.is_dir() for p in c.parent.glob("*.txt")})
-    raise DatasetError(
-        f"split '{split}': no list file; looked for {', '.join(repr(str(c)) for c in candidates)}"
-        + (f" (lists found: {', '.join(available)})" if available else "")
-    )
-
-
-def find_voc_dir(root: Path) -> Path:
-    """The ``VOC2012`` folder (the one holding ``JPEGImages/``) at or under ``root``."""
-    candidates = [root / "VOCdevkit" / "VOC2012", root / "VOC2012", root]
-    for path in candidates:
-        if (path / "JPEGImages").is_dir():
-            return path
-    raise DatasetError(
-        f"no VOC 2012 folder under '{root}': looked for JPEGImages/ in "
-        f"{', '.join(repr(str(c)) for c in candidates)} (scripts/prepare_voc.py builds it)"
-    )
-
-
-def _first_existing(*paths: Path) -> Path:
-    for path in paths:
-        if path.is_file():
-            return path
-    return paths[0]  # reported as missing by _check_exist
-
-
-def _voc_like_samples(root: Path, split: str, aug_first: bool) -> tuple[list[Sample], Path]:
-    voc = find_voc_dir(root)
-    list_file = _find_list(
-        [
-            voc / "ImageSets" / "Segmentation" / f"{split}.txt",
-            voc / "ImageSets" / "SegmentationAug" / f"{split}.txt",
-            voc / f"{split}.txt",
-            root / f"{split}.txt",
-        ],
-        split,
-    )
-    label_dirs = [voc / "SegmentationClass", voc / "SegmentationClassAug"]
-    if aug_first:
-        label_dirs.reverse()
-    samples = []
-    for line in read_split_list(list_file):
-        parts = line.split()
-        if len(parts) == 2:  # "/JPEGImages/x.jpg /SegmentationClassAug/x.png", relative to the VOC folder
-            image, label = (voc / p.lstrip("/") for p in parts)
-            samples.append(Sample(Path(parts[0]).stem, image, label))
-        elif len(parts) == 1:
-            name = parts[0]
-            labels = [d / f"{name}.png" for d in label_dirs]
-            samples.append(Sample(name, voc / "JPEGImages" / f"{name}.jpg", _first_existing(*labels)))
-        else:
-            raise DatasetError(
-                f"split list '{list_file}': cannot parse line {line!r}; expected 'name' or two paths"
-            )
-    return samples, list_file
-
-
-def _voc_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    return _voc_like_samples(Path(cfg.root), split, aug_first=False)
-
-
-def _voc_aug_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    return _voc_like_samples(Path(cfg.root), split, aug_first=True)
-
-
-def _folder_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    root = Path(cfg.root)
-    list_file = _find_list([root / f"{split}.txt"], split)
-    image_dir, mask_dir = root / cfg.image_dir, root / cfg.mask_dir
-    stems = read_split_list(list_file)
-    if cfg.mask_format == "coco":
-        return _coco_samples(cfg, split, stems, list_file), list_file
-    # "index" keeps reader None: read_label, exactly as before data.mask_format existed.
-    reader = None
-    if cfg.mask_format == "rgb":
-        reader = _color_reader(cfg)
-    elif cfg.mask_format == "binary":
-        reader = read_binary_mask
-    samples = [
-        Sample(stem, image_dir / f"{stem}{cfg.image_ext}", mask_dir / f"{stem}.png", label_reader=reader)
-        for stem in stems
-    ]
-    return samples, list_file
-
-
-# ---------------------------------------------------------------------------------------------------
-# data.mask_format: colour masks and COCO JSON in the folders layout (docs/own_data.md).
-
-
-def _user_path(text: str) -> Path:
-    """A path from the config as the user typed it: ``~`` expanded, relative to the working directory."""
-    return Path(text).expanduser()
-
-
-def mask_color_table(cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
-    """``data.mask_colors`` (inline, or read from its YAML file) as class names and [r, g, b] colours.
-
-    Raises:
-        DatasetError: an unreadable file, a malformed table, or not ``data.num_classes`` colours.
-    """
-    table: Any = cfg.mask_colors
-    source = "data.mask_colors"
-    if isinstance(table, str):
-        path = _user_path(table)
-        source = f"data.mask_colors file '{path}'"
-        try:
-            table = load_yaml(path.read_text(), source)
-        except ConfigError as e:
-            raise DatasetError(str(e)) from None
-        except OSError as e:
-            raise DatasetError(f"{source}: cannot read it ({e.strerror or e})") from None
-        if isinstance(table, dict) and set(table) == {"classes"}:
-            table = table["classes"]  # a YAML file of the form "classes: [{name, color}, ...]"
-    try:
-        names, colors = parse_color_table(table)
-    except ValueError as e:
-        raise DatasetError(f"{source}: {e}") from None
-    if len(colors) != cfg.num_classes:
-        raise DatasetError(
-            f"{source} holds {len(colors)} colours; expected one per class, data.num_classes={cfg.num_classes}"
-        )
-    return names, colors.tolist()
-
-
-def _color_reader(cfg: DataConfig) -> Callable[[Path], np.ndarray]:
-    _, colors = mask_color_table(cfg)
-    ignore = cfg.mask_ignore_colors or []
-    try:  # a bad ignore table is reported now, not at the first label
-        decode_color_mask(np.zeros((0, 0, 3), np.uint8), colors, ignore_colors=ignore)
-    except ValueError as e:
-        raise DatasetError(f"data.mask_{e}") from None
-    return functools.partial(read_color_mask, colors=colors, ignore_colors=ignore)
-
-
-def coco_mapping(cfg: DataConfig) -> tuple[Mapping[Any, int], str]:
-    """``data.coco_mapping`` as a category -> class table and ``data.coco_unmapped`` resolved."""
-    if cfg.coco_mapping == "voc":
-        return COCO_TO_VOC, cfg.coco_unmapped or "background"
-    return dict(cfg.coco_mapping or {}), cfg.coco_unmapped or "error"
-
-
-def coco_file_for_split(cfg: DataConfig, split: str) -> Path:
-    """The COCO JSON of ``split`` named by ``data.coco_annotations`` (one file, or {split: file})."""
-    annotations = cfg.coco_annotations
-    if isinstance(annotations, dict):
-        if split not in annotations:
-            raise DatasetError(
-                f"data.coco_annotations names no file for split '{split}' (it has {', '.join(annotations) or 'none'})"
-            )
-        annotations = annotations[split]
-    return _user_path(str(annotations))
-
-
-def _coco_label(path: Path, *, coco: CocoFile, file_name: str, mapping: Mapping[Any, int], unmapped: str):
-    return coco_semantic_mask(coco, file_name, mapping, unmapped=unmapped)
-
-
-def _coco_samples(cfg: DataConfig, split: str, stems: list[str], list_file: Path) -> list[Sample]:
-    path = coco_file_for_split(cfg, split)
-    if not path.is_file():
-        raise DatasetError(f"data.coco_annotations: COCO file '{path}' for split '{split}' does not exist")
-    coco = read_coco(path)
-    by_stem: dict[str, str] = {}
-    for file_name in coco.images:
-        stem = Path(file_name).stem
-        if stem in by_stem:
-            raise DatasetError(
-                f"COCO file '{path}': two images have the stem '{stem}' ({by_stem[stem]}, {file_name})"
-            )
-        by_stem[stem] = file_name
-    missing = [stem for stem in stems if stem not in by_stem]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DatasetError(f"COCO file '{path}' has no image '{missing[0]}'{more}, listed in '{list_file}'")
-    mapping, unmapped = coco_mapping(cfg)
-    image_dir = Path(cfg.root) / cfg.image_dir
-    return [
-        Sample(
-            stem, image_dir / f"{stem}{cfg.image_ext}", path,
-            label_reader=functools.partial(
-                _coco_label, coco=coco, file_name=by_stem[stem], mapping=mapping, unmapped=unmapped
-            ),
-        )
-        for stem in stems
-    ]  # fmt: skip
-
-
-def _synthetic_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    ensure_synthetic(cfg)
-    return _voc_like_samples(Path(cfg.root), split, aug_first=False)
-
-
-_LAYOUTS: dict[str, Callable[[DataConfig, str], tuple[list[Sample], Path]]] = {
-    "voc": _voc_samples,
-    "voc_aug": _voc_aug_samples,
-    "folders": _folder_samples,
-    "synthetic": _synthetic_samples,
-    "cityscapes": cityscapes_samples,
-    "ade20k": ade20k_samples,
-}
-
-
-def _is_default_root(root: Path) -> bool:
-    """Whether ``root`` is the default ``data.root`` (``data/synthetic``, the quickstart's), relative
-    to the current folder like every relative path of a config."""
-    return root.expanduser().resolve() == Path(DataConfig().root).resolve()
-
-
-def ensure_synthetic(cfg: DataConfig) -> Path:
-    """Generate the synthetic dataset into ``cfg.root`` unless a VOC layout is already there.
-
-    Generation happens only at the default root (``data/synthetic``: the quickstart works as
-    written) or with ``cfg.generate``; any other root that holds no dataset is an error.
-
-    ``cfg.synthetic_size`` > 0 sets the total image count (80% train, 20% val); the class count is
-    ``cfg.num_classes`` (2..21), the generator ``cfg.synthetic_kind``. A generated set of another
-    kind or generator version (e.g. written by an older release) is an error, never reused.
-    Returns the VOC2012 folder.
-    """
-    root = Path(cfg.root)
-    try:
-        check_kind(cfg.synthetic_kind)
-    except ValueError as e:
-        raise DatasetError(f"data.synthetic_kind: {e}") from None
-    if is_synthetic_root(root):
-        meta = read_synthetic_meta(root)
-        stale = stale_synthetic_message(root, cfg.synthetic_kind)
-        if stale:
-            raise DatasetError(stale)
-        if meta.get("num_classes") != cfg.num_classes:
-            raise DatasetError(
-                f"synthetic dataset '{root}' was generated with num_classes={meta.get('num_classes')} but "
-                f"data.num_classes={cfg.num_classes}; set data.num_classes={meta.get('num_classes')} or delete it"
-            )
-        return find_voc_dir(root)
-    if (root / "VOCdevkit").is_dir():
-        return find_voc_dir(root)  # a VOC tree put there by hand: read it as is
-    if not (cfg.generate or _is_default_root(root)):
-        # A mistyped data.root would otherwise silently get a fresh dataset (and a run trained on it).
-        raise DatasetError(
-            f"data.root '{root}' holds no dataset (data.layout=synthetic); fix data.root, or set "
-            "data.generate=true to generate one there"
-        )
-    if cfg.synthetic_size > 0:
-        num_train = max(1, round(0.8 * cfg.synthetic_size))
-        num_val = max(1, cfg.synthetic_size - num_train)
-    else:
-        num_train, num_val = SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL
-    return make_synthetic_voc(
-        root, num_train=num_train, num_val=num_val, num_classes=cfg.num_classes, kind=cfg.synthetic_kind
-    )
-
-
 def _check_exist(samples: Sequence[Sample], list_file: Path) -> None:
     missing = [p for s in samples for p in (s.image, s.label) if not p.is_file()]
     if missing:
@@ -533,49 +246,105 @@ def _check_exist(samples: Sequence[Sample], list_file: Path) -> None:
 
 
 def split_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
-    """The samples of ``split`` for ``cfg.layout`` and the list file they came from.
+    """The samples of ``split`` for ``cfg.layout`` and the list file they came from, read by the
+    layout's lister (``deeplabv3plus.catalog.LAYOUTS``), every listed file checked to exist.
 
     Raises:
         DatasetError: unknown layout, missing or empty list, or a listed file that does not exist.
     """
-    if cfg.layout not in _LAYOUTS:
+    if cfg.layout not in LAYOUTS:
         raise DatasetError(
-            f"data.layout: unknown layout {cfg.layout!r}; expected one of {', '.join(_LAYOUTS)}"
+            f"data.layout: unknown layout {cfg.layout!r}; expected one of {', '.join(LAYOUTS)}"
         )
-    samples, list_file = _LAYOUTS[cfg.layout](cfg, split)
+    samples, list_file = load(LAYOUTS[cfg.layout].samples)(cfg, split)
     _check_exist(samples, list_file)
     return samples, list_file
 
 
-def check_splits(cfg: DataConfig, splits: Iterable[str]) -> dict[str, int]:
-    """Check that the ``splits`` of ``cfg`` can be read, before a job spends anything on them.
+class DataSplits:
+    """The splits of one data config, each listed (and its files checked) once.
 
-    What a job would otherwise find only after building its model, fetching weights or writing
-    files: for each split, its list file exists and is not empty, every listed image and label
-    exists, and the first pair decodes into a valid pair (a class-index label, not an RGB colour
-    mask; classes in ``0..C-1`` or ``ignore_index``; the image's size). The other pairs are
-    checked as they are loaded. The ``synthetic`` layout generates its dataset here where it may
-    (:func:`ensure_synthetic`).
+    What a run shares between its start-up checks and its datasets: :meth:`check`, :meth:`check_leakage`
+    and :meth:`dataset` read a split's list the first time it is asked for and reuse it after (the
+    module functions :func:`check_splits`, :func:`check_config_leakage` and :func:`build_dataset` do
+    the same on a fresh listing each).
 
-    Returns:
-        The number of samples of each split.
-
-    Raises:
-        DatasetError: naming the list or file and what was expected.
+    Args:
+        cfg: the data config; not copied, so do not change it while the object is in use.
     """
-    counts = {}
-    for split in dict.fromkeys(splits):
-        samples, list_file = split_samples(cfg, split)
-        if not samples:
-            raise DatasetError(f"split '{split}': no images in '{list_file}'")
-        load_pair(samples[0], num_classes=cfg.num_classes, ignore_index=cfg.ignore_index)
-        counts[split] = len(samples)
-    return counts
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+        self._listed: dict[str, tuple[list[Sample], Path]] = {}
+
+    def samples(self, split: str) -> tuple[list[Sample], Path]:
+        """:func:`split_samples` of ``split``, listed on the first call only."""
+        if split not in self._listed:
+            self._listed[split] = split_samples(self.cfg, split)
+        return self._listed[split]
+
+    def names(self, split: str) -> list[str]:
+        """Image names (stems) of ``split``, in list order."""
+        return [s.name for s in self.samples(split)[0]]
+
+    def check(self, splits: Iterable[str]) -> dict[str, int]:
+        """Check that ``splits`` can be read, before a job spends anything on them.
+
+        What a job would otherwise find only after building its model, fetching weights or writing
+        files: for each split, its list file exists and is not empty, every listed image and label
+        exists, and the first pair decodes into a valid pair (a class-index label, not an RGB colour
+        mask; classes in ``0..C-1`` or ``ignore_index``; the image's size). The other pairs are
+        checked as they are loaded. The ``synthetic`` layout generates its dataset here where it may
+        (:func:`~deeplabv3plus.data.voc.ensure_synthetic`).
+
+        Returns:
+            The number of samples of each split.
+
+        Raises:
+            DatasetError: naming the list or file and what was expected.
+        """
+        counts = {}
+        for split in dict.fromkeys(splits):
+            samples, list_file = self.samples(split)
+            if not samples:
+                raise DatasetError(f"split '{split}': no images in '{list_file}'")
+            load_pair(samples[0], num_classes=self.cfg.num_classes, ignore_index=self.cfg.ignore_index)
+            counts[split] = len(samples)
+        return counts
+
+    def check_leakage(self) -> None:
+        """:func:`check_no_leakage` on ``data.train_split`` and ``data.val_split``."""
+        cfg = self.cfg
+        check_no_leakage(
+            self.names(cfg.train_split),
+            self.names(cfg.val_split),
+            train_split=cfg.train_split,
+            val_split=cfg.val_split,
+            allow=cfg.allow_val_in_train,
+        )
+
+    def dataset(self, split: str, train: bool) -> SegmentationDataset:
+        """The dataset of ``split``: see :func:`build_dataset`."""
+        samples, list_file = self.samples(split)
+        cfg = self.cfg
+        return SegmentationDataset(
+            samples,
+            num_classes=cfg.num_classes,
+            ignore_index=cfg.ignore_index,
+            transform=train_transform(cfg) if train else eval_transform(cfg),
+            class_names=dataset_class_names(cfg),
+            list_file=list_file,
+        )
+
+
+def check_splits(cfg: DataConfig, splits: Iterable[str]) -> dict[str, int]:
+    """:meth:`DataSplits.check` on a fresh listing: the number of samples of each of ``splits``."""
+    return DataSplits(cfg).check(splits)
 
 
 def split_names(cfg: DataConfig, split: str) -> list[str]:
     """Image names (stems) of ``split``, in list order: the input of :func:`check_no_leakage`."""
-    return [s.name for s in split_samples(cfg, split)[0]]
+    return DataSplits(cfg).names(split)
 
 
 def check_no_leakage(
@@ -616,13 +385,7 @@ def check_no_leakage(
 
 def check_config_leakage(cfg: DataConfig) -> None:
     """:func:`check_no_leakage` on ``cfg.train_split`` and ``cfg.val_split``."""
-    check_no_leakage(
-        split_names(cfg, cfg.train_split),
-        split_names(cfg, cfg.val_split),
-        train_split=cfg.train_split,
-        val_split=cfg.val_split,
-        allow=cfg.allow_val_in_train,
-    )
+    DataSplits(cfg).check_leakage()
 
 
 def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDataset:
@@ -637,31 +400,16 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegmentationDatas
     Returns:
         A dataset whose items are image (3, H, W) float32 and label (H, W) int64.
     """
-    samples, list_file = split_samples(cfg, split)
-    return SegmentationDataset(
-        samples,
-        num_classes=cfg.num_classes,
-        ignore_index=cfg.ignore_index,
-        transform=train_transform(cfg) if train else eval_transform(cfg),
-        class_names=dataset_class_names(cfg),
-        list_file=list_file,
-    )
+    return DataSplits(cfg).dataset(split, train)
 
 
 def dataset_class_names(cfg: DataConfig) -> list[str]:
-    """The ``cfg.num_classes`` class names: ``data.class_names``, else the layout's own (synthetic,
-    Cityscapes, ADE20K in its label convention) or the names of ``data.mask_colors``, else
-    :func:`default_class_names`."""
+    """The ``cfg.num_classes`` class names: ``data.class_names``, else the layout's own
+    (``deeplabv3plus.catalog.LAYOUTS``: Cityscapes', ADE20K's in its label convention, the synthetic
+    set's, the names of a colour table), else :func:`default_class_names`."""
     if cfg.class_names is not None:
         return list(cfg.class_names)
-    if cfg.layout == "synthetic":
-        return synthetic_class_names(cfg.num_classes, cfg.synthetic_kind)
-    if cfg.layout == "cityscapes":
-        return list(CITYSCAPES_CLASSES)
-    if cfg.layout == "ade20k":
-        return ade20k_class_names(cfg.label_convention or "reference")
-    if cfg.mask_format == "rgb":
-        names = mask_color_table(cfg)[0]
-        if names != [f"class_{i}" for i in range(len(names))]:
-            return names  # a colour table of {name, color} or {name: color}
+    layout = LAYOUTS[cfg.layout]
+    if layout.class_names is not None:
+        return load(layout.class_names)(cfg)
     return default_class_names(cfg.num_classes)

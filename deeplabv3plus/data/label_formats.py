@@ -6,7 +6,7 @@ pixels, and raises :class:`LabelFormatError` with one line naming the file and w
 - **index** (:func:`read_index_mask`): "L" or "P" PNGs whose values are the classes (VOC, Cityscapes).
 - **rgb** (:func:`read_color_mask`): RGB masks with one colour per class (CVAT's "Segmentation
   mask 1.1" export); the colour table is a list of ``[r, g, b]`` in class order, a
-  ``{name: [r, g, b]}`` dict, or a list of ``{"name", "color"}`` (the forms ``data.mask_colors``
+  ``{name: [r, g, b]}`` dict, or a list of ``{"name", "color"}`` (the forms ``data.rgb.colors``
   takes, inline or from a YAML file).
 - **binary** (:func:`read_binary_mask`): 0/255 foreground masks, 0 -> class 0 and 255 -> class 1.
   Explicit, because 255 is otherwise the ignore value: read as an index mask, every foreground
@@ -30,7 +30,8 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 from PIL import Image
 
-IGNORE_INDEX = 255
+from .. import catalog
+from ..catalog import IGNORE_INDEX, load
 
 PathLike = Union[str, Path]
 
@@ -230,8 +231,9 @@ def read_binary_mask(path: PathLike) -> np.ndarray:
     return decode_binary_mask(array, path=path)
 
 
-MASK_FORMATS = {"index": read_index_mask, "rgb": read_color_mask, "binary": read_binary_mask}
-"""Mask-file decoders by format name (``data.mask_format``); "coco" is JSON, see below."""
+MASK_FORMATS = {name: load(e.reader) for name, e in catalog.MASK_FORMATS.items() if e.reader is not None}
+"""Mask-file decoders by format name (``data.mask_format``, ``deeplabv3plus.catalog.MASK_FORMATS``);
+"coco" is JSON, see below."""
 
 
 # ---------------------------------------------------------------------------------------------------

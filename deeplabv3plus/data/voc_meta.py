@@ -8,13 +8,12 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
+from ..catalog import IGNORE_INDEX  # noqa: F401  (re-exported: the void label of VOC's PNGs)
+
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-
-IGNORE_INDEX = 255
-"""Label value of void pixels (object boundaries, difficult regions): ignored by loss and metric."""
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:
@@ -48,3 +47,10 @@ def save_label_png(labels: np.ndarray, path: Union[str, Path], palette: Optional
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
     im.putpalette((voc_palette(256) if palette is None else palette).reshape(-1).tolist())
     im.save(path)
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """VOC names for 21 classes (or the first ``num_classes`` of them), else ``class_0, class_1, ...``."""
+    if num_classes <= len(VOC_CLASSES):
+        return list(VOC_CLASSES[:num_classes])
+    return [f"class_{i}" for i in range(num_classes)]

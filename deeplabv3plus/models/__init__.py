@@ -9,16 +9,19 @@ from .backbone import Backbone
 from .decoder import Decoder
 from .deeplab import DeepLabV3Plus
 from .fuse import prepare_for_inference
+from .mobilenetv2 import MOBILENETV2_ROWS, MobileNetV2
 from .resnet import RESNET_DEPTHS, ResNet
 from .xception import XCEPTION_BLOCKS, Xception
 
 __all__ = [
     "ASPP",
+    "MOBILENETV2_ROWS",
     "RESNET_DEPTHS",
     "XCEPTION_BLOCKS",
     "Backbone",
     "DeepLabV3Plus",
     "Decoder",
+    "MobileNetV2",
     "ResNet",
     "Xception",
     "aspp_rates_for",

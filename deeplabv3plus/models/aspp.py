@@ -39,13 +39,16 @@ torch.fx.wrap("broadcast_like")
 
 
 class ASPP(nn.Module):
-    """Image pooling + 1x1 + three atrous 3x3 branches, concatenated and projected.
+    """Image pooling + 1x1 + an atrous 3x3 branch per rate, concatenated and projected.
+
+    Three rates in the paper; none (``rates=()``) gives the reference's mobile ASPP, image pooling
+    and 1x1 only (its MobileNetV2 models: ``model.py`` with ``atrous_rates`` unset).
 
     Input (N, in_channels, h, w); output (N, channels, h, w).
 
     Args:
         in_channels: channels of the backbone's final feature.
-        rates: atrous rates of the three 3x3 branches.
+        rates: atrous rates of the 3x3 branches (three in the paper; may be empty).
         channels: channels of every branch and of the output (256 in the paper).
         separable: atrous separable convs in the 3x3 branches (the paper's 'SC').
         dropout: after the projection; 0.1 as the reference (keep_prob 0.9).

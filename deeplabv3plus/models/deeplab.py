@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +29,20 @@ class DeepLabV3Plus(nn.Module):
         num_classes: output classes (21 for PASCAL VOC).
         decoder: False gives the DeepLabv3 baseline (logits from ASPP, upsampled x OS).
         separable: atrous separable convs in ASPP and decoder (the paper's 'SC').
-        aspp_rates: the three ASPP rates at output stride 16 (scaled by 16/OS elsewhere).
+        aspp_rates: the ASPP atrous rates at output stride 16 (scaled by 16/OS elsewhere); empty: image
+            pooling and the 1x1 branch only, the reference's mobile models.
         aspp_dropout: dropout after the ASPP projection.
         low_level_channels: decoder projection width of the low-level feature (48).
         head_channels: width of the ASPP branches and the decoder convs (256 in the paper;
             smaller for quick experiments on a CPU).
         align_corners: of every bilinear resize; True as the reference (crops of 16k+1).
     """
+
+    build_args: Optional[dict[str, Any]] = None
+    """The arguments it was built with, as ``deeplabv3plus.build_model``'s keywords (``backbone``,
+    ``num_classes``, ``head_channels``, ..., ``weights``): set by the builders, kept by ``.to()`` and
+    ``prepare_for_inference``; None for a model assembled by hand. ``save_pretrained`` writes the
+    architecture of ``config.json`` from it."""
 
     def __init__(
         self,

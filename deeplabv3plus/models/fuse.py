@@ -351,6 +351,51 @@ def unpack_convs(model: nn.Module) -> int:
     return len(convs)
 
 
+def _fold_plan(source: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
+    """:func:`_analyse` of ``source``: its (conv, BN) pairs to fold and the ReLUs that may run in
+    place; none for a model without BatchNorm (nothing to fold, no trace) or one ``torch.fx``
+    cannot trace (data-dependent control flow: it stays unfolded, with a warning)."""
+    try:
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in source.modules())
+        return _analyse(source) if has_bn else ([], [])
+    except Exception as e:
+        warnings.warn(
+            f"prepare_for_inference: {type(source).__name__} cannot be traced with torch.fx "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); BatchNorm is not folded",
+            stacklevel=3,
+        )
+        return [], []
+
+
+def _folded_copy(
+    source: nn.Module, pairs: list[tuple[str, str]], relus: list[str], fmt: torch.memory_format
+) -> nn.Module:
+    """An eval-mode, frozen copy of ``source`` with each BN of ``pairs`` folded into its conv
+    (the folded weights in memory format ``fmt``; the BN becomes ``nn.Identity``) and the ReLUs
+    named in ``relus`` in place. ``source`` is only read."""
+    # The copy is made with the folded weights in place of the originals (deepcopy's memo), so no
+    # weight is copied twice and the source (e.g. the live training model) is only read.
+    memo: dict[int, object] = {}
+    biases = {}
+    with torch.no_grad():
+        for conv_name, bn_name in pairs:
+            conv, bn = source.get_submodule(conv_name), source.get_submodule(bn_name)
+            weight, bias = _folded(conv, bn, fmt)
+            memo[id(conv.weight)] = nn.Parameter(weight, requires_grad=False)
+            if conv.bias is not None:
+                memo[id(conv.bias)] = nn.Parameter(bias, requires_grad=False)
+            else:
+                biases[conv_name] = nn.Parameter(bias, requires_grad=False)
+            memo[id(bn)] = nn.Identity()
+    prepared = copy.deepcopy(source, memo).eval()
+    for conv_name, bias in biases.items():
+        prepared.get_submodule(conv_name).bias = bias
+    for name in relus:
+        prepared.get_submodule(name).inplace = True
+    prepared.requires_grad_(False)
+    return prepared
+
+
 def prepare_for_inference(
     model: nn.Module, *, channels_last: bool = True, pack: bool = True, precision: str = "fp32"
 ) -> nn.Module:
@@ -397,37 +442,9 @@ def prepare_for_inference(
             stacklevel=2,
         )
         precision = "fp32"
-    try:
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in source.modules())
-        pairs, relus = _analyse(source) if has_bn else ([], [])  # no BN: nothing to fold, no trace
-    except Exception as e:  # fx cannot trace data-dependent control flow: stay unfolded, but say so
-        warnings.warn(
-            f"prepare_for_inference: {type(source).__name__} cannot be traced with torch.fx "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); BatchNorm is not folded",
-            stacklevel=2,
-        )
-        pairs, relus = [], []
+    pairs, relus = _fold_plan(source)
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    # The copy is made with the folded weights in place of the originals (deepcopy's memo), so no
-    # weight is copied twice and the source (e.g. the live training model) is only read.
-    memo: dict[int, object] = {}
-    biases = {}
-    with torch.no_grad():
-        for conv_name, bn_name in pairs:
-            conv, bn = source.get_submodule(conv_name), source.get_submodule(bn_name)
-            weight, bias = _folded(conv, bn, fmt)
-            memo[id(conv.weight)] = nn.Parameter(weight, requires_grad=False)
-            if conv.bias is not None:
-                memo[id(conv.bias)] = nn.Parameter(bias, requires_grad=False)
-            else:
-                biases[conv_name] = nn.Parameter(bias, requires_grad=False)
-            memo[id(bn)] = nn.Identity()
-    prepared = copy.deepcopy(source, memo).eval()
-    for conv_name, bias in biases.items():
-        prepared.get_submodule(conv_name).bias = bias
-    for name in relus:
-        prepared.get_submodule(name).inplace = True
-    prepared.requires_grad_(False)
+    prepared = _folded_copy(source, pairs, relus, fmt)
     if precision != "fp32":
         # Rounded once, here, not per call as autocast does; inputs are cast at the model's door.
         dtype = PRECISIONS[precision]

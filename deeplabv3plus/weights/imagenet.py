@@ -74,7 +74,11 @@ def _torchvision_state_dict(backbone: nn.Module, tag: str) -> dict[str, torch.Te
     enums = {18: ResNet18_Weights, 34: ResNet34_Weights, 50: ResNet50_Weights, 101: ResNet101_Weights,
              152: ResNet152_Weights}  # fmt: skip
     depth = getattr(backbone, "depth", None)
-    if getattr(backbone, "variant", None) != "standard" or depth not in enums:
+    if getattr(backbone, "variant", None) is None or depth not in enums:
+        raise PretrainedWeightsError(
+            f"torchvision ImageNet weights are read into the 'standard' ResNets only, not {type(backbone).__name__}"
+        )
+    if backbone.variant != "standard":
         raise PretrainedWeightsError(
             "torchvision ImageNet weights fit the 'standard' ResNets only (set model.resnet_variant=standard)"
         )

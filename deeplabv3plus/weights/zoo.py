@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union, cast
 
 from ..config import Config
 from ..data.ade20k_meta import ade20k_class_names
@@ -34,6 +34,7 @@ from ..data.transforms import Preprocess
 from ..data.voc_meta import VOC_CLASSES
 
 __all__ = [
+    "BuilderDefault",
     "DeepLabV3PlusXception65Weights",
     "EvalSettings",
     "HeadSpec",
@@ -43,8 +44,11 @@ __all__ = [
     "Result",
     "TFBackboneWeights",
     "WEIGHTS",
+    "adopt_weights_args",
+    "builder_default",
     "get_weights",
     "list_weights",
+    "plain",
     "resolve_builder_args",
 ]
 
@@ -413,20 +417,120 @@ def get_weights(weights: WeightsLike) -> PretrainedWeights:
     )
 
 
-def resolve_builder_args(
-    weights: WeightsLike,
-    backbone: str,
-    *,
-    num_classes: Optional[int],
-    output_stride: Optional[int],
-    given: dict[str, Any],
-) -> tuple[PretrainedWeights, int, int]:
-    """Check a builder's arguments against an entry; returns (entry, num_classes, output_stride).
+class BuilderDefault:
+    """A builder parameter's default, told apart from the same value passed explicitly.
 
-    The entry fixes the architecture: ``num_classes`` (None takes the entry's) and every argument in
-    ``given`` (decoder, separable, aspp_rates, ...) must agree with it. ``output_stride`` is free: the
-    same weights run at 8, 16 or 32 (the reference evaluates its OS-16 models at OS 8); None takes
-    the entry's default evaluation stride.
+    ``help()`` shows it as its value (``head_channels: int = 256``). With ``weights=``, a parameter
+    the caller left at its ``BuilderDefault`` takes the weights' value; one passed explicitly must
+    agree with the weights (torchvision's rule, ``torchvision.models._utils._ovewrite_named_param``).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    def __eq__(self, other: object) -> bool:  # equal to its value: ``signature(...).default == 256`` holds
+        return self.value == (other.value if isinstance(other, BuilderDefault) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+_T = TypeVar("_T")
+
+
+def builder_default(value: _T) -> _T:
+    """``value`` as a builder's default (a :class:`BuilderDefault`; typed as the value for checkers)."""
+    return cast(_T, BuilderDefault(value))
+
+
+def left_out(value: Any) -> bool:
+    """Whether a builder argument was left out: still its :class:`BuilderDefault`, or None."""
+    return value is None or isinstance(value, BuilderDefault)
+
+
+def plain(value: Any) -> Any:
+    """A builder argument's value: the default's own value for a :class:`BuilderDefault`."""
+    return value.value if isinstance(value, BuilderDefault) else value
+
+
+def _same(key: str, value: Any, fixed: Any) -> bool:
+    if key == "aspp_rates":  # None means the default rates; lists and tuples compare alike
+        default = HeadSpec().aspp_rates
+        return tuple(value if value is not None else default) == tuple(
+            fixed if fixed is not None else default
+        )
+    return value == fixed
+
+
+def adopt_weights_args(
+    args: dict[str, Any], fixed: dict[str, Any], source: str, free: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A builder's arguments completed by the weights' architecture (torchvision's rule).
+
+    Args:
+        args: the builder's arguments; a left-out one (:func:`left_out`) takes ``fixed``'s value.
+        fixed: what the weights fix (``num_classes``, ``head_channels``, ...).
+        source: the weights' name, for the message.
+        free: keys of ``fixed`` that an explicit argument may change (``output_stride``: the same
+            weights run at 8, 16 or 32).
+
+    Returns:
+        Every argument of ``args`` with a plain value.
+
+    Raises:
+        PretrainedWeightsError: an argument passed explicitly that contradicts ``fixed``; or a
+            ``pretrained_backbone`` (the weights hold the backbone too).
+    """
+    if args.get("pretrained_backbone") is not None:
+        raise PretrainedWeightsError(
+            f"pretrained_backbone={args['pretrained_backbone']!r} with weights '{source}': "
+            "the weights hold the backbone too"
+        )
+    resolved = {}
+    for key, value in args.items():
+        if key not in fixed:
+            resolved[key] = plain(value)
+        elif left_out(value):
+            resolved[key] = fixed[key]
+        elif key in free or _same(key, value, fixed[key]):
+            resolved[key] = value
+        else:
+            shown, want = (
+                (tuple(value), None if fixed[key] is None else tuple(fixed[key]))
+                if key == "aspp_rates"
+                else (value, fixed[key])
+            )
+            hint = (
+                f"build it with build_model(weights='{source}')"
+                if key == "backbone"  # a depth builder's own: it cannot be left out
+                else f"leave {key} out to take the weights' value"
+            )
+            raise PretrainedWeightsError(
+                f"{key}={shown!r} contradicts weights '{source}' ({key}={want!r}); {hint}"
+            )
+    return resolved
+
+
+def resolve_builder_args(
+    weights: WeightsLike, args: dict[str, Any]
+) -> tuple[PretrainedWeights, dict[str, Any]]:
+    """A builder's arguments completed by an entry: returns (entry, arguments to build with).
+
+    The entry fixes the architecture: ``num_classes`` and the head (decoder, separable, aspp_rates,
+    low_level_channels, head_channels, align_corners); an argument the caller left at its default
+    (:func:`left_out`) takes the entry's value, one passed explicitly must agree with it.
+    ``output_stride`` is free: the same weights run at 8, 16 or 32 (the reference evaluates its
+    OS-16 models at OS 8); left out, it is the entry's default evaluation stride.
+
+    Args:
+        weights: an entry name, member or entry.
+        args: the builder's arguments: ``backbone`` (the builder's own), ``num_classes``,
+            ``output_stride``, the head's, ``aspp_dropout``, ``pretrained_backbone``.
 
     Raises:
         PretrainedWeightsError: a backbone entry, another backbone, or a contradicting argument.
@@ -436,28 +540,15 @@ def resolve_builder_args(
         raise PretrainedWeightsError(
             f"weights '{entry.name}' are an ImageNet backbone: pass pretrained_backbone='tf:{entry.name}' instead"
         )
-    if entry.backbone != backbone:
+    if entry.backbone != args["backbone"]:
         raise PretrainedWeightsError(
-            f"weights '{entry.name}' are for a {entry.backbone} model, not {backbone}"
+            f"weights '{entry.name}' are for a {entry.backbone} model, not {args['backbone']}"
         )
-    if num_classes is not None and num_classes != entry.num_classes:
-        raise PretrainedWeightsError(
-            f"num_classes={num_classes} contradicts weights '{entry.name}' ({entry.num_classes} classes); "
-            "leave num_classes out"
-        )
-    spec = dataclasses.asdict(entry.head)
-    for key, value in given.items():
-        if key == "pretrained_backbone":
-            if value is not None:
-                raise PretrainedWeightsError(
-                    f"pretrained_backbone={value!r} with weights '{entry.name}': the weights hold the backbone too"
-                )
-            continue
-        expected = spec[key]
-        if key == "aspp_rates":
-            value = expected if value is None else tuple(value)
-        if value != expected:
-            raise PretrainedWeightsError(
-                f"{key}={value!r} contradicts weights '{entry.name}' ({key}={expected!r})"
-            )
-    return entry, entry.num_classes, output_stride if output_stride is not None else entry.eval.output_stride
+    head = dataclasses.asdict(entry.head)
+    fixed = dict(
+        head,
+        aspp_rates=list(head["aspp_rates"]),
+        num_classes=entry.num_classes,
+        output_stride=entry.eval.output_stride,
+    )
+    return entry, adopt_weights_args(args, fixed, entry.name, free=("output_stride",))

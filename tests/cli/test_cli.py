@@ -117,23 +117,23 @@ def test_the_package_root_loads_its_public_names_on_first_use():
         _ = deeplabv3plus.deeplabv3plus_resnet7
 
 
-def test_the_parsers_choices_and_defaults_copied_from_heavy_modules_equal_their_sources():
-    from deeplabv3plus.benchmark import PEERS
-    from deeplabv3plus.predict import FORMATS
-    from deeplabv3plus.weights.tf_names import KINDS
-
-    assert cli.CONVERT_KINDS == tuple(KINDS) and cli.BENCHMARK_PEERS == tuple(PEERS)
-    assert cli.PREDICT_FORMATS == FORMATS
+def test_the_parsers_offer_the_catalogues_names_and_the_generators_defaults():
+    from deeplabv3plus import catalog
     from deeplabv3plus.data import synthetic
 
-    assert cli.SYNTHETIC_DEFAULTS == {
-        "kinds": tuple(synthetic.SYNTHETIC_KINDS),
-        "kind": synthetic.SYNTHETIC_KIND,
-        "num_classes": synthetic.SYNTHETIC_NUM_CLASSES,
-        "num_train": synthetic.SYNTHETIC_NUM_TRAIN,
-        "num_val": synthetic.SYNTHETIC_NUM_VAL,
-        "size": synthetic.SYNTHETIC_SIZE,
-    }
+    actions = {name: {a.dest: a for a in cli.build_parser(name)._actions} for name in cli.COMMANDS}
+    assert list(actions["convert"]["kind"].choices) == list(catalog.TF_NAME_MAPS)
+    assert list(actions["predict"]["format"].choices) == list(catalog.PREDICT_FORMATS)
+    assert list(actions["benchmark"]["peers"].choices) == [*catalog.BENCHMARK_PEERS, "none"]
+    made = actions["make-synthetic"]
+    assert (
+        list(made["kind"].choices) == list(synthetic.SYNTHETIC_KINDS)
+        and made["kind"].default == synthetic.SYNTHETIC_KIND
+    )
+    assert (made["num_train"].default, made["num_val"].default, made["size"].default, made["num_classes"].default) == (
+        synthetic.SYNTHETIC_NUM_TRAIN, synthetic.SYNTHETIC_NUM_VAL, synthetic.SYNTHETIC_SIZE,
+        synthetic.SYNTHETIC_NUM_CLASSES,
+    )  # fmt: skip
 
 
 def test_configs_lists_every_shipped_config_with_what_it_is_and_prints_one(capsys):
@@ -388,7 +388,7 @@ def test_the_wheel_installs_a_working_deeplabv3plus_command_that_trains_the_quic
     elsewhere.mkdir()
     done = subprocess.run([str(command), "configs"], capture_output=True, text=True, env=env, cwd=elsewhere)
     assert done.returncode == 0 and "\nquickstart " in done.stdout, done.stderr
-    tiny = ["train.max_iters=2", "train.batch_size=2", "data.synthetic_size=6", "data.crop_size=33",
+    tiny = ["train.max_iters=2", "train.batch_size=2", "data.synthetic.size=6", "data.crop_size=33",
             "data.workers=0", "model.head_channels=16", "train.ckpt_interval=1000"]  # fmt: skip
     done = subprocess.run(
         [str(command), "train", "--config", "quickstart", *tiny],

@@ -239,23 +239,29 @@ COLORS = [[0, 0, 0], [128, 64, 128], [0, 0, 142]]
         (["train.accumulate=0"], ("train.accumulate", ">= 1")),
         (["train.loss.class_weights=[1,2]"], ("train.loss.class_weights", "3 weights")),
         (["train.loss.class_weights=balanced"], ("train.loss.class_weights", "'auto'")),
-        (["train.loss.top_k_percent_pixels=0.25"], ("train.loss.top_k_percent_pixels", "not used")),
-        (["train.loss.name=ohem", "train.loss.ohem_thresh=1.5"], ("train.loss.ohem_thresh", "(0, 1]")),
+        (
+            ["train.loss.bootstrapped_cross_entropy.top_k_percent_pixels=0.25"],
+            (
+                "train.loss.bootstrapped_cross_entropy.top_k_percent_pixels",
+                "train.loss.name=bootstrapped_cross_entropy only",
+            ),
+        ),
+        (["train.loss.name=ohem", "train.loss.ohem.thresh=1.5"], ("train.loss.ohem.thresh", "(0, 1]")),
         (["data.mask_format=jpeg"], ("data.mask_format", "jpeg", "index, rgb, binary, coco")),
-        (["data.mask_format=rgb"], ("data.mask_colors",)),
-        (["data.mask_format=coco", "data.coco_annotations=a.json"], ("data.coco_mapping",)),
+        (["data.mask_format=rgb"], ("data.rgb.colors",)),
+        (["data.mask_format=coco", "data.coco.annotations=a.json"], ("data.coco.mapping",)),
         (["data.mask_format=binary"], ("data.num_classes=2",)),
         (
-            ["data.mask_format=coco", "data.coco_annotations=a.json", "data.coco_mapping={person: 7}"],
-            ("data.coco_mapping", "'person': 7", "0..2"),
+            ["data.mask_format=coco", "data.coco.annotations=a.json", "data.coco.mapping={person: 7}"],
+            ("data.coco.mapping", "'person': 7", "0..2"),
         ),
         (
-            ["data.mask_format=coco", "data.coco_annotations=a.json", "data.coco_mapping=coco"],
-            ("data.coco_mapping", "'voc'"),
+            ["data.mask_format=coco", "data.coco.annotations=a.json", "data.coco.mapping=coco"],
+            ("data.coco.mapping", "'voc'"),
         ),
-        (["data.mask_colors=[[0,0,0]]"], ("data.mask_colors", "mask_format=rgb")),
-        (["data.mask_format=rgb", "data.mask_colors=[[0,0,0],[1,1,1]]"], ("data.mask_colors", "2 colours")),
-        (["data.mask_format=rgb", "data.mask_colors=~/no_such_colours.yaml"], ("no_such_colours.yaml",)),
+        (["data.rgb.colors=[[0,0,0]]"], ("data.rgb.colors", "mask_format=rgb")),
+        (["data.mask_format=rgb", "data.rgb.colors=[[0,0,0],[1,1,1]]"], ("data.rgb.colors", "2 colours")),
+        (["data.mask_format=rgb", "data.rgb.colors=~/no_such_colours.yaml"], ("no_such_colours.yaml",)),
     ],
 )
 def test_bad_loss_accumulation_or_mask_format_option(config, capsys, overrides, culprits):
@@ -268,7 +274,7 @@ def test_an_unknown_mask_colour_names_the_file_the_colour_and_its_pixel_count(co
         rgb[:, 20:] = COLORS[1]
         rgb[5, :7] = [9, 9, 9] if i < 4 else COLORS[2]  # every training mask: the first batch fails
         Image.fromarray(rgb).save(data / "masks" / f"im{i}.png")
-    fails(["train", "--config", config, "data.mask_format=rgb", f"data.mask_colors={COLORS}"], capsys,
+    fails(["train", "--config", config, "data.mask_format=rgb", f"data.rgb.colors={COLORS}"], capsys,
           "masks/im", "(9, 9, 9) on 7 px", "not in the colour table")  # fmt: skip
 
 
@@ -288,15 +294,15 @@ def _coco(path: Path, stems: list[str], annotations: list[dict]) -> Path:
 
 def test_a_coco_file_missing_a_listed_image(config, tmp_path, capsys):
     ann = _coco(tmp_path / "ann.json", ["im0", "im1", "im3", "im4", "im5"], [])
-    fails(["train", "--config", config, "data.mask_format=coco", f"data.coco_annotations={ann}",
-           "data.coco_mapping={person: 1}"], capsys, "ann.json", "no image 'im2'", "train.txt")  # fmt: skip
+    fails(["train", "--config", config, "data.mask_format=coco", f"data.coco.annotations={ann}",
+           "data.coco.mapping={person: 1}"], capsys, "ann.json", "no image 'im2'", "train.txt")  # fmt: skip
 
 
 def test_a_coco_category_the_mapping_does_not_cover(config, tmp_path, capsys):
     kite = {"id": 1, "image_id": 0, "category_id": 2, "iscrowd": 0, "segmentation": [[0, 0, 9, 0, 9, 9]]}
     ann = _coco(tmp_path / "ann.json", [f"im{i}" for i in range(6)], [kite])
-    fails(["train", "--config", config, "data.mask_format=coco", f"data.coco_annotations={ann}",
-           "data.coco_mapping={person: 1}"], capsys, "ann.json", "2 (kite)", "does not cover")  # fmt: skip
+    fails(["train", "--config", config, "data.mask_format=coco", f"data.coco.annotations={ann}",
+           "data.coco.mapping={person: 1}"], capsys, "ann.json", "2 (kite)", "does not cover")  # fmt: skip
 
 
 def test_check_data_prints_the_report_and_exits_2_on_a_fatal_problem(config, data, tmp_path, capsys):
@@ -346,7 +352,7 @@ def test_rgb_colour_mask_in_the_first_pair_fails_before_anything_is_written(conf
 def test_mistyped_synthetic_root_is_not_silently_generated(config, tmp_path, capsys, nothing_costly):
     typo = tmp_path / "synthetc"
     fails(["train", "--config", config, "data.layout=synthetic", f"data.root={typo}"], capsys,
-          str(typo), "holds no dataset", "data.generate=true")  # fmt: skip
+          str(typo), "holds no dataset", "data.synthetic.generate=true")  # fmt: skip
     assert not typo.exists()
 
 

@@ -217,3 +217,59 @@ def test_bad_arguments_raise_one_line_errors_naming_them(planted):
         check_data(planted, 0)
     with pytest.raises(ValueError, match=r"^executor: "):
         check_data(planted, C, executor="gpu")
+
+
+# --- check_data_run: the check-data command's job from Python -------------------------------------
+
+
+def test_check_data_run_prints_the_summary_and_writes_json_and_markdown(synthetic_voc, tmp_path, capsys):
+    from deeplabv3plus.config import DataConfig
+    from deeplabv3plus.data.check import check_data_run
+
+    data = DataConfig(layout="synthetic", root=str(synthetic_voc), num_classes=6)
+    report = check_data_run(data, tmp_path / "reports", workers=2)
+    assert report.ok and report.splits["train"].num_images == 6 and report.splits["val"].num_images == 3
+    out = capsys.readouterr().out
+    assert out.startswith("# Data check: OK") and "read 9 pairs in " in out
+    assert (
+        f"wrote {tmp_path / 'reports' / 'check_data.json'}, {tmp_path / 'reports' / 'check_data.md'}" in out
+    )
+    assert json.loads((tmp_path / "reports" / "check_data.json").read_text()) == json.loads(to_json(report))
+    assert (tmp_path / "reports" / "check_data.md").read_text().startswith("# Data check: OK")
+
+
+def test_check_data_run_refuses_a_worker_count_below_one(synthetic_voc, tmp_path):
+    from deeplabv3plus.config import DataConfig
+    from deeplabv3plus.data.check import check_data_run
+
+    with pytest.raises(ValueError, match="--workers: expected a positive number, got 0"):
+        check_data_run(DataConfig(layout="synthetic", root=str(synthetic_voc)), tmp_path, workers=0)
+
+
+def test_fatal_summary_lists_the_fatal_problems_with_their_counts_and_no_warnings(planted):
+    from deeplabv3plus.data.check import fatal_summary
+
+    report = check_data(planted, C, 255, workers=2)
+    assert set(fatal_summary(report).split(", ")) == {  # the warnings (exif_rotated, ...) left out
+        "unreadable (2)",
+        "rgb_mask (1)",
+        "values_out_of_range (1)",
+        "size_mismatch (1)",
+        "stem_in_two_splits (1)",
+    }
+    assert fatal_summary(check_data({"train": planted["train"][:2]}, C, 255, workers=1)) == ""
+
+
+def test_write_reports_without_matplotlib_writes_the_rest_and_says_why(
+    planted, tmp_path, monkeypatch, capsys
+):
+    from deeplabv3plus.data.check import write_reports
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    report = check_data({"val": planted["val"]}, C, workers=1)
+    written = write_reports(report, tmp_path / "r")
+    assert [p.name for p in written] == ["check_data.json", "check_data.md"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["check_data.json", "check_data.md"]
+    printed = capsys.readouterr().out
+    assert "no class-frequency chart" in printed and "deeplabv3plus[plot]" in printed
+    assert json.loads(written[0].read_text()) == json.loads(to_json(report))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from deeplabv3plus.catalog import SyntheticOptions
 from deeplabv3plus.config import ConfigError, DataConfig, load_config
 from deeplabv3plus.data.ade20k import make_synthetic_ade20k
 from deeplabv3plus.data.ade20k_meta import ADE20K_CLASSES
@@ -213,6 +214,9 @@ def test_synthetic_generators_are_deterministic_and_generate_on_first_use(
     again = make_synthetic_cityscapes(tmp_path / "again", num_images=6, size=(32, 64))
     for path in sorted(cityscapes_root.rglob("*.png")):
         assert path.read_bytes() == (again / path.relative_to(cityscapes_root)).read_bytes()
-    ds = build_dataset(_ade(tmp_path / "ade_new", synthetic_size=3), "val", train=False)
+    ds = build_dataset(_ade(tmp_path / "ade_new", synthetic=SyntheticOptions(size=3)), "val", train=False)
     assert len(ds) == 1 and (tmp_path / "ade_new" / "images" / "training").is_dir()
-    assert len(build_dataset(_cs(tmp_path / "cs_new", synthetic_size=3), "train", train=False)) == 2
+    assert (
+        len(build_dataset(_cs(tmp_path / "cs_new", synthetic=SyntheticOptions(size=3)), "train", train=False))
+        == 2
+    )

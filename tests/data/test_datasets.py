@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from deeplabv3plus.config import DataConfig
+from deeplabv3plus.catalog import FoldersOptions, SyntheticOptions
+from deeplabv3plus.config import DataConfig, config_from_dict
 from deeplabv3plus.data.datasets import (
     DatasetError,
     build_dataset,
@@ -37,7 +38,12 @@ def _folders(root: Path, masks: dict[str, np.ndarray], **cfg_kw) -> DataConfig:
         _write_pair(root, stem, (mask.shape[1], mask.shape[0]), mask)
     (root / "train.txt").write_text("\n".join(masks) + "\n")
     kw = dict(
-        layout="folders", root=str(root), num_classes=3, ignore_index=99, image_ext=".png", crop_size=17
+        layout="folders",
+        root=str(root),
+        num_classes=3,
+        ignore_index=99,
+        crop_size=17,
+        folders=FoldersOptions(image_ext=".png"),
     )
     return DataConfig(**{**kw, **cfg_kw})
 
@@ -184,9 +190,8 @@ def test_synthetic_layout_generates_the_dataset_on_first_use(tmp_path: Path) -> 
         layout="synthetic",
         root=str(tmp_path / "syn"),
         num_classes=4,
-        synthetic_size=5,
+        synthetic=SyntheticOptions(size=5, generate=True),
         crop_size=33,
-        generate=True,
     )
     ds = build_dataset(cfg, "train", train=True)
     assert len(ds) == 4 and len(build_dataset(cfg, "val", train=False)) == 1
@@ -200,16 +205,19 @@ def test_synthetic_layout_generates_the_dataset_on_first_use(tmp_path: Path) -> 
 def test_synthetic_layout_at_a_root_holding_no_dataset_is_an_error_unless_generation_is_asked(
     tmp_path: Path,
 ) -> None:
-    typo = DataConfig(layout="synthetic", root=str(tmp_path / "synthetc"), num_classes=4, synthetic_size=5)
-    with pytest.raises(DatasetError, match=r"data.root '.*synthetc' holds no dataset.*data.generate=true"):
+    typo = DataConfig(layout="synthetic", root=str(tmp_path / "synthetc"), num_classes=4,
+                      synthetic=SyntheticOptions(size=5))  # fmt: skip
+    with pytest.raises(
+        DatasetError, match=r"data.root '.*synthetc' holds no dataset.*data.synthetic.generate=true"
+    ):
         check_splits(typo, ["train"])
     assert not (tmp_path / "synthetc").exists()  # nothing generated there
 
 
 def test_synthetic_layout_generates_the_default_root_on_first_use(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the default root, data/synthetic, is relative to where the job runs
-    cfg = DataConfig(layout="synthetic", num_classes=4, synthetic_size=5)
-    assert cfg.root == "data/synthetic" and not cfg.generate
+    cfg = DataConfig(layout="synthetic", num_classes=4, synthetic=SyntheticOptions(size=5))
+    assert cfg.root == "data/synthetic" and not cfg.synthetic.generate
     assert check_splits(cfg, ["train", "val"]) == {"train": 4, "val": 1}
     assert (tmp_path / "data" / "synthetic" / "synthetic.json").is_file()
 
@@ -270,3 +278,21 @@ def test_seed_fixes_augmentation_through_a_dataloader_with_workers(synthetic_voc
     a, b, c = epoch(0), epoch(0), epoch(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_a_run_lists_each_split_once_from_its_checks_to_its_loaders(
+    synthetic_voc, tmp_path, monkeypatch, no_val
+):
+    from deeplabv3plus.data import voc
+    from deeplabv3plus.train import train
+
+    listed, real = [], voc.synthetic_samples
+    monkeypatch.setattr(voc, "synthetic_samples", lambda cfg, split: listed.append(split) or real(cfg, split))
+    cfg = config_from_dict({
+        "model": {"backbone": "resnet18", "num_classes": 6, "head_channels": 16},
+        "data": {"layout": "synthetic", "root": str(synthetic_voc), "num_classes": 6, "crop_size": 33, "workers": 0},
+        "train": {"max_iters": 1, "batch_size": 2, "allow_scratch_backbone": True, "device": "cpu",
+                  "val_interval": 0, "output_dir": str(tmp_path / "run")},
+    })  # fmt: skip
+    train(cfg)
+    assert sorted(listed) == ["train", "val"]

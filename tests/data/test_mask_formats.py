@@ -69,7 +69,7 @@ def test_rgb_masks_with_an_inline_colour_list_and_an_ignore_colour_read_as_class
     rgb = [paint(c, COLORS) for c in classes]
     rgb[0][0, :4] = VOID
     root = make_tree(tmp_path / "d", {f"im{i}": m for i, m in enumerate(rgb)})
-    cfg = data_config(root, 3, mask_format="rgb", mask_colors=COLORS, mask_ignore_colors=[VOID])
+    cfg = data_config(root, 3, mask_format="rgb", rgb={"colors": COLORS, "ignore_colors": [VOID]})
     expected = [c.copy() for c in classes[:2]]
     expected[0][0, :4] = 255
     got = labels(cfg)
@@ -81,7 +81,7 @@ def test_rgb_masks_with_a_yaml_file_of_names_and_colours_name_the_classes(tmp_pa
     root = make_tree(tmp_path / "d", {f"im{i}": paint(c, COLORS) for i, c in enumerate(classes)})
     table = [{"name": n, "color": c} for n, c in zip(["background", "road", "car"], COLORS)]
     (tmp_path / "colors.yaml").write_text(yaml.safe_dump(table))
-    cfg = data_config(root, 3, mask_format="rgb", mask_colors=str(tmp_path / "colors.yaml"))
+    cfg = data_config(root, 3, mask_format="rgb", rgb={"colors": str(tmp_path / "colors.yaml")})
     assert build_dataset(cfg.data, "train", train=False).class_names == ["background", "road", "car"]
     assert np.array_equal(labels(cfg)[0], classes[0])
 
@@ -90,7 +90,7 @@ def test_an_unknown_colour_is_an_error_naming_the_file_the_colour_and_its_pixel_
     rgb = paint(random_classes(0, 3), COLORS)
     rgb[2, :5] = [9, 9, 9]
     root = make_tree(tmp_path / "d", {"a": rgb, "b": paint(random_classes(1, 3), COLORS)})
-    cfg = data_config(root, 3, mask_format="rgb", mask_colors=COLORS)
+    cfg = data_config(root, 3, mask_format="rgb", rgb={"colors": COLORS})
     with pytest.raises(ValueError, match=r"a\.png.*\(9, 9, 9\) on 5 px"):
         labels(cfg)
     report, _ = check_config_data(cfg.data, workers=1)
@@ -98,10 +98,12 @@ def test_an_unknown_colour_is_an_error_naming_the_file_the_colour_and_its_pixel_
     assert not report.ok and problem.count == 1 and "(9, 9, 9) on 5 px" in problem.examples[0]
 
 
-def test_a_colour_table_of_the_wrong_length_names_data_mask_colors(tmp_path):
+def test_a_colour_table_of_the_wrong_length_names_data_rgb_colors(tmp_path):
     root = make_tree(tmp_path / "d", {"a": paint(random_classes(0, 3), COLORS), "b": None})
-    with pytest.raises(DatasetError, match="data.mask_colors holds 3 colours.*data.num_classes=4"):
-        build_dataset(data_config(root, 4, mask_format="rgb", mask_colors=COLORS).data, "train", train=False)
+    with pytest.raises(DatasetError, match="data.rgb.colors holds 3 colours.*data.num_classes=4"):
+        build_dataset(
+            data_config(root, 4, mask_format="rgb", rgb={"colors": COLORS}).data, "train", train=False
+        )
 
 
 def test_binary_masks_map_255_to_class_1_and_other_values_are_errors(tmp_path):
@@ -149,8 +151,8 @@ def test_coco_polygons_rle_and_crowd_become_semantic_masks_per_split(tmp_path):
     )  # fmt: skip
     val = coco_file(tmp_path / "val.json", ["c"], [])
     cfg = data_config(
-        root, 3, mask_format="coco", coco_annotations={"train": str(train), "val": str(val)},
-        coco_mapping={"person": 1, 3: 2},
+        root, 3, mask_format="coco", coco={"annotations": {"train": str(train), "val": str(val)},
+        "mapping": {"person": 1, 3: 2}},
     )  # fmt: skip
     a = np.zeros((H, W), np.uint8)
     a[0:4, 0:6] = 1
@@ -176,7 +178,7 @@ def test_coco_mapping_voc_is_the_reference_table_and_other_categories_are_backgr
         {"image_id": 1, "category_id": 90, "segmentation": box(0, 6, 4, 10)},  # toothbrush: not VOC
     ]
     path = coco_file(tmp_path / "all.json", ["a", "b"], ann)
-    cfg = data_config(root, 21, mask_format="coco", coco_annotations=str(path), coco_mapping="voc")
+    cfg = data_config(root, 21, mask_format="coco", coco={"annotations": str(path), "mapping": "voc"})
     expected = np.zeros((H, W), np.uint8)
     expected[0:4, 0:4], expected[0:4, 6:10] = 15, 7
     assert np.array_equal(labels(cfg)[0], expected)
@@ -185,6 +187,27 @@ def test_coco_mapping_voc_is_the_reference_table_and_other_categories_are_backgr
 def test_a_coco_file_missing_a_listed_image_names_both_files(tmp_path):
     root = make_tree(tmp_path / "d", {"a": None, "b": None, "c": None})
     path = coco_file(tmp_path / "ann.json", ["a", "c"], [])
-    cfg = data_config(root, 3, mask_format="coco", coco_annotations=str(path), coco_mapping={"car": 1})
+    cfg = data_config(root, 3, mask_format="coco", coco={"annotations": str(path), "mapping": {"car": 1}})
     with pytest.raises(DatasetError, match=r"ann\.json' has no image 'b'.*train\.txt"):
         build_dataset(cfg.data, "train", train=False)
+
+
+def test_a_coco_file_shared_by_two_splits_is_parsed_once_per_run(tmp_path, monkeypatch):
+    from deeplabv3plus.data import folders, label_formats
+    from deeplabv3plus.data.datasets import DataSplits
+
+    root = make_tree(tmp_path / "d", {"a": None, "b": None, "c": None})
+    (root / "val.txt").write_text("c\n")
+    both = coco_file(tmp_path / "all.json", ["a", "b", "c"], [])
+    cfg = data_config(root, 3, mask_format="coco", coco={"annotations": str(both), "mapping": {"person": 1}})
+    parsed, real = [], label_formats.read_coco
+    monkeypatch.setattr(folders, "read_coco", lambda path: parsed.append(path) or real(path))
+    folders._read_coco_once.cache_clear()
+    splits = DataSplits(cfg.data)
+    splits.check(["train", "val"])
+    splits.check_leakage()
+    splits.dataset("train", train=True), splits.dataset("val", train=False)
+    assert parsed == [both.resolve()]
+    both.write_text(both.read_text() + " ")  # an edited file is read again
+    DataSplits(cfg.data).check(["train"])
+    assert len(parsed) == 2

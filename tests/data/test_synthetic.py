@@ -181,10 +181,10 @@ def test_a_set_of_another_kind_or_an_older_version_is_never_silently_reused(tmp_
     cfg = DataConfig(layout="synthetic", root=str(tmp_path / "old"), num_classes=6, crop_size=17)
     with pytest.raises(DatasetError, match=r"delete '.*old' to regenerate it"):
         build_dataset(cfg, "train", train=True)
-    cfg.synthetic_kind = "colour"  # asking for it by name reads it
+    cfg.synthetic.kind = "colour"  # asking for it by name reads it
     assert len(build_dataset(cfg, "train", train=True)) == 2
-    cfg.synthetic_kind = "stripes"
-    with pytest.raises(DatasetError, match="data.synthetic_kind: unknown synthetic kind 'stripes'"):
+    cfg.synthetic.kind = "stripes"
+    with pytest.raises(DatasetError, match="data.synthetic.kind: unknown synthetic kind 'stripes'"):
         build_dataset(cfg, "train", train=True)
 
 

@@ -309,3 +309,107 @@ def test_peak_probe_is_wide_1x1_convs_and_each_precision_row_gets_its_share_of_i
             rows[name]["gmacs_per_s"] / rows[probe_name]["gmacs_per_s"]
         )
     assert "| infer | ours-bf16 |" in format_markdown(report).split("% of the probe |")[1]
+
+
+def test_training_split_generates_a_synthetic_set_into_a_temporary_folder_removed_on_exit(monkeypatch):
+    import os
+
+    import deeplabv3plus.benchmark as bench
+
+    seen = []
+
+    def fake_build(cfg, split, train):
+        seen.append((cfg.root, split, train, os.path.isdir(os.path.dirname(cfg.root))))
+        return ["a sample"]
+
+    monkeypatch.setattr(bench, "build_dataset", fake_build)
+    cfg = DataConfig(layout="synthetic", root="")
+    with bench.training_split(cfg, "val") as (dataset, skipped):
+        assert dataset == ["a sample"] and skipped == ""
+    ((root, split, train, existed),) = seen
+    assert root.endswith("synthetic") and existed and not os.path.exists(os.path.dirname(root))
+    assert (split, train) == ("val", True) and cfg.root == ""  # the caller's config is left as it is
+
+
+def test_training_split_reads_an_existing_root_and_says_why_a_dataset_cannot_be_built(
+    synthetic_voc, tmp_path
+):
+    from deeplabv3plus.benchmark import training_split
+
+    cfg = DataConfig(root=str(synthetic_voc), num_classes=6, crop_size=33)
+    with training_split(cfg) as (dataset, skipped):
+        assert len(dataset) == 6 and skipped == ""  # the train split of the fixture
+    missing = DataConfig(layout="voc", root=str(tmp_path / "nowhere"))
+    with training_split(missing) as (dataset, skipped):
+        assert dataset is None and skipped.startswith(
+            f"cannot build the voc dataset at '{tmp_path / 'nowhere'}'"
+        )
+    assert benchmark_data(missing)["skipped"] == skipped
+
+
+def test_benchmark_report_times_the_lineup_and_the_data_pipeline(synthetic_voc):
+    from deeplabv3plus.benchmark import Lineup, benchmark_report
+
+    model_cfg = ModelConfig(backbone="resnet18", num_classes=5, head_channels=8)
+    data_cfg = DataConfig(root=str(synthetic_voc), num_classes=6, crop_size=33, workers=0)
+    opts = _opts(modes=("infer",), memory=False)
+    report = benchmark_report(
+        model_cfg,
+        opts,
+        Lineup(peers=(), eager=True),
+        data_cfg,
+        data_images=2,
+        loader_batches=1,
+        command="x y",
+    )
+    assert [r["name"] for r in report["results"]] == ["ours", "ours-eager"]
+    assert report["meta"]["command"] == "x y"
+    assert (
+        report["data"]["num_images"] == 2 and report["loader"]["num_images"] == 2
+    )  # one batch of opts.batch
+    bare = benchmark_report(model_cfg, opts, Lineup(peers=()))
+    assert [r["name"] for r in bare["results"]] == ["ours"]
+    assert "data" not in bare and "loader" not in bare and "command" not in bare["meta"]
+
+
+def test_write_report_writes_the_formats_asked_for_and_returns_their_paths(tmp_path):
+    from deeplabv3plus.benchmark import format_markdown, write_report
+
+    cand = Candidate("ours", lambda: build_model("resnet18", num_classes=5, head_channels=8), "tiny")
+    report = run_benchmark([cand], _opts(batch=1, modes=("infer",), memory=False))
+    paths = write_report(report, tmp_path / "r.json", tmp_path / "r.md")
+    assert paths == [str(tmp_path / "r.json"), str(tmp_path / "r.md")]
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
+    assert (tmp_path / "r.md").read_text() == format_markdown(report) + "\n"
+    assert write_report(report, None, tmp_path / "only.md") == [str(tmp_path / "only.md")]
+    assert not (tmp_path / "None").exists() and write_report(report) == []
+
+
+def test_benchmark_command_prints_the_table_and_writes_json_and_markdown(tmp_path, capsys, monkeypatch):
+    from deeplabv3plus import cli
+
+    monkeypatch.setattr("sys.argv", ["deeplabv3plus", "benchmark"])
+    argv = ["benchmark", "--device", "cpu", "--backbone", "resnet18", "--num-classes", "5", "--size", "33",
+            "--batch", "1", "--modes", "infer", "--repeats", "1", "--warmup", "0", "--peers", "none",
+            "--no-memory", "--threads", "1", "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md")]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "ours" in out and out.endswith(f"wrote {tmp_path / 'b.json'}\nwrote {tmp_path / 'b.md'}\n")
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["ours"] and report["meta"]["command"].endswith(
+        "benchmark"
+    )
+    assert report["meta"]["options"]["height"] == 33 and report["meta"]["options"]["threads"] == 1
+    assert "| infer | ours |" in (tmp_path / "b.md").read_text()
+
+
+def test_training_split_really_generates_the_synthetic_set_it_times():
+    from deeplabv3plus.benchmark import training_split
+    from deeplabv3plus.catalog import SyntheticOptions
+
+    cfg = DataConfig(
+        layout="synthetic", root="", num_classes=3, crop_size=17, synthetic=SyntheticOptions(size=5)
+    )
+    with training_split(cfg, None) as (dataset, skipped):
+        assert skipped == "" and len(dataset) == 4  # 80% of the 5 generated images
+    assert cfg.root == "" and not cfg.synthetic.generate  # the caller's config is untouched

@@ -210,3 +210,88 @@ def test_eval_precision_bf16_is_recorded_and_names_the_file(checkpoint: Path, mo
     res = json.loads((checkpoint.parent / "model_eval_os16_bf16_val2.json").read_text())
     assert res["precision"] == "bf16" and res["config"]["eval"]["precision"] == "bf16"
     assert res["mIoU"] is not None
+
+
+# evaluate()'s settings objects and the eval job's helpers, from Python.
+
+
+class _Constant(torch.nn.Module):
+    """Predicts class 1 everywhere (its logits do not depend on the image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor([0.0, 1.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias[None, :, None, None].expand(x.shape[0], 3, *x.shape[-2:])
+
+
+def test_eval_options_add_the_matrix_and_run_the_model_itself_without_prepare(monkeypatch):
+    import deeplabv3plus.evaluate as evaluate_module
+    from deeplabv3plus.evaluate import EvalOptions, evaluate
+
+    monkeypatch.setattr(evaluate_module, "prepare_for_inference", lambda *a, **k: pytest.fail("prepared"))
+    label = torch.tensor([[[0, 1], [1, 255]]])
+    options = EvalOptions(device="cpu", prepare=False, include_matrix=True)
+    results = evaluate(
+        _Constant(), [(torch.zeros(1, 3, 2, 2), label)], None, options, num_classes=3, progress=False
+    )
+    assert results["confusion_matrix"] == [[0, 1, 0], [0, 2, 0], [0, 0, 0]]  # rows: true class
+    assert results["num_images"] == 1 and results["num_pixels"] == 3
+    assert "confusion_matrix" not in evaluate(
+        _Constant(),
+        [(torch.zeros(1, 3, 2, 2), label)],
+        None,
+        EvalOptions(prepare=False),
+        num_classes=3,
+        progress=False,
+    )
+
+
+def test_evaluate_takes_the_trimap_band_from_the_eval_config():
+    from deeplabv3plus.config import EvalConfig
+    from deeplabv3plus.evaluate import EvalOptions, evaluate
+
+    label = torch.zeros(1, 8, 8, dtype=torch.long)
+    label[:, :, 4:] = 1  # two classes, no void: only a "boundary" band holds labelled pixels
+    batches = [(torch.zeros(1, 3, 8, 8), label)]
+    options = EvalOptions(prepare=False)
+    void = evaluate(_Constant(), batches, EvalConfig(trimap=True, trimap_widths=[1]), options, num_classes=3)
+    boundary = evaluate(
+        _Constant(),
+        batches,
+        EvalConfig(trimap=True, trimap_widths=[1], trimap_band="boundary"),
+        options,
+        num_classes=3,
+    )
+    assert void["trimap"] == {1: None}
+    assert boundary["trimap"][1] is not None and 0 < boundary["trimap"][1] < 1
+
+
+def test_trimap_dir_for_names_the_folder_after_the_result_file_once():
+    from deeplabv3plus.evaluate import trimap_dir_for
+
+    assert trimap_dir_for("runs/r.json") == Path("runs/r_trimap")
+    assert trimap_dir_for(Path("runs/m_eval_os16_trimap.json")) == Path("runs/m_eval_os16_trimap")
+
+
+def test_model_device_is_the_first_parameters_or_the_cpu():
+    from deeplabv3plus.evaluate import model_device
+
+    assert model_device(_Constant()) == torch.device("cpu")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")
+    with torch.device("meta"):
+        assert model_device(torch.nn.Linear(1, 1)) == torch.device("meta")
+
+
+def test_eval_loader_reads_the_split_in_order_in_batches_of_eval_batch_size(checkpoint: Path):
+    from deeplabv3plus.evaluate import eval_loader
+
+    _, cfg = load_model_from_checkpoint(checkpoint)
+    cfg.eval.batch_size = 2
+    dataset, loader, with_instances = eval_loader(cfg, "val2", "cpu")
+    assert len(dataset) == 2 and not with_instances  # instance maps are Cityscapes' only
+    (batch,) = list(loader)
+    expected = [dataset[i][1] for i in range(2)]
+    labels = batch[1]
+    assert len(labels) == 2 and all(torch.equal(a, b) for a, b in zip(labels, expected))

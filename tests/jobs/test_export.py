@@ -103,14 +103,14 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 
 
 def test_script_exports_and_checks(tmp_path, capsys, monkeypatch):
-    import deeplabv3plus.loading
+    import deeplabv3plus.export
     from deeplabv3plus import cli
 
     # Checkpoint loading is tested in tests/jobs/test_predict.py; a small model keeps this test fast.
-    # Patched where it lives: the export command imports it when it runs.
+    # Patched where export_checkpoint looks it up.
     loaded = []
     monkeypatch.setattr(
-        deeplabv3plus.loading,
+        deeplabv3plus.export,
         "load_model_from_checkpoint",
         lambda *a, **k: loaded.append(a) or (MiniDeepLab(), None),
     )
@@ -353,3 +353,61 @@ def test_eval_onnx_script_scores_an_exported_graph_as_eval_scores_the_checkpoint
     assert got["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-3)
     for name, iou in expected["per_class_iou"].items():  # random weights: several classes predicted
         assert got["per_class_iou"][name] == (None if iou is None else pytest.approx(iou, abs=1e-3)), name
+
+
+# --- export_checkpoint: the export command's job from Python --------------------------------------
+
+
+def test_export_checkpoint_writes_an_onnx_graph_that_matches_the_checkpoints_model(
+    small_checkpoint, tmp_path, capsys
+):
+    from deeplabv3plus.export import ExportSettings, OnnxRuntimeModel, export_checkpoint
+    from deeplabv3plus.loading import load_model_from_checkpoint
+
+    out = tmp_path / "m.onnx"
+    settings = ExportSettings(height=33, width=33, exporter="torchscript", output_stride=32, check=False)
+    assert export_checkpoint(small_checkpoint, out, settings) == "torchscript"
+    assert f"wrote {out} (torchscript exporter)" in capsys.readouterr().out
+    model, _ = load_model_from_checkpoint(small_checkpoint, device="cpu")
+    model.output_stride = 32
+    x = torch.randn(1, 3, 41, 37, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxRuntimeModel(out)(x), model.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "settings, output, message",
+    [
+        ({"height": 8}, "m.onnx", "at least 16 pixels"),
+        ({"opset": 3}, "m.onnx", "--opset"),
+        ({"int8_backend": "pt2e"}, "m.onnx", "only with --int8"),
+        ({"int8": True, "int8_backend": "pt2e"}, "m.onnx", "ending in .pt2"),
+        ({"int8": True, "int8_backend": "pt2e", "opset": 17}, "m.pt2", "ONNX options"),
+        ({}, "m.txt", "ending in .onnx"),
+        ({"int8": True, "calibration_images": 0}, "m.onnx", "--calibration-images"),
+    ],
+)
+def test_export_checkpoint_refuses_bad_settings_before_reading_the_checkpoint(
+    tmp_path, settings, output, message
+):
+    from deeplabv3plus.export import ExportSettings, export_checkpoint
+
+    # The checkpoint does not exist: the settings are refused first, with their own message.
+    with pytest.raises(ValueError, match=message):
+        export_checkpoint(tmp_path / "missing.pth", tmp_path / output, ExportSettings(**settings))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_images_spread_evenly_over_the_training_split(synthetic_voc):
+    from deeplabv3plus.config import DataConfig
+    from deeplabv3plus.data.datasets import build_dataset
+    from deeplabv3plus.export import calibration_images
+
+    data = DataConfig(layout="synthetic", root=str(synthetic_voc), num_classes=6, workers=0)
+    images, note = calibration_images(data, 3)
+    assert note == "3 of the 6 'train' images"
+    dataset = build_dataset(data, data.train_split, train=False)
+    for image, index in zip(images, (0, 2, 5)):  # first, middle (rounded), last
+        assert image.shape[0] == 1
+        torch.testing.assert_close(image[0], dataset[index][0], atol=0, rtol=0)
+    assert calibration_images(data, 100)[1] == "6 of the 6 'train' images"  # at most the whole split

@@ -128,3 +128,16 @@ def test_script_prints_every_row_and_writes_json(table, tmp_path, capsys, monkey
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert len(rows) == len(PAPER_ROWS) and rows[0]["paper_gmacs"] == 81.02
     assert rows[0]["ours_gmacs"] == pytest.approx(table[0]["ours_gmacs"])
+
+
+def test_write_macs_json_records_both_counts_and_the_settings(tmp_path):
+    from deeplabv3plus.macs import write_macs_json
+
+    row = PAPER_ROWS[0]
+    results = [{"row": row, "ours_gmacs": 80.0, "rel_diff": 80.0 / row.gmacs - 1}]
+    payload = write_macs_json(results, tmp_path / "m.json", size=257, strided_shortcut="subsample")
+    assert json.loads((tmp_path / "m.json").read_text()) == payload
+    assert payload["size"] == 257 and payload["strided_shortcut"] == "subsample"
+    (written,) = payload["rows"]
+    assert written["paper_gmacs"] == 81.02 and written["ours_gmacs"] == 80.0 and "gmacs" not in written
+    assert written["backbone"] == "resnet101" and written["eval_os"] == 16 and written["rel_diff"] < 0

@@ -12,7 +12,7 @@ from PIL import Image
 from deeplabv3plus.data.transforms import Preprocess
 from deeplabv3plus.data.voc_meta import voc_palette
 from deeplabv3plus.inference import segment
-from deeplabv3plus.predict import collect_inputs, colour_overlay, predict_files
+from deeplabv3plus.predict import PredictSettings, collect_inputs, colour_overlay, predict_files, predict_run
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -46,9 +46,8 @@ def _write_images(folder, sizes):
 def test_label_pngs_read_back_to_the_predicted_indices(tmp_path):
     paths = _write_images(tmp_path / "in", [(20, 30), (20, 30), (17, 13)])
     model = StandIn()
-    outputs = predict_files(
-        model, paths, tmp_path / "out", MEAN, STD, batch_size=2, progress=False, prepare=False
-    )
+    settings = PredictSettings(batch_size=2, progress=False, prepare=False)
+    outputs = predict_files(model, paths, tmp_path / "out", MEAN, STD, settings=settings)
     assert model.batch_sizes == [2, 1]  # the two 20x30 images share a pass
     for path, (label_png, overlay) in zip(paths, outputs):
         rgb = np.asarray(Image.open(path).convert("RGB"))
@@ -153,10 +152,10 @@ def test_resize_to_range_feeds_the_model_evals_input_and_writes_labels_at_the_im
     paths = _write_images(tmp_path / "in", [(40, 60), (40, 60), (30, 22)])
     model, seen = StandIn(), []
     model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
-    outputs = predict_files(
-        model, paths, tmp_path / "out", cfg.mean, cfg.std, batch_size=2, progress=False, prepare=False,
-        overlay=False, resize=resize_to_range_for(cfg),
-    )  # fmt: skip
+    settings = PredictSettings(
+        batch_size=2, progress=False, prepare=False, overlay=False, resize=resize_to_range_for(cfg)
+    )
+    outputs = predict_files(model, paths, tmp_path / "out", cfg.mean, cfg.std, settings=settings)
     inputs = [x for batch in seen for x in batch]
     for path, (label_png, _), x in zip(paths, outputs, inputs):
         rgb = np.array(Image.open(path).convert("RGB"))  # a writable copy, as torch.from_numpy wants
@@ -170,3 +169,76 @@ def test_resize_to_range_feeds_the_model_evals_input_and_writes_labels_at_the_im
         expected = resize_labels_back(at_eval_size, rgb.shape[:2])[0].numpy()
         with Image.open(label_png) as im:
             assert np.array_equal(np.asarray(im), expected)  # back at the image's own size
+
+
+def _voc_config(num_classes=5):
+    from deeplabv3plus.config import Config
+
+    cfg = Config()
+    cfg.model.num_classes = cfg.data.num_classes = num_classes
+    cfg.data.mean, cfg.data.std = list(MEAN), list(STD)
+    cfg.eval.scales, cfg.eval.flip = [1.0], False
+    return cfg
+
+
+def test_predict_run_writes_one_png_per_image_and_says_where(tmp_path, capsys):
+    paths = _write_images(tmp_path / "in", [(20, 30), (17, 13)])
+    model = StandIn()
+    settings = PredictSettings(progress=False, prepare=False, overlay=False)
+    outputs = predict_run(model, _voc_config(), paths, tmp_path / "out", settings, source="stand-in.pth")
+    assert [label.name for label, _ in outputs] == ["img0.png", "img1.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]  # no overlays
+    for path, (label_png, overlay) in zip(paths, outputs):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        assert np.array_equal(
+            np.asarray(Image.open(label_png)), segment(model, Preprocess(MEAN, STD)(rgb))[0]
+        )
+        assert overlay is None
+    out = capsys.readouterr().out
+    assert "predicting 2 images with stand-in.pth" in out and "scales [1.0], flip False" in out
+    assert f"wrote 2 label PNGs (<name>.png) to {tmp_path / 'out'}" in out
+
+
+def test_predict_run_voc_format_writes_the_devkit_layout_and_the_archive(tmp_path, capsys):
+    import tarfile
+
+    paths = _write_images(tmp_path / "in", [(16, 16)])
+    settings = PredictSettings(fmt="voc", progress=False, prepare=False)
+    outputs = predict_run(StandIn(), _voc_config(21), paths, tmp_path / "out", settings)
+    label, overlay = outputs[0]
+    assert label == tmp_path / "out" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls" / "img0.png"
+    assert overlay == tmp_path / "out" / "overlays" / "img0_overlay.jpg"
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
+        assert "results/VOC2012/Segmentation/comp6_test_cls/img0.png" in tar.getnames()
+    assert f"wrote {tmp_path / 'out' / 'results.tar.gz'} (the file to upload)" in capsys.readouterr().out
+
+
+def test_predict_run_refuses_a_format_the_models_dataset_does_not_fit_before_writing(tmp_path):
+    paths = _write_images(tmp_path / "in", [(16, 16)])
+    with pytest.raises(
+        ValueError,
+        match="--format voc needs a model of data.layout voc or voc_aug or synthetic or folders, data.num_classes=21",
+    ):
+        predict_run(StandIn(), _voc_config(5), paths, tmp_path / "out", PredictSettings(fmt="voc"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_run_takes_the_palette_from_the_models_dataset(tmp_path):
+    from deeplabv3plus.predict import dataset_palette
+
+    cfg = _voc_config(19)
+    cfg.data.layout = "cityscapes"
+    paths = _write_images(tmp_path / "in", [(16, 16)])
+    settings = PredictSettings(progress=False, prepare=False, overlay=False)  # palette None: VOC's
+    label_png, _ = predict_run(StandIn(), cfg, paths, tmp_path / "out", settings)[0]
+    with Image.open(label_png) as im:
+        assert np.array_equal(np.asarray(im.getpalette()[:15]), dataset_palette("cityscapes")[:5].reshape(-1))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("fmt", "jpeg", "format"), ("alpha", 1.5, "alpha"), ("overlay_ext", ".gif", "overlay_ext")],
+)
+def test_predict_settings_refuse_values_no_run_could_use(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        PredictSettings(**{field: value})

@@ -68,9 +68,13 @@ def test_weight_decay_applies_to_conv_weights_only():
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
-def test_training_from_scratch_needs_an_explicit_opt_in(tmp_path, synthetic_voc):
+def test_training_from_scratch_needs_an_explicit_opt_in_and_names_the_backbones_imagenet_sources(
+    tmp_path, synthetic_voc
+):
     cfg = tiny_config(synthetic_voc, tmp_path, allow_scratch_backbone=False)
-    with pytest.raises(ConfigError, match="allow_scratch_backbone"):
+    with pytest.raises(
+        ConfigError, match=r"\(for resnet18: torchvision:IMAGENET1K_V1\).*allow_scratch_backbone"
+    ):
         train(cfg)
 
 
@@ -133,6 +137,57 @@ def test_resume_after_an_interruption_gives_bitwise_the_same_weights(tmp_path, s
     momentum_a = [s["momentum_buffer"] for s in ckpt_a["optimizer"]["state"].values()]
     momentum_b = [s["momentum_buffer"] for s in ckpt_b["optimizer"]["state"].values()]
     assert all(torch.equal(a, b) for a, b in zip(momentum_a, momentum_b))
+
+
+def test_resume_auto_names_last_pth_only_when_it_exists(tmp_path):
+    from deeplabv3plus.train import resume_checkpoint
+
+    assert resume_checkpoint("auto", tmp_path) is None  # nothing to continue: a new run
+    (tmp_path / "best.pth").write_bytes(b"weights")
+    assert resume_checkpoint("auto", tmp_path) is None  # best.pth is not a run to continue
+    (tmp_path / "last.pth").write_bytes(b"state")
+    assert resume_checkpoint("auto", tmp_path) == str(tmp_path / "last.pth")
+    assert resume_checkpoint("elsewhere/last.pth", tmp_path) == "elsewhere/last.pth"
+    assert resume_checkpoint(None, tmp_path) is None and resume_checkpoint("", tmp_path) is None
+
+
+def test_resumed_config_is_the_stored_one_and_says_so_when_it_differs(tmp_path, capsys):
+    from deeplabv3plus.config import config_to_dict
+    from deeplabv3plus.train import resumed_config
+
+    stored = tiny_config(tmp_path / "data", tmp_path, max_iters=4)
+    save_checkpoint({"model": {}, "config": config_to_dict(stored)}, tmp_path / "last.pth")
+    given = tiny_config(tmp_path / "data", tmp_path, max_iters=6)
+    assert resumed_config(given, str(tmp_path / "last.pth"), "given.yaml") == stored
+    assert (
+        capsys.readouterr().err
+        == f"--resume: using the config stored in {tmp_path / 'last.pth'}, not given.yaml\n"
+    )
+    assert resumed_config(stored, str(tmp_path / "last.pth"), "same.yaml") == stored
+    assert capsys.readouterr().err == ""  # the same config: nothing to say
+    assert resumed_config(given, None) is given  # a new run keeps the config given
+
+
+def test_resumed_config_of_an_unreadable_checkpoint_is_reported_by_rank_0_only(tmp_path, monkeypatch):
+    from deeplabv3plus.checkpoint import CheckpointError
+    from deeplabv3plus.runtime import PeerFailure
+    from deeplabv3plus.train import resumed_config
+
+    cfg = tiny_config(tmp_path / "data", tmp_path)
+    with pytest.raises(CheckpointError, match="gone.pth"):
+        resumed_config(cfg, str(tmp_path / "gone.pth"))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's rank 1, before the process group is joined
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(PeerFailure, match="rank 0 reports the error"):
+        resumed_config(cfg, str(tmp_path / "gone.pth"))
+
+
+def test_train_resumed_from_python_keeps_the_stored_config(tmp_path, synthetic_voc, no_val, capsys):
+    train(tiny_config(synthetic_voc, tmp_path, max_iters=2), stop_after=1)
+    changed = tiny_config(synthetic_voc, tmp_path, max_iters=3)  # the stored run ends at 2
+    train(changed, resume="auto")
+    assert f"--resume: using the config stored in {tmp_path / 'last.pth'}" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "last.pth")["iteration"] == 2  # the stored max_iters won
 
 
 def test_resume_in_a_new_process_with_validation_mid_run_gives_bitwise_the_same_weights(

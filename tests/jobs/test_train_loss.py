@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -92,7 +93,8 @@ def test_the_default_loss_is_bitwise_torchs_cross_entropy():
 
 def test_the_configured_losses_equal_their_direct_computation_at_the_given_iteration():
     cfg = config_from_dict({"data": {"num_classes": C}, "model": {"num_classes": C}, "train": {"loss": {
-        "name": "bootstrapped_cross_entropy", "top_k_percent_pixels": 0.25, "hard_example_mining_step": 10}}})  # fmt: skip
+        "name": "bootstrapped_cross_entropy",
+        "bootstrapped_cross_entropy": {"top_k_percent_pixels": 0.25, "hard_example_mining_step": 10}}}})  # fmt: skip
     logits, target = torch.randn(2, C, 6, 6), torch.randint(0, C, (2, 6, 6))
     got = build_train_loss(cfg, None)(logits, target, 4)
     want = bootstrapped_cross_entropy(
@@ -102,7 +104,7 @@ def test_the_configured_losses_equal_their_direct_computation_at_the_given_itera
     assert not torch.equal(got, bootstrapped_cross_entropy(logits, target, 0, top_k_percent_pixels=0.25,
                                                           hard_example_mining_step=10))  # fmt: skip
     cfg.train.loss = config_from_dict(
-        {"train": {"loss": {"name": "ohem", "ohem_thresh": 0.5, "ohem_min_kept": 4}}}
+        {"train": {"loss": {"name": "ohem", "ohem": {"thresh": 0.5, "min_kept": 4}}}}
     ).train.loss
     weights = [1.0, 2.0, 0.5, 1.0]
     torch.testing.assert_close(
@@ -130,16 +132,17 @@ def test_auto_class_weights_are_median_frequency_of_the_training_labels(tmp_path
 
 @pytest.mark.slow
 def test_a_run_records_its_loss_and_resumes_bitwise_with_accumulation(tmp_path, synthetic_voc, no_val):
-    loss = {"name": "bootstrapped_cross_entropy", "class_weights": "auto", "top_k_percent_pixels": 0.5}
+    loss = {"name": "bootstrapped_cross_entropy", "class_weights": "auto",
+            "bootstrapped_cross_entropy": {"top_k_percent_pixels": 0.5}}  # fmt: skip
     straight = tiny_config(synthetic_voc, tmp_path / "straight", max_iters=2, batch_size=2, accumulate=2)
     straight.data.crop_size = 33
     straight.train.loss = config_from_dict({"train": {"loss": loss}}).train.loss
     model_a, _ = train(straight)
     info = json.loads((tmp_path / "straight" / "run_info.json").read_text())
     assert info["loss"]["name"] == "bootstrapped_cross_entropy" and len(info["loss"]["class_weights"]) == 6
-    assert yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())["train"]["loss"] == {
-        **vars(straight.train.loss)
-    }
+    assert yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())["train"][
+        "loss"
+    ] == dataclasses.asdict(straight.train.loss)
 
     interrupted = config_from_dict({"train": {"output_dir": str(tmp_path / "cut")}}, base=straight)
     train(interrupted, stop_after=1)

@@ -264,7 +264,7 @@ def test_prepared_copy_runs_under_autocast_and_torch_compile_free_paths():
 
 def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monkeypatch):
     import deeplabv3plus.evaluate as evaluate_module
-    from deeplabv3plus.evaluate import evaluate
+    from deeplabv3plus.evaluate import EvalOptions, evaluate
 
     torch.manual_seed(0)
     model = randomise_batchnorm(build_model("resnet18", **SMALL)).train()
@@ -279,7 +279,7 @@ def test_evaluate_runs_a_prepared_copy_and_never_changes_the_training_model(monk
         lambda m, **kwargs: calls.append(m) or prepare_for_inference(m, **kwargs),
     )
     fast = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False)
-    plain = evaluate(model, loader, num_classes=NUM_CLASSES, progress=False, prepare=False)
+    plain = evaluate(model, loader, None, EvalOptions(prepare=False), num_classes=NUM_CLASSES, progress=False)
     assert calls == [model]  # made afresh per call, from the live model
     assert model.training and all(p.requires_grad for p in model.parameters())
     after = model.state_dict()

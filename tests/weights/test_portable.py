@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeplabv3plus import build_model, deeplabv3plus_resnet18, from_pretrained
+from deeplabv3plus import build_model, deeplabv3plus_resnet18, deeplabv3plus_resnet34, from_pretrained
 from deeplabv3plus.config import Config
 from deeplabv3plus.loading import load_weights_model
 from deeplabv3plus.pretrained import model_card, save_pretrained
@@ -57,7 +57,7 @@ def saved(tmp_path_factory) -> tuple[Path, torch.nn.Module, Config]:
     folder = tmp_path_factory.mktemp("portable") / "qs"
     cfg = tiny_config()
     model = random_model(cfg)
-    save_pretrained(model, cfg, folder, source="runs/x/best.pth")
+    save_pretrained(model, folder, cfg=cfg, source="runs/x/best.pth")
     return folder, model, cfg
 
 
@@ -142,12 +142,40 @@ def test_zoo_names_are_not_taken_for_folders():
     assert is_portable_source("hf:a/b") and is_portable_source("runs/x/exported")
 
 
+def test_builder_adopts_head_channels_of_portable_weights(saved):
+    folder, model, _ = saved  # saved with head_channels=16, num_classes=5; the builder's defaults are 256, 21
+    loaded = deeplabv3plus_resnet18(weights=folder)
+    assert loaded.build_args["head_channels"] == 16 and loaded.build_args["num_classes"] == 5
+    assert torch.equal(logits(loaded), logits(model))
+
+
+def test_builder_refuses_an_explicit_contradiction_of_weights(saved):
+    folder, _, _ = saved
+    # torchvision's rule: passing the default's value explicitly is still a statement about the model
+    with pytest.raises(
+        PretrainedWeightsError, match=r"head_channels=256 contradicts weights .*\(head_channels=16\); leave"
+    ) as e:
+        deeplabv3plus_resnet18(weights=folder, head_channels=256)
+    assert "\n" not in str(e.value)
+    with pytest.raises(PretrainedWeightsError, match="separable=True contradicts"):
+        deeplabv3plus_resnet18(weights=folder, separable=True)
+    with pytest.raises(PretrainedWeightsError, match="the weights hold the backbone too"):
+        deeplabv3plus_resnet18(weights=folder, pretrained_backbone="imagenet")
+
+
+def test_output_stride_and_dropout_stay_free_with_portable_weights(saved):
+    folder, _, _ = saved
+    model = deeplabv3plus_resnet18(weights=folder, output_stride=8, aspp_dropout=0.0)
+    assert model.output_stride == 8 and model.build_args["aspp_dropout"] == 0.0
+    assert deeplabv3plus_resnet18(weights=folder).output_stride == 16  # left out: the stored eval stride
+
+
 def test_a_folder_of_another_architecture_is_a_one_line_error(saved):
     folder, _, _ = saved
     with pytest.raises(
-        PretrainedWeightsError, match=r"head_channels=256 contradicts weights .*head_channels=16"
+        PretrainedWeightsError, match=r"backbone='resnet34' contradicts .*\(backbone='resnet18'\)"
     ):
-        deeplabv3plus_resnet18(weights=folder)
+        deeplabv3plus_resnet34(weights=folder)  # the depth builder's backbone is always explicit
     with pytest.raises(PretrainedWeightsError, match="backbone='resnet34' contradicts"):
         build_model("resnet34", weights=folder)
     with pytest.raises(PretrainedWeightsError, match="num_classes=21 contradicts"):
@@ -215,7 +243,7 @@ def test_an_eval_json_of_another_model_is_refused(tmp_path):
     cfg = tiny_config()
     other = dataclasses.asdict(cfg.model) | {"backbone": "resnet34"}
     with pytest.raises(ValueError, match="eval JSON measured another model"):
-        save_pretrained(random_model(cfg), cfg, tmp_path, source="x", evaluation={"config": {"model": other}})
+        save_pretrained(random_model(cfg), tmp_path, cfg=cfg, evaluation={"config": {"model": other}})
 
 
 def test_push_to_hub_creates_the_repo_and_uploads_the_folder(saved, monkeypatch):

@@ -183,7 +183,7 @@ def test_preprocess_maps_a_pil_image_to_the_reference_range():
     [
         (
             dict(num_classes=19),
-            "num_classes=19 contradicts weights 'xception65_coco_voc_trainaug' \\(21 classes\\)",
+            r"num_classes=19 contradicts weights 'xception65_coco_voc_trainaug' \(num_classes=21\); leave",
         ),
         (dict(decoder=False), "decoder=False contradicts"),
         (dict(separable=False), "separable=False contradicts"),
@@ -309,12 +309,44 @@ def test_weights_download_convert_and_cache_give_exactly_the_original_model(
 
 
 def test_output_stride_is_free_with_weights_and_defaults_to_the_published_one():
-    given = dict(decoder=True, separable=True, aspp_rates=None, pretrained_backbone=None)
+    given = dict(
+        backbone="xception65", decoder=True, separable=True, aspp_rates=None, pretrained_backbone=None
+    )
     for weights, os_given, os_built in [(VOC, None, 16), (VOC, 8, 8), ("xception65_ade20k_train", None, 8)]:
-        _, classes, output_stride = zoo.resolve_builder_args(
-            weights, "xception65", num_classes=None, output_stride=os_given, given=given
-        )
-        assert output_stride == os_built and classes == get_weights(weights).num_classes
+        _, args = zoo.resolve_builder_args(weights, dict(given, num_classes=None, output_stride=os_given))
+        assert args["output_stride"] == os_built and args["num_classes"] == get_weights(weights).num_classes
+
+
+def _narrow_entry() -> PretrainedWeights:
+    """A zoo entry whose head differs from the builder's defaults: Xception-41, 16 channels, no decoder."""
+    return dataclasses.replace(
+        VOC.value,
+        name="narrow_voc",
+        backbone="xception41",
+        head=zoo.HeadSpec(head_channels=16, decoder=False),
+    )
+
+
+def test_builder_adopts_the_architecture_of_a_zoo_entry(monkeypatch):
+    entry = _narrow_entry()
+    torch.manual_seed(0)
+    original = _perturb(deeplabv3plus_xception41(num_classes=21, head_channels=16, decoder=False), seed=2)
+    monkeypatch.setattr("deeplabv3plus.builders.load_state_dict", lambda e: original.state_dict())
+    model = deeplabv3plus_xception41(weights=entry)  # head_channels and decoder left at their defaults
+    assert model.build_args["head_channels"] == 16 and model.build_args["decoder"] is False
+    assert model.build_args["weights"] == "narrow_voc" and model.output_stride == entry.eval.output_stride
+    _assert_same_weights(model, original.state_dict())
+
+
+def test_builder_refuses_an_explicit_contradiction_of_a_zoo_entry(monkeypatch):
+    def no_weights(entry):
+        raise AssertionError("the arguments are checked before any download")
+
+    monkeypatch.setattr("deeplabv3plus.builders.load_state_dict", no_weights)
+    with pytest.raises(PretrainedWeightsError, match=r"head_channels=256 contradicts weights 'narrow_voc'"):
+        deeplabv3plus_xception41(weights=_narrow_entry(), head_channels=256)  # the default's value, passed
+    with pytest.raises(PretrainedWeightsError, match=r"decoder=True contradicts"):
+        deeplabv3plus_xception41(weights=_narrow_entry(), decoder=True)
 
 
 def test_predict_command_applies_the_entrys_eval_settings(tmp_path, monkeypatch, capsys):
