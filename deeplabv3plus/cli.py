@@ -108,11 +108,20 @@ Examples::
 SIGTERM or SIGINT (pre-emption, Ctrl-C) finishes the current step, writes last.pth and exits with
 128 + the signal number; continue with --resume <output_dir>/last.pth (or --resume auto).
 
+With --resume FILE the run's config is the one stored in FILE, then the keys the --config file sets,
+then the overrides (train.max_iters=..., train.output_dir=..., data.root=... are honoured); a key
+that may not change mid-run (model.*, data.num_classes, data.ignore_index, train.seed, batch_size,
+accumulate, lr, momentum, weight_decay, ...) is refused. The run goes to train.output_dir: FILE's
+own folder continues there; another folder starts at FILE's iteration, under the rule below
+(--overwrite replaces a run there), and FILE's folder is left as it is.
+
 --config takes a file or a shipped config's name (deeplabv3plus configs lists them). Relative paths
 in the config (data.root, train.output_dir: data/... and runs/... in the shipped configs) are
 relative to the folder the command runs in; the run prints both folders in full.
-A train.output_dir that already holds a run is refused before any work: continue it with
---resume auto, pick another train.output_dir, or replace it whole with --overwrite.
+A train.output_dir that already holds a run (a checkpoint) is refused before any work: continue it
+with --resume auto, pick another train.output_dir, or replace it whole with --overwrite; one that
+another train command is writing into now is refused too (POSIX: a lock on .run.lock). A folder
+left by an attempt that stopped before its first checkpoint is reused.
 """
 
 
@@ -140,15 +149,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> Any:
-    """Load the config, then :func:`deeplabv3plus.train.train` (which resolves --resume and its config)."""
+    """The run's config (with --resume: the checkpoint's, then the file's keys and the overrides),
+    then :func:`deeplabv3plus.train.train`."""
     # here, not at the top: --help must not import torch
     import torch.distributed as dist
 
     from .runtime import PeerFailure, is_distributed, rank
-    from .train import train
+    from .train import resume_run_config, train
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        if args.resume:
+            cfg = resume_run_config(args.resume, args.config, args.overrides)
+        else:
+            cfg = load_config(args.config, args.overrides)
         used = find_config(args.config)
         if used != Path(args.config).expanduser() and rank() == 0:
             print(f"--config {args.config}: the shipped config {used}")

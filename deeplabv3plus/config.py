@@ -117,6 +117,13 @@ class DataConfig:
     allow_val_in_train: bool = False
     """Only warn (instead of failing) when a val image is also in the training split, e.g. for the
     paper's trainval model for the test server."""
+    max_image_pixels: int = 50_000_000
+    """The largest image (width x height, in pixels) read for training, eval and predict, checked from
+    the file's header before decoding. Segmenting holds the image's logits (4 bytes x classes per
+    pixel, also under ``eval.mode=slide``) and in ``whole`` mode the network's activations (~600 bytes
+    per pixel for Xception-65 at output stride 8, docs/benchmarks.md; a 9000x9000 photo grew predict
+    to 7.3 GB): 50 megapixels (a 48 MP phone photo) is ~4 GB of logits alone. Raise it for larger
+    images, with ``eval.mode=slide`` to predict them in windows."""
     min_resize_value: Optional[int] = None
     """Resize every image (training and evaluation, before the scale augmentation) so that its
     shorter side is this many pixels, unless that makes the longer side exceed
@@ -527,12 +534,26 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     return cfg
 
 
+MAX_CHANNELS = 4096
+"""The widest ``model.head_channels`` / ``model.low_level_channels`` accepted: 16x the paper's 256. At
+4096 the ASPP alone holds ~0.4 billion weights (three 3x3 convs of 2048 -> 4096 channels and the
+5 x 4096 -> 4096 projection), 1.6 GB in fp32 before gradients and optimizer state; a larger value
+is a typo (``head_channels=1e9`` would try to allocate terabytes), not a model."""
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+"""The forms of ``train.device``, as messages list them."""
+_DEVICE = re.compile(r"^(?:auto|cpu|mps|cuda(?::[0-9]+)?)$")
+
+
 def validate_config(cfg: Config) -> None:
-    """Cross-field checks a typo would otherwise turn into a silent misconfiguration."""
-    if cfg.model.backbone not in BACKBONES:
-        raise ConfigError(
-            f"model.backbone: unknown backbone {cfg.model.backbone!r}; expected one of {', '.join(BACKBONES)}"
-        )
+    """Cross-field checks a typo would otherwise turn into a silent misconfiguration.
+
+    Every value is checked here, when the config loads, before anything is written or built:
+    nonsense (``train.max_iters=0``, ``data.crop_size=0``, ``model.head_channels=1e9``) is a one-line
+    :class:`ConfigError` naming the key and what is expected.
+    """
+    validate_model_config(cfg.model)
+    _validate_counts(cfg)
     for key, scales in (("data.scales", cfg.data.scales), ("eval.scales", cfg.eval.scales)):
         if not scales or any(s <= 0 for s in scales):
             raise ConfigError(f"{key}: expected a non-empty list of positive factors, got {scales}")
@@ -540,8 +561,6 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(
             f"eval.trimap_widths: expected band widths >= 0 pixels, got {cfg.eval.trimap_widths}"
         )
-    if cfg.model.output_stride not in (8, 16, 32):
-        raise ConfigError(f"model.output_stride: expected 8, 16 or 32, got {cfg.model.output_stride}")
     if cfg.eval.output_stride not in (None, 8, 16, 32):
         raise ConfigError(f"eval.output_stride: expected 8, 16, 32 or null, got {cfg.eval.output_stride}")
     if cfg.model.num_classes != cfg.data.num_classes:
@@ -558,7 +577,6 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.amp: expected auto, off, bf16 or fp16, got {cfg.train.amp!r}")
     if cfg.train.channels_last not in ("auto", "on", "off"):
         raise ConfigError(f"train.channels_last: expected auto, on or off, got {cfg.train.channels_last!r}")
-    _validate_backbone_options(cfg.model)
     _validate_layout(cfg.data)
     _validate_eval_window(cfg.eval)
     _validate_recipe_options(cfg)
@@ -566,6 +584,63 @@ def validate_config(cfg: Config) -> None:
     _validate_mask_format(cfg.data)
     if cfg.eval.precision not in ("fp32", "bf16"):
         raise ConfigError(f"eval.precision: expected fp32 or bf16, got {cfg.eval.precision!r}")
+
+
+def validate_model_config(model: ModelConfig) -> None:
+    """The checks of the ``model`` section alone: what :func:`validate_config` runs on it, and what a
+    portable folder's ``config.json`` architecture goes through before anything is built.
+
+    Raises:
+        ConfigError: one line naming the ``model.*`` key and what is expected.
+    """
+    if model.backbone not in BACKBONES:
+        raise ConfigError(
+            f"model.backbone: unknown backbone {model.backbone!r}; expected one of {', '.join(BACKBONES)}"
+        )
+    if model.output_stride not in (8, 16, 32):
+        raise ConfigError(f"model.output_stride: expected 8, 16 or 32, got {model.output_stride}")
+    if model.num_classes < 1:
+        raise ConfigError(f"model.num_classes: expected an integer >= 1, got {model.num_classes}")
+    for key in ("head_channels", "low_level_channels"):
+        value = getattr(model, key)
+        if not 1 <= value <= MAX_CHANNELS:
+            raise ConfigError(
+                f"model.{key}: expected an integer in 1..{MAX_CHANNELS} (the paper's is "
+                f"{getattr(ModelConfig, key)}; above {MAX_CHANNELS} the convs would not fit in memory), got {value}"
+            )
+    if not 0.0 <= model.aspp_dropout < 1.0:
+        raise ConfigError(f"model.aspp_dropout: expected a probability in [0, 1), got {model.aspp_dropout}")
+    if model.aspp_rates is not None and any(r < 1 for r in model.aspp_rates):
+        raise ConfigError(f"model.aspp_rates: expected atrous rates >= 1, got {model.aspp_rates}")
+    m = model.bn_momentum
+    if isinstance(m, str) and m not in ("pytorch", "reference"):
+        raise ConfigError(f"model.bn_momentum: expected pytorch, reference or a number in (0, 1], got {m!r}")
+    if not isinstance(m, str) and not 0.0 < m <= 1.0:
+        raise ConfigError(f"model.bn_momentum: expected a number in (0, 1], got {m!r}")
+    _validate_backbone_options(model)
+
+
+def _validate_counts(cfg: Config) -> None:
+    """Sizes, counts, rates and intervals: positive where zero means nothing, the device a known form."""
+    at_least = (
+        ("train.max_iters", cfg.train.max_iters, 1, "optimizer steps"),
+        ("train.batch_size", cfg.train.batch_size, 1, "images per step"),
+        ("train.log_interval", cfg.train.log_interval, 1, "iterations between log lines"),
+        ("train.ckpt_interval", cfg.train.ckpt_interval, 1, "iterations between checkpoints"),
+        ("train.val_interval", cfg.train.val_interval, 0, "iterations between validations; 0: at the end"),
+        ("data.num_classes", cfg.data.num_classes, 1, "classes"),
+        ("data.crop_size", cfg.data.crop_size, 1, "pixels, the training crop's side"),
+        ("data.workers", cfg.data.workers, 0, "DataLoader worker processes; 0: load in the main process"),
+        ("eval.batch_size", cfg.eval.batch_size, 1, "images per forward pass"),
+        ("data.max_image_pixels", cfg.data.max_image_pixels, 1, "the largest image read, in pixels"),
+    )
+    for key, value, low, meaning in at_least:
+        if value < low:
+            raise ConfigError(f"{key}: expected an integer >= {low} ({meaning}), got {value}")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"train.lr: expected a positive learning rate, got {cfg.train.lr}")
+    if not _DEVICE.match(cfg.train.device):
+        raise ConfigError(f"train.device: expected {DEVICE_FORMS}, got {cfg.train.device!r}")
 
 
 def _validate_train_loss(cfg: Config) -> None:
@@ -725,12 +800,7 @@ def _validate_eval_window(ev: EvalConfig) -> None:
 
 
 def _validate_recipe_options(cfg: Config) -> None:
-    """``model.bn_momentum``, the resize-to-range keys and the LR multiplier of the logits bias."""
-    m = cfg.model.bn_momentum
-    if isinstance(m, str) and m not in ("pytorch", "reference"):
-        raise ConfigError(f"model.bn_momentum: expected pytorch, reference or a number in (0, 1], got {m!r}")
-    if not isinstance(m, str) and not 0.0 < m <= 1.0:
-        raise ConfigError(f"model.bn_momentum: expected a number in (0, 1], got {m!r}")
+    """The resize-to-range keys and the LR multiplier of the logits bias."""
     d = cfg.data
     for key in ("min_resize_value", "max_resize_value", "resize_factor"):
         value = getattr(d, key)

@@ -48,6 +48,7 @@ from deeplabv3plus.catalog import LAYOUTS, PREDICT_FORMATS, load
 from deeplabv3plus.config import Config, DataConfig, EvalConfig
 from deeplabv3plus.data.cityscapes_meta import train_id_to_label_id_lut
 from deeplabv3plus.data.datasets import dataset_class_names
+from deeplabv3plus.data.images import DEFAULT_MAX_PIXELS, read_rgb
 from deeplabv3plus.data.transforms import Preprocess, ResizeToRange, resize_labels_back, resize_to_range_for
 from deeplabv3plus.data.voc_meta import save_label_png, voc_palette
 from deeplabv3plus.inference import segment_eval
@@ -86,10 +87,32 @@ def collect_inputs(inputs: Sequence[Union[str, Path]]) -> list[Path]:
     return paths
 
 
-def load_rgb(path: Union[str, Path]) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 RGB array."""
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+SLIDE_ADVICE = (
+    ", and segment it in windows: eval.mode=slide eval.crop_size=[513, 513] "
+    "(predict --mode slide --crop-size 513)"
+)
+"""What the too-large message of :func:`load_rgb` adds under ``eval.mode=whole``."""
+
+
+def load_rgb(
+    path: Union[str, Path], max_pixels: int = DEFAULT_MAX_PIXELS, advice: str = SLIDE_ADVICE
+) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array, as training and eval read it
+    (:func:`deeplabv3plus.data.images.read_rgb`): 16-bit images scaled to 8 bits (``value >> 8``),
+    the size (width x height) checked against ``max_pixels`` (``data.max_image_pixels``) from the
+    header, before decoding.
+
+    Raises:
+        ValueError: over ``max_pixels`` (:class:`~deeplabv3plus.data.images.ImageTooLargeError`,
+            ``advice`` appended), or pixel values no 8-bit scale is known for.
+        OSError: an unreadable file, named.
+    """
+    try:
+        return read_rgb(path, max_pixels, advice)
+    except OSError as e:
+        if str(path) in str(e):
+            raise
+        raise OSError(f"cannot read image '{path}': {e}") from None
 
 
 def dataset_palette(layout: str, label_convention: Optional[str] = None) -> np.ndarray:
@@ -306,6 +329,8 @@ class PredictSettings:
     """``data.label_convention`` (ADE20K's decides the submission values)."""
     class_names: Optional[Sequence[str]] = None
     """Names for the per-image report."""
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    """``data.max_image_pixels``: a larger image is refused (one line naming it) before it is decoded."""
     resize: Optional[ResizeToRange] = None
     """The config's resize to range (``data.min_resize_value``, ADE20K's protocol;
     :func:`~deeplabv3plus.data.transforms.resize_to_range_for`): each image is resized as ``eval``
@@ -327,7 +352,7 @@ def settings_for_data(data: DataConfig, settings: Optional[PredictSettings] = No
 
     ``palette`` and ``background`` from ``data.layout`` (:func:`dataset_palette`,
     :func:`background_class`), ``label_convention``, ``class_names``
-    (:func:`~deeplabv3plus.data.datasets.dataset_class_names`) and ``resize``
+    (:func:`~deeplabv3plus.data.datasets.dataset_class_names`), ``max_image_pixels`` and ``resize``
     (:func:`~deeplabv3plus.data.transforms.resize_to_range_for`); the other fields are kept.
     """
     return dataclasses.replace(
@@ -336,6 +361,7 @@ def settings_for_data(data: DataConfig, settings: Optional[PredictSettings] = No
         background=background_class(data.layout, data.label_convention),
         label_convention=data.label_convention,
         class_names=dataset_class_names(data),
+        max_image_pixels=data.max_image_pixels,
         resize=resize_to_range_for(data),
     )
 
@@ -370,7 +396,9 @@ def predict_files(
 
     Raises:
         ValueError: a file name the format cannot place (``cityscapes``), or a submission
-            results folder that holds files this run does not write (:func:`check_results_folder`).
+            results folder that holds files this run does not write (:func:`check_results_folder`),
+            or an image over ``settings.max_image_pixels`` (:func:`load_rgb`, refused before decoding;
+            the message suggests sliding windows under ``eval.mode=whole``).
         OSError: an unreadable image.
     """
     settings = PredictSettings() if settings is None else settings
@@ -389,7 +417,9 @@ def predict_files(
     preprocess = Preprocess(mean, std)
     outputs: list[tuple[Path, Optional[Path]]] = []
     totals: Counter[int] = Counter()
-    for batch in _same_size_batches(paths, batch_size, settings.progress):
+    advice = "" if eval_cfg.mode == "slide" else SLIDE_ADVICE
+    batches = _same_size_batches(paths, batch_size, settings.progress, settings.max_image_pixels, advice)
+    for batch in batches:
         rgbs = np.stack([rgb for _, rgb in batch])  # (B, H, W, 3) uint8
         labels = _segment_batch(model, rgbs, preprocess, eval_cfg, settings, device)
         for (i, rgb), lab in zip(batch, labels):
@@ -424,12 +454,12 @@ def _plan_outputs(out_dir: Path, paths: list[Path], settings: PredictSettings) -
 
 
 def _same_size_batches(
-    paths: list[Path], batch_size: int, progress: bool
+    paths: list[Path], batch_size: int, progress: bool, max_pixels: int, advice: str
 ) -> Iterator[list[tuple[int, np.ndarray]]]:
     """``(index, (H, W, 3) uint8 RGB)`` of consecutive images of one size, at most ``batch_size``."""
     batch: list[tuple[int, np.ndarray]] = []
     for i, path in enumerate(tqdm(paths, desc="predict", disable=not progress, dynamic_ncols=True)):
-        rgb = load_rgb(path)
+        rgb = load_rgb(path, max_pixels, advice)
         if batch and (len(batch) >= batch_size or batch[0][1].shape != rgb.shape):
             yield batch
             batch = []

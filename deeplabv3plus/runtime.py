@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from .config import Config, ConfigError
+from .config import DEVICE_FORMS, Config, ConfigError
 
 AMP_DTYPES: dict[str, Optional[torch.dtype]] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The autocast dtype of each ``train.amp`` / ``--amp`` setting."""
@@ -70,22 +70,56 @@ class Runtime:
         return self.world_size > 1
 
 
+def resolve_device(text: str, key: str = "train.device") -> torch.device:
+    """The device ``text`` names (``auto``: CUDA when available, else the CPU), checked to exist here.
+
+    Raises:
+        ConfigError: one line naming ``key``: not one of :data:`~deeplabv3plus.config.DEVICE_FORMS`,
+            or CUDA / that GPU / MPS is not available on this machine.
+    """
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if (
+        device is None
+        or device.type not in ("cpu", "cuda", "mps")
+        or (device.type != "cuda" and device.index is not None)
+    ):
+        raise ConfigError(f"{key}: expected {DEVICE_FORMS}, got {text!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{key}={text!r} but CUDA is not available on this machine; expected {DEVICE_FORMS} "
+                "(cpu or auto here)"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"{key}={text!r} but this machine has {count} CUDA device(s): expected cuda:0..cuda:{count - 1}"
+            )
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(
+                f"{key}={text!r} but MPS (Apple GPU) is not available on this machine; expected {DEVICE_FORMS}"
+            )
+    return device
+
+
 def setup_runtime(cfg: Config) -> Runtime:
     """Join the torchrun process group when launched by torchrun, pick device and precision.
 
     Reads ``cfg.train.device``, ``cfg.train.amp`` and ``cfg.train.channels_last``.
 
     Raises:
-        ConfigError: ``train.device`` asks for CUDA on a machine without it.
+        ConfigError: ``train.device`` is not a device string, or names a device this machine lacks.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    want = cfg.train.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(want)
+    device = resolve_device(cfg.train.device)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={cfg.train.device!r} but CUDA is not available")
         if world_size > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -28,12 +29,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+try:
+    import fcntl
+except ImportError:  # Windows: run folders are not locked (RunFolderLock)
+    fcntl = None  # type: ignore[assignment]
+
 from ._compat import grad_scaler
 from ._version import __version__, library_commit
 from .builders import build_model
 from .catalog import BACKBONES, LAYOUTS
 from .checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     check_state_dict_fits,
     load_checkpoint,
     rng_state,
@@ -41,7 +48,15 @@ from .checkpoint import (
     set_rng_state,
     write_atomically,
 )
-from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from .config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    layer_config,
+    load_config,
+    save_config,
+)
 from .data.check import dataset_class_weights
 from .data.datasets import DataSplits, SegmentationDataset, eval_collate
 from .data.sampling import SeededDataset, TrainStream
@@ -278,8 +293,11 @@ def start_runtime(cfg: Config) -> Runtime:
     return runtime
 
 
-def load_resume_checkpoint(resume: Optional[str], runtime: Runtime, group: Any) -> Optional[dict[str, Any]]:
-    """The checkpoint ``--resume`` names (None without one); it must hold the optimiser state."""
+def load_resume_checkpoint(
+    resume: Optional[str], cfg: Config, runtime: Runtime, group: Any, config_name: Optional[str] = None
+) -> Optional[dict[str, Any]]:
+    """The checkpoint ``--resume`` names (None without one); it must hold the optimiser state, and
+    ``cfg`` may not change a key of :data:`FIXED_ON_RESUME` (:func:`check_resume_config`)."""
     with all_or_none(runtime, group):
         saved = load_checkpoint(resume) if resume else None
         if saved is not None and "optimizer" not in saved:
@@ -287,6 +305,8 @@ def load_resume_checkpoint(resume: Optional[str], runtime: Runtime, group: Any) 
                 f"--resume {resume}: the checkpoint holds weights only (train.best_weights_only); resume from "
                 "last.pth, or start a new run from these weights with train.init_from"
             )
+        if saved is not None:
+            check_resume_config(cfg, saved.get("config") or {}, str(resume), config_name)
     return saved
 
 
@@ -426,36 +446,108 @@ def resume_checkpoint(resume: Optional[str], out_dir: Path) -> Optional[str]:
     return resume or None
 
 
-def resumed_config(cfg: Config, checkpoint: Optional[str], config_name: Optional[str] = None) -> Config:
-    """The config a run goes on with: a resumed run keeps the one stored in its checkpoint.
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"model.head_channels": 16, ...}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
-    The stored config wins over ``cfg`` (the file and overrides given now), so that a resumed run
-    is the same run; when they differ, rank 0 says so on stderr
-    (``--resume: using the config stored in <checkpoint>, not <config_name>``).
+
+FIXED_ON_RESUME = (
+    "model.",  # the architecture: the stored weights are of it (pretrained_backbone aside, below)
+    "data.num_classes",
+    "data.ignore_index",
+    "train.seed",  # the data order and augmentation of the steps still to come
+    "train.batch_size",
+    "train.accumulate",
+    # restored from the checkpoint's optimiser state: a new value would be silently ignored
+    "train.lr",
+    "train.momentum",
+    "train.weight_decay",
+    "train.backbone_lr_mult",
+    "train.logits_bias_lr_mult",
+    "train.depthwise_weight_decay",
+)
+"""The config keys a resumed run may not change (a prefix ending in "." covers a section).
+
+Every other key may: ``train.max_iters`` (the poly schedule then ends there), the log, validation and
+checkpoint intervals, ``train.output_dir``, ``data.root``, ``data.workers``, the device, AMP,
+channels_last, compile, ``eval.*``. ``model.pretrained_backbone`` is ignored: every weight comes from
+the checkpoint.
+"""
+
+_FREE_ON_RESUME = ("model.pretrained_backbone",)
+
+
+def check_resume_config(
+    cfg: Config, stored: dict[str, Any], checkpoint: str, config_name: Optional[str] = None
+) -> None:
+    """Refuse a resumed run whose config changes a key of :data:`FIXED_ON_RESUME`.
 
     Args:
-        cfg: The config given now.
-        checkpoint: The checkpoint the run continues from (:func:`resume_checkpoint`); None: a new
-            run, ``cfg`` is returned as it is.
-        config_name: Where ``cfg`` came from (a file or a shipped config's name), for the message.
+        cfg: the config the run goes on with.
+        stored: the config stored in the checkpoint (a nested dict).
+        checkpoint: the checkpoint's path, for the message.
+        config_name: where ``cfg`` came from, for the message.
+
+    Raises:
+        ConfigError: one line naming the first key that differs, both values and what to do instead.
+    """
+    try:
+        before = _flat(config_to_dict(config_from_dict(stored)))
+    except ConfigError as e:
+        raise ConfigError(f"--resume {checkpoint}: the config stored in it is invalid: {e}") from None
+    now = _flat(config_to_dict(cfg))
+    for key, value in now.items():
+        fixed = any(key == k or (k.endswith(".") and key.startswith(k)) for k in FIXED_ON_RESUME)
+        if fixed and key not in _FREE_ON_RESUME and before.get(key) != value:
+            given = f" (from {config_name} and the overrides)" if config_name else ""
+            raise ConfigError(
+                f"--resume {checkpoint}: {key}={value!r}{given} differs from the run's {before.get(key)!r}; "
+                f"{key} cannot change mid-run (drop it, or start a new run from these weights with "
+                f"train.init_from={checkpoint} and another train.output_dir)"
+            )
+
+
+def resume_run_config(
+    resume: str, config_path: Optional[str], overrides: Optional[list[str]] = None
+) -> Config:
+    """The config of ``train --resume``: the checkpoint's stored config, then the keys the file at
+    ``config_path`` sets, then the dotted ``overrides`` (:func:`~deeplabv3plus.config.layer_config`).
+
+    So ``train.max_iters=...``, ``train.output_dir=...`` or ``data.root=...`` given on resume are
+    honoured; a change of a key of :data:`FIXED_ON_RESUME` is refused by :func:`train`.
+
+    Args:
+        resume: a checkpoint path, or ``"auto"``: ``<train.output_dir>/last.pth`` of the config the
+            file and overrides give, when it exists (else that config: a new run).
+        config_path: the user's ``--config`` (a file or a shipped config's name), or None.
+        overrides: dotted ``a.b=c`` overrides.
 
     Raises:
         CheckpointError, OSError: the checkpoint cannot be read.
-        ConfigError: its stored config is invalid.
-        PeerFailure: on ranks > 0 under torchrun, instead of those (rank 0 reports the error).
+        ConfigError: the file, an override or the stored config is invalid.
     """
-    if not checkpoint:
-        return cfg
+    given = load_config(config_path, overrides)
+    checkpoint = resume_checkpoint(resume, Path(given.train.output_dir))
+    if checkpoint is None:
+        return given
+    stored = load_checkpoint(checkpoint).get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"--resume {checkpoint}: the checkpoint holds no config")
     try:
-        saved = config_from_dict(load_checkpoint(checkpoint)["config"])
-    except (OSError, ValueError, CheckpointError):
-        if rank() > 0:
-            raise PeerFailure("rank 0 reports the error") from None  # every rank reads the same file
-        raise
-    if saved != cfg and rank() == 0:
-        given = config_name if config_name is not None else "the config given"
-        print(f"--resume: using the config stored in {checkpoint}, not {given}", file=sys.stderr)
-    return saved
+        base = config_from_dict(stored)
+    except ConfigError as e:
+        raise ConfigError(f"--resume {checkpoint}: the config stored in it is invalid: {e}") from None
+    return layer_config(base, config_path, overrides)
+
+
+CHECKPOINT_FILES = ("last.pth", "best.pth")
+"""The run files that make a folder a run to protect; without them it is an attempt that stopped early."""
 
 
 def claim_run_folder(
@@ -463,42 +555,149 @@ def claim_run_folder(
 ) -> list[Path]:
     """What this run does with ``out_dir``, decided before any work: a run is never overwritten by accident.
 
+    A folder that holds no checkpoint (only the ``config.yaml``, ``run_info.json`` or ``metrics.jsonl``
+    of an attempt that stopped before its first ``last.pth``) is not a run to protect: it is reused,
+    those files removed (:func:`remove_run_files` says so).
+
     Args:
         out_dir: ``train.output_dir``.
         resume: what was asked: None (a new run), a checkpoint to continue from, or ``"auto"``.
         overwrite: replace a run already in ``out_dir`` (all of its :func:`run_files`).
-        checkpoint: the checkpoint ``resume`` resolved to (:func:`resume_checkpoint`); with
-            ``"auto"`` and none (no ``last.pth``), a new run that replaces what an attempt stopped
-            before its first checkpoint left (config.yaml, run_info.json, metrics.jsonl).
+        checkpoint: the checkpoint ``resume`` resolved to (:func:`resume_checkpoint`). One inside
+            ``out_dir`` continues the run there (its files are kept); one elsewhere starts ``out_dir``
+            at the checkpoint's iteration, under the same rule as a new run.
 
     Returns:
         The files to remove before the run writes its own.
 
     Raises:
-        RunExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` says what to do.
-        ConfigError: both ``resume`` and ``overwrite``.
+        RunExistsError: ``out_dir`` holds a run (a checkpoint) and neither continuing it nor ``overwrite``
+            was asked for.
+        ConfigError: ``overwrite`` with ``resume="auto"``, or with a checkpoint inside ``out_dir``
+            (it would replace the run it continues).
     """
-    if resume and overwrite:
+    in_place = checkpoint is not None and Path(checkpoint).resolve().parent == out_dir.resolve()
+    if overwrite and (resume == "auto" or in_place):
         raise ConfigError(
             f"--resume {checkpoint or resume} and --overwrite contradict each other: continue the run in "
             f"'{out_dir}' or replace it, not both"
         )
-    if checkpoint:
+    if in_place:
         return []
-    if resume == "auto":  # and no last.pth to continue from (resume_checkpoint)
-        if (out_dir / "best.pth").is_file():
-            raise RunExistsError(
-                f"--resume auto: train.output_dir '{out_dir}' holds best.pth but no last.pth to continue "
-                "from; replace the run with --overwrite, or choose another train.output_dir"
-            )
-        return run_files(out_dir)
     existing = run_files(out_dir)
-    if existing and not overwrite:
+    holds_run = any(p.name in CHECKPOINT_FILES for p in existing)
+    if resume == "auto" and (out_dir / "best.pth").is_file():  # and no last.pth to continue from
+        raise RunExistsError(
+            f"--resume auto: train.output_dir '{out_dir}' holds best.pth but no last.pth to continue "
+            "from; replace the run with --overwrite, or choose another train.output_dir"
+        )
+    if holds_run and not overwrite:
+        if checkpoint:
+            raise RunExistsError(
+                f"--resume {checkpoint}: train.output_dir '{out_dir}' already holds another run "
+                f"({_list_files(existing)}); resume into the checkpoint's own folder, choose another "
+                "train.output_dir, or replace that run with --overwrite"
+            )
         raise RunExistsError(
             f"train.output_dir '{out_dir}' already holds a run ({_list_files(existing)}); continue it "
             "with --resume auto, choose another train.output_dir, or replace it with --overwrite"
         )
     return existing
+
+
+class RunFolderInUseError(RunExistsError):
+    """Another process is training into ``train.output_dir`` now (it holds the folder's lock)."""
+
+
+class RunFolderLock:
+    """An exclusive lock on ``<train.output_dir>/.run.lock``, held by rank 0 for the whole run.
+
+    ``fcntl.flock(LOCK_EX | LOCK_NB)``: of two runs started into one folder at the same time, the
+    second is refused at once; the kernel releases the lock when the process ends, however it ends,
+    so a killed run leaves no lock behind (a stale ``.run.lock`` file is just reused). POSIX only: where
+    ``fcntl`` is missing (Windows) no lock is taken. :meth:`release` removes the file, and the folder
+    (and parents) if :meth:`acquire` created it and it is still empty (a run refused before any work
+    leaves nothing behind).
+    """
+
+    NAME = ".run.lock"
+
+    def __init__(self, out_dir: Path):
+        self.out_dir, self.path = Path(out_dir), Path(out_dir) / self.NAME
+        self.fd: Optional[int] = None
+        self.created: list[Path] = []
+
+    def acquire(self) -> None:
+        """Take the lock, creating the folder if needed.
+
+        Raises:
+            RunFolderInUseError: another process holds it ("... is in use by another run (pid N)").
+        """
+        if fcntl is None:
+            return
+        missing = [d for d in (self.out_dir, *self.out_dir.parents) if not d.exists()]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.created = missing
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                self.created = []
+                raise RunFolderInUseError(
+                    f"train.output_dir '{self.out_dir}' is in use by another run (pid {pid}); wait for it to "
+                    "end, or choose another train.output_dir"
+                ) from None
+            try:  # the holder may have removed the file between our open and our lock: lock the new one
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+                return
+            os.close(fd)
+        raise RunFolderInUseError(f"train.output_dir '{self.out_dir}': cannot lock {self.path}")
+
+    def release(self) -> None:
+        """Remove the lock file and let go of the lock; remove the folders :meth:`acquire` created if empty."""
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # before closing: nobody locks a file that is gone
+        os.close(self.fd)
+        self.fd = None
+        for folder in self.created:  # the run folder first, then its parents
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run wrote into it
+                break
+        self.created = []
+
+    def __enter__(self) -> RunFolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_temp_files(out_dir: Path) -> list[Path]:
+    """Remove the temporary files a checkpoint write killed mid-way left in ``out_dir`` (rank 0, lock held).
+
+    Only the names :func:`~deeplabv3plus.checkpoint.write_atomically` gives this run's checkpoints
+    (``.last.pth.*.tmp``, ``.best.pth.*.tmp``), only in ``out_dir``; says so in one line.
+    """
+    stale = sorted(p for name in CHECKPOINT_FILES for p in out_dir.glob(f".{name}.*.tmp") if p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(
+            f"removed {len(stale)} stale temporary checkpoint file{'s' * (len(stale) > 1)} of an interrupted "
+            f"write from {out_dir}: {', '.join(p.name for p in stale)}"
+        )
+    return stale
 
 
 def _list_files(files: list[Path]) -> str:
@@ -517,10 +716,15 @@ def _logged_at(line: str) -> float:
 
 
 def remove_run_files(files: list[Path], out_dir: Path) -> None:
-    """Remove a replaced run's files (rank 0 calls it, just before the new run writes its own)."""
+    """Remove a replaced run's files, or an early-stopped attempt's (rank 0, just before the run writes its own)."""
     for path in files:
         path.unlink(missing_ok=True)
-    if files:
+    if files and not any(p.name in CHECKPOINT_FILES for p in files):
+        print(
+            f"reusing {out_dir}: it held no checkpoint, only what an attempt that stopped before its first "
+            f"last.pth left ({_list_files(files)}), now removed"
+        )
+    elif files:
         print(f"removed the previous run's files from {out_dir}: {_list_files(files)}")
 
 
@@ -600,10 +804,6 @@ class MetricsLog:
 # --- checkpoints -------------------------------------------------------------------------------
 
 
-class CheckpointWriteError(CheckpointError):
-    """Writing a checkpoint failed (e.g. a full disk); the previous file is intact."""
-
-
 class Checkpoints:
     """Writes the run's ``last.pth`` and ``best.pth`` (rank 0 only; the others return).
 
@@ -651,7 +851,10 @@ class Checkpoints:
                 previous = f"no earlier {name} exists"
             raise CheckpointWriteError(
                 f"cannot write checkpoint '{path}' at iteration {state.iteration}: {e.strerror or e}; "
-                f"{previous}; training stopped (free space, then continue with --resume)"
+                f"{previous}; training stopped (free space, then continue with --resume)",
+                path,
+                e.errno,
+                e.strerror or str(e),
             ) from None
         self.written[name] = state.iteration
         tqdm.write(f"wrote {path} (iteration {state.iteration})")
@@ -797,10 +1000,66 @@ def validate(
     return results
 
 
+class FiniteGuard:
+    """Whether the run stayed finite since the last check: no non-finite weight is ever written.
+
+    :meth:`add` ORs each step's "loss is not finite" into a flag on the device (no host
+    synchronisation); :meth:`check`, before every checkpoint and validation, reads it once, with
+    one ``isfinite`` over the sum of the parameters' and buffers' sums (agreed between ranks).
+    """
+
+    def __init__(self, device: torch.device, iteration: int):
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.checked_at = iteration
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.bad = self.bad | ~torch.isfinite(loss)
+
+    def check(
+        self, state: TrainState, cfg: Config, runtime: Runtime, group: Any, checkpoints: Checkpoints
+    ) -> None:
+        """Raise unless every loss since the last check and every weight now is finite.
+
+        Raises:
+            FloatingPointError: the run diverged (rank 0; the other ranks raise :class:`PeerFailure`).
+        """
+        if state.iteration == self.checked_at:
+            return
+        tensors = [t.detach() for t in state.model.parameters()]
+        tensors += [b for b in state.model.buffers() if b.is_floating_point()]
+        total = torch.stack([t.float().sum() for t in tensors]).sum()
+        flag = (self.bad | ~torch.isfinite(total)).to("cpu", torch.int64).reshape(1)  # one host sync
+        if runtime.distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        if flag.item():
+            if not runtime.is_main:
+                raise PeerFailure("rank 0 reports the error")
+            kept = checkpoints.written.get("last.pth")
+            last = checkpoints.out_dir / "last.pth"
+            kept_text = (
+                f"{last} (iteration {kept}) is the last good checkpoint" if kept is not None
+                else f"{last} was not written" if not last.is_file() else f"the previous {last} is kept"
+            )  # fmt: skip
+            raise FloatingPointError(
+                f"training diverged: a non-finite loss or weight between iterations {self.checked_at + 1} and "
+                f"{state.iteration}; nothing was written from them, {kept_text}; lower train.lr "
+                f"(now {cfg.train.lr:g}) or check the labels"
+            )
+        self.checked_at = state.iteration
+
+
 def stop_with_checkpoint(
-    signum: int, state: TrainState, checkpoints: Checkpoints, runtime: Runtime, group: Any
+    signum: int,
+    state: TrainState,
+    checkpoints: Checkpoints,
+    runtime: Runtime,
+    group: Any,
+    finite: Optional[FiniteGuard] = None,
 ) -> NoReturn:
-    """End the run on an agreed stop signal with ``last.pth`` at the current (finished) step."""
+    """End the run on an agreed stop signal with ``last.pth`` at the current (finished) step (checked
+    finite by ``finite`` first)."""
+    if finite is not None:
+        finite.check(state, checkpoints.cfg, runtime, group, checkpoints)
     if checkpoints.written.get("last.pth") != state.iteration:
         checkpoints.write(state, "last.pth")
     if runtime.distributed:
@@ -825,119 +1084,150 @@ def train(
         cfg: the full config.
         resume: a checkpoint written by this loop (e.g. ``<output_dir>/last.pth``); training
             continues from its iteration with its optimizer, LR, scaler and RNG states, so the
-            weights equal those of an uninterrupted run, and with the config stored in it, which
-            wins over ``cfg`` (:func:`resumed_config`). ``"auto"``: ``<output_dir>/last.pth`` if
-            it exists, else a new run (:func:`resume_checkpoint`, :func:`claim_run_folder`).
+            weights equal those of an uninterrupted run. ``cfg`` is the run's config (the command
+            line builds it with :func:`resume_run_config`: the stored config, then the file's keys
+            and the overrides): the keys of :data:`FIXED_ON_RESUME` (the architecture ``model.*``
+            but ``pretrained_backbone``, ``data.num_classes``, ``data.ignore_index``, ``train.seed``,
+            ``batch_size``, ``accumulate`` and the optimiser's ``lr``, ``momentum``,
+            ``weight_decay``, LR multipliers, ``depthwise_weight_decay``) must equal the stored ones;
+            every other key may change (``train.max_iters``, the log/val/checkpoint intervals,
+            ``train.output_dir``, ``data.root``, ``data.workers``, the device, AMP, ``eval.*``, ...).
+            The run is written to ``train.output_dir``: the checkpoint's own folder continues the
+            run there; another folder starts at the checkpoint's iteration (its ``metrics.jsonl``
+            from there on) under the rule of a new run (refused if it holds a run, unless
+            ``overwrite``), and the checkpoint's folder is left untouched. ``"auto"``:
+            ``<output_dir>/last.pth`` if it exists, else a new run (:func:`resume_checkpoint`).
         stop_after: stop (with a checkpoint) once this iteration is reached, as if interrupted;
             for pre-emptible jobs and tests. The schedule still runs to ``train.max_iters``.
         overwrite: replace a run already in ``train.output_dir`` (its files are removed just
-            before this run writes its own); without it, or ``resume``, such a folder is an error.
+            before this run writes its own); without it such a folder is an error, unless ``resume``
+            continues it in place. With ``resume``: allowed when the checkpoint is not in that folder.
         config_name: where ``cfg`` came from (a file or a shipped config's name), named in the
-            message when a resumed run's stored config replaces it.
+            message when a resumed run changes a key that may not change.
 
     Before anything costs (a model built, weights fetched, a file written) the run folder is
-    claimed and the data checked (:meth:`~deeplabv3plus.data.datasets.DataSplits.check`, the leakage
-    check), each split listed once for the whole run.
+    claimed (:func:`claim_run_folder`, under rank 0's exclusive :class:`RunFolderLock` held until
+    the run ends; a folder without a checkpoint is reused) and the data checked
+    (:meth:`~deeplabv3plus.data.datasets.DataSplits.check`, the leakage check), each split listed
+    once for the whole run. Stale temporary files of a checkpoint write that was killed are removed
+    (:func:`remove_stale_temp_files`). The loss and the weights are checked finite before every
+    checkpoint and validation (:class:`FiniteGuard`): a diverged run stops, leaving the last good
+    ``last.pth`` and ``best.pth`` as they were.
 
     Raises:
-        RunExistsError: ``train.output_dir`` holds a run (and neither ``resume`` nor ``overwrite``).
+        RunExistsError: ``train.output_dir`` holds a run (and neither ``resume`` nor ``overwrite``);
+            :class:`RunFolderInUseError` when another run is training into it now.
+        ConfigError: ``resume`` with a config that changes a key of :data:`FIXED_ON_RESUME`.
+        FloatingPointError: the run diverged (a non-finite loss or weight).
         DatasetError: a split list, a listed file, or the first pair of a split is missing or invalid.
         TrainingInterrupted: on SIGTERM/SIGINT, after the current step and a ``last.pth`` at it
             (under torchrun every rank stops at the same iteration).
         CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
         PeerFailure: under torchrun, on the ranks that did not fail themselves.
     """
-    checkpoint = resume_checkpoint(resume, Path(cfg.train.output_dir))
-    cfg = resumed_config(cfg, checkpoint, config_name)  # a resumed run is the same run: its config
+    out_dir = Path(cfg.train.output_dir)
+    checkpoint = resume_checkpoint(resume, out_dir)
     runtime = start_runtime(cfg)
     group = host_group(runtime)
-    out_dir = Path(cfg.train.output_dir)
-    # Checked before it costs: what becomes of the run folder, and the data, before any model is
-    # built, weight fetched or file written (generating the default synthetic set aside).
-    with all_or_none(runtime, group):
-        replaced = claim_run_folder(out_dir, resume, overwrite, checkpoint)
-        generating = LAYOUTS[cfg.data.layout].generated and not is_synthetic_root(Path(cfg.data.root))
-        splits = DataSplits(cfg.data)  # each split listed once: checked here, read by the loaders
-        splits.check([cfg.data.train_split, cfg.data.val_split])
-        splits.check_leakage()
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    # A resumed run is the same run: its stored state, and the keys that may not change, checked.
+    saved = load_resume_checkpoint(checkpoint, cfg, runtime, group, config_name)
+    with RunFolderLock(out_dir) as lock:
+        # Checked before it costs: what becomes of the run folder (rank 0 holds its lock from here to
+        # the end), and the data, before any model is built, weight fetched or file written
+        # (generating the default synthetic set aside).
+        with all_or_none(runtime, group):
+            if runtime.is_main:
+                lock.acquire()
+            replaced = claim_run_folder(out_dir, resume, overwrite, checkpoint)
+            generating = LAYOUTS[cfg.data.layout].generated and not is_synthetic_root(Path(cfg.data.root))
+            splits = DataSplits(cfg.data)  # each split listed once: checked here, read by the loaders
+            splits.check([cfg.data.train_split, cfg.data.val_split])
+            splits.check_leakage()
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
 
-    # Build and restore: the model, its optimisation, the data, the run's folder.
-    saved = load_resume_checkpoint(checkpoint, runtime, group)
-    model = build_model_to_train(cfg, saved, checkpoint, runtime, group)
-    state = build_train_state(model, cfg, runtime)
-    if saved:
-        restore(state, saved)
-    train_model = wrap_for_training(model, cfg, runtime)
-    with all_or_none(runtime, group):
-        train_loader, val_loader, train_set, val_set = build_loaders(cfg, runtime, state.iteration, splits)
-        class_weights = resolve_class_weights(cfg, train_set)
-        loss_fn = build_train_loss(cfg, class_weights)
-        if runtime.is_main:
-            remove_run_files(replaced, out_dir)
-            if saved:
-                trim_metrics(out_dir, state.iteration)
-            write_run_files(cfg, runtime, out_dir, class_weights)
-    if runtime.is_main:
-        announce(cfg, out_dir, len(train_set), len(val_set), generating)
+        # Build and restore: the model, its optimisation, the data, the run's folder.
+        model = build_model_to_train(cfg, saved, checkpoint, runtime, group)
+        state = build_train_state(model, cfg, runtime)
         if saved:
-            print(f"resumed from {checkpoint} at iteration {state.iteration}")
-        if cfg.train.loss.class_weights == "auto":
-            shown = ", ".join(f"{w:.3g}" for w in class_weights)
-            print(f"train.loss.class_weights=auto (median frequency, capped to 0.1..10): [{shown}]")
-    class_names = train_set.class_names
-    log = MetricsLog(out_dir, enabled=runtime.is_main, start=state.iteration)
-    checkpoints = Checkpoints(out_dir, cfg, runtime, checkpoint, state.iteration)
-    # Restore the RNG last: everything above (data workers, model init) must not shift it.
-    if saved:
-        set_rng_state(saved["rng"])
-
-    end = min(cfg.train.max_iters, stop_after) if stop_after is not None else cfg.train.max_iters
-    set_train_mode(train_model, cfg)
-    bar = tqdm(
-        total=cfg.train.max_iters,
-        initial=state.iteration,
-        desc="train",
-        disable=not runtime.is_main,
-        dynamic_ncols=True,
-    )
-    results: dict[str, Any] = {}
-    window, stop = LossWindow(), StopSignals()
-    try:
-        with stop:
-            batches = iter(train_loader)
-            while state.iteration < end:
-                # Checked between steps, before the next batch is fetched: the checkpoint is of a
-                # finished step, and every rank stops at the same iteration.
-                signum = agreed_signal(stop.signum, runtime, group)
-                if signum is not None:
-                    stop_with_checkpoint(signum, state, checkpoints, runtime, group)
-                micro_batches = [next(batches) for _ in range(cfg.train.accumulate)]
-                loss = train_step(train_model, micro_batches, state, cfg, runtime, loss_fn)
-                state.iteration += 1
-                window.add(loss)
-                if state.iteration % cfg.train.log_interval == 0 or state.iteration == end:
-                    log_window(window, state, cfg, log, bar)
-                if validation_due(state.iteration, cfg):
-                    results = validate(state, val_loader, class_names, cfg, runtime, log, checkpoints)
-                    set_train_mode(train_model, cfg)
-                if state.iteration % cfg.train.ckpt_interval == 0 or state.iteration == end:
-                    checkpoints.write(state, "last.pth")
-    except (TrainingInterrupted, PeerFailure):
-        raise
-    except RuntimeError as e:
-        if stop.signum is not None and runtime.distributed and not isinstance(e, CheckpointError):
-            # Stopping (torchrun signals every rank when one fails): a peer is gone mid-collective.
-            raise PeerFailure("stopped while another rank failed") from e
-        raise
-    finally:
-        bar.close()
-        log.close()
-
-    if state.iteration >= cfg.train.max_iters:
-        results = validate(state, val_loader, class_names, cfg, runtime, log, checkpoints)
+            restore(state, saved)
+        train_model = wrap_for_training(model, cfg, runtime)
+        with all_or_none(runtime, group):
+            train_loader, val_loader, train_set, val_set = build_loaders(
+                cfg, runtime, state.iteration, splits
+            )
+            class_weights = resolve_class_weights(cfg, train_set)
+            loss_fn = build_train_loss(cfg, class_weights)
+            if runtime.is_main:
+                remove_run_files(replaced, out_dir)
+                remove_stale_temp_files(out_dir)
+                if saved and Path(checkpoint).resolve().parent == out_dir.resolve():
+                    trim_metrics(out_dir, state.iteration)  # continuing in place: one history
+                write_run_files(cfg, runtime, out_dir, class_weights)
         if runtime.is_main:
-            print(results["table"])
-            (out_dir / "val_results.json").write_text(json.dumps(results, indent=2))
-            print(f"wrote {out_dir / 'val_results.json'}")
-    return model, results
+            announce(cfg, out_dir, len(train_set), len(val_set), generating)
+            if saved:
+                print(f"resumed from {checkpoint} at iteration {state.iteration}")
+            if cfg.train.loss.class_weights == "auto":
+                shown = ", ".join(f"{w:.3g}" for w in class_weights)
+                print(f"train.loss.class_weights=auto (median frequency, capped to 0.1..10): [{shown}]")
+        class_names = train_set.class_names
+        log = MetricsLog(out_dir, enabled=runtime.is_main, start=state.iteration)
+        checkpoints = Checkpoints(out_dir, cfg, runtime, checkpoint, state.iteration)
+        # Restore the RNG last: everything above (data workers, model init) must not shift it.
+        if saved:
+            set_rng_state(saved["rng"])
+
+        end = min(cfg.train.max_iters, stop_after) if stop_after is not None else cfg.train.max_iters
+        set_train_mode(train_model, cfg)
+        bar = tqdm(
+            total=cfg.train.max_iters,
+            initial=state.iteration,
+            desc="train",
+            disable=not runtime.is_main,
+            dynamic_ncols=True,
+        )
+        results: dict[str, Any] = {}
+        window, stop, finite = LossWindow(), StopSignals(), FiniteGuard(runtime.device, state.iteration)
+        try:
+            with stop:
+                batches = iter(train_loader)
+                while state.iteration < end:
+                    # Checked between steps, before the next batch is fetched: the checkpoint is of a
+                    # finished step, and every rank stops at the same iteration.
+                    signum = agreed_signal(stop.signum, runtime, group)
+                    if signum is not None:
+                        stop_with_checkpoint(signum, state, checkpoints, runtime, group, finite)
+                    micro_batches = [next(batches) for _ in range(cfg.train.accumulate)]
+                    loss = train_step(train_model, micro_batches, state, cfg, runtime, loss_fn)
+                    state.iteration += 1
+                    window.add(loss)
+                    finite.add(loss)
+                    if state.iteration % cfg.train.log_interval == 0 or state.iteration == end:
+                        log_window(window, state, cfg, log, bar)
+                    validating = validation_due(state.iteration, cfg)
+                    saving = state.iteration % cfg.train.ckpt_interval == 0 or state.iteration == end
+                    if validating or saving:  # nothing non-finite is validated (best.pth) or written
+                        finite.check(state, cfg, runtime, group, checkpoints)
+                    if validating:
+                        results = validate(state, val_loader, class_names, cfg, runtime, log, checkpoints)
+                        set_train_mode(train_model, cfg)
+                    if saving:
+                        checkpoints.write(state, "last.pth")
+        except (TrainingInterrupted, PeerFailure):
+            raise
+        except RuntimeError as e:
+            if stop.signum is not None and runtime.distributed and not isinstance(e, CheckpointError):
+                # Stopping (torchrun signals every rank when one fails): a peer is gone mid-collective.
+                raise PeerFailure("stopped while another rank failed") from e
+            raise
+        finally:
+            bar.close()
+            log.close()
+
+        if state.iteration >= cfg.train.max_iters:
+            results = validate(state, val_loader, class_names, cfg, runtime, log, checkpoints)
+            if runtime.is_main:
+                print(results["table"])
+                (out_dir / "val_results.json").write_text(json.dumps(results, indent=2))
+                print(f"wrote {out_dir / 'val_results.json'}")
+        return model, results

@@ -39,6 +39,10 @@ NAMES = ("tests/weights/test_tf_names.py",)
 TABLES = ("tests/data/test_tables.py", "tests/data/test_cityscapes_ade20k.py")
 TRANSFORMS = ("tests/data/test_transforms.py",)
 BUILDERS = ("tests/test_builders.py",)
+PORTABLE = ("tests/weights/test_portable.py",)
+CHECK = ("tests/data/test_check.py",)
+LABEL_FORMATS = ("tests/data/test_label_formats.py", "tests/data/test_mask_formats.py")
+TRAIN_RECORD = ("tests/jobs/test_train_record.py",)  # two tiny runs and check_recipe: under a minute
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,33 @@ MUTANTS = [
     Mutant("ade20k-last-two-swapped", "deeplabv3plus/data/ade20k_meta.py", '"clock", "flag"', '"flag", "clock"', TABLES),
     Mutant("resize-factor-rounds-down", "deeplabv3plus/data/transforms.py",
            "size += (factor - (size - 1) % factor) % factor", "size -= (size - 1) % factor", TRANSFORMS),
+    # issue #29: behaviours no test pinned before (one mutant each; two where two places hold one rule)
+    Mutant("pad-to-only-when-both-sides-short", "deeplabv3plus/inference.py",
+           "if height < pad_h or width < pad_w:", "if height < pad_h and width < pad_w:", INFERENCE),
+    Mutant("resize-shorter-side-rounded", "deeplabv3plus/data/transforms.py",
+           "np.floor(h * large_scale), np.floor(w * large_scale)",
+           "np.round(h * large_scale), np.round(w * large_scale)", TRANSFORMS),
+    Mutant("portable-stride-from-model-section", "deeplabv3plus/builders.py",
+           '(config.get("eval") or {}).get("output_stride") or arch.get("output_stride", 16)',
+           'arch.get("output_stride") or (config.get("eval") or {}).get("output_stride", 16)', PORTABLE),
+    Mutant("check-data-accepts-label-equal-to-class-count", "deeplabv3plus/data/check.py",
+           "0 <= v < num_classes or v == ignore_index", "0 <= v <= num_classes or v == ignore_index", CHECK),
+    Mutant("loader-accepts-label-equal-to-class-count", "deeplabv3plus/data/datasets.py",
+           "v >= num_classes and v != ignore_index", "v > num_classes and v != ignore_index",
+           CHECK + ("tests/data/test_datasets.py",)),
+    Mutant("cityscapes-fence-as-object", "deeplabv3plus/data/cityscapes_meta.py",
+           "(0, 0, 1, 1, 1, 2, 2, 2, 3, 3,", "(0, 0, 1, 1, 2, 2, 2, 2, 3, 3,", TABLES),
+    Mutant("rgba-partly-transparent-accepted", "deeplabv3plus/data/label_formats.py",
+           "if (array[..., 3] != 255).any():", "if (array[..., 3] == 0).any():", LABEL_FORMATS),
+    Mutant("rgba-opaque-refused", "deeplabv3plus/data/label_formats.py",
+           'if mode == "RGBA":', 'if mode == "RGBa":', LABEL_FORMATS),
+    Mutant("best-pth-rewritten-on-tie", "deeplabv3plus/train.py",
+           "miou > state.best_miou)", "miou >= state.best_miou)", TRAIN_RECORD),
+    Mutant("logged-lr-of-first-group", "deeplabv3plus/train.py",
+           '"lr": state.optimizer.param_groups[-1]["lr"],', '"lr": state.optimizer.param_groups[0]["lr"],',
+           TRAIN_RECORD),
+    Mutant("bn-warning-at-batch-8", "deeplabv3plus/train.py",
+           "per_device < 8 and", "per_device <= 8 and", TRAIN_RECORD),
 ]  # fmt: skip
 
 

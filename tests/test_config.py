@@ -287,3 +287,61 @@ def test_a_renamed_key_still_works_with_a_note_naming_the_new_key(old, new, read
 def test_a_renamed_key_given_next_to_its_new_name_is_refused():
     with pytest.raises(ConfigError, match="'data.mask_colors' is the old name of 'data.rgb.colors'"):
         config_from_dict({"data": {"mask_colors": [[0, 0, 0]], "rgb": {"colors": [[1, 1, 1]]}}})
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.max_iters=0", "train.max_iters: expected an integer >= 1"),
+        ("train.max_iters=-5", "train.max_iters: expected an integer >= 1"),
+        ("train.batch_size=0", "train.batch_size: expected an integer >= 1"),
+        ("train.lr=0", "train.lr: expected a positive learning rate"),
+        ("train.lr=-0.01", "train.lr: expected a positive learning rate"),
+        ("train.log_interval=0", "train.log_interval: expected an integer >= 1"),
+        ("train.ckpt_interval=0", "train.ckpt_interval: expected an integer >= 1"),
+        ("train.val_interval=-1", "train.val_interval: expected an integer >= 0"),
+        ("train.accumulate=0", "train.accumulate: expected an integer >= 1"),
+        ("data.crop_size=0", "data.crop_size: expected an integer >= 1"),
+        ("data.workers=-1", "data.workers: expected an integer >= 0"),
+        ("data.scales=[]", "data.scales: expected a non-empty list"),
+        ("eval.batch_size=0", "eval.batch_size: expected an integer >= 1"),
+        ("data.max_image_pixels=0", "data.max_image_pixels: expected an integer >= 1"),
+        ("model.num_classes=0", "model.num_classes: expected an integer >= 1"),
+        ("model.head_channels=0", r"model.head_channels: expected an integer in 1..4096"),
+        ("model.head_channels=1e9", r"model.head_channels: expected an integer in 1..4096 .*got 1000000000"),
+        ("model.low_level_channels=0", r"model.low_level_channels: expected an integer in 1..4096"),
+        ("model.low_level_channels=5000", r"model.low_level_channels: expected an integer in 1..4096"),
+        ("model.aspp_dropout=1.0", r"model.aspp_dropout: expected a probability in \[0, 1\)"),
+        ("model.aspp_dropout=-0.1", r"model.aspp_dropout: expected a probability in \[0, 1\)"),
+        ("model.aspp_rates=[6,0,18]", r"model.aspp_rates: expected atrous rates >= 1, got \[6, 0, 18\]"),
+        ("train.device=cpuu", r"train.device: expected auto, cpu, cuda, cuda:N .* or mps, got 'cpuu'"),
+        ("train.device=cuda:x", "train.device: expected auto, cpu, cuda, cuda:N"),
+        ("train.device=gpu", "train.device: expected auto, cpu, cuda, cuda:N"),
+    ],
+)
+def test_nonsense_values_are_refused_when_the_config_loads_naming_the_key(override, expected):
+    with pytest.raises(ConfigError, match=expected) as e:
+        load_config(None, [override])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.max_iters=1",
+        "train.val_interval=0",
+        "data.workers=0",
+        "data.crop_size=1",
+        "model.head_channels=4096",
+        "model.low_level_channels=1",
+        "model.aspp_dropout=0.0",
+        "model.aspp_dropout=0.99",
+        "train.device=auto",
+        "train.device=cpu",
+        "train.device=cuda",
+        "train.device=cuda:1",
+        "train.device=mps",
+    ],
+)
+def test_the_edges_of_the_valid_ranges_and_every_device_form_load(override):
+    load_config(None, [override])  # the device is checked against the machine when a run starts

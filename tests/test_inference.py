@@ -330,3 +330,26 @@ def test_evaluate_pad_to_takes_height_and_width_as_the_reference_eval_crop():
     expected = ConfusionMatrix(4)
     expected.update(by_hand, label)
     assert pair["per_class_iou"] == expected.to_dict()["per_class_iou"]
+
+
+@pytest.mark.parametrize(
+    "size, padded",
+    [
+        ((12, 30), (20, 30)),  # only the height is short: padded at the bottom
+        ((30, 12), (30, 20)),  # only the width is short: padded on the right
+        ((12, 15), (20, 20)),
+        ((25, 30), (25, 30)),  # both at least pad_to: untouched
+    ],
+)
+def test_pad_to_pads_each_short_side_even_when_the_other_is_long_enough(size, padded):
+    from deeplabv3plus.config import EvalConfig
+    from deeplabv3plus.inference import segment_eval
+
+    model = StridedModel().eval()
+    image = torch.randn(1, 3, *size)
+    out = segment_eval(model, image, EvalConfig(pad_to=20))
+    assert model.input_sizes == [padded]
+    assert out.shape == (1, *size)
+    h, w = size
+    by_hand = segment(model, F.pad(image, (0, padded[1] - w, 0, padded[0] - h)))[..., :h, :w]
+    assert torch.equal(out, by_hand)

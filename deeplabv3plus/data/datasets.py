@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from ..catalog import LAYOUTS, load
 from ..config import DataConfig
 from .folders import coco_file_for_split, coco_mapping, mask_color_table
+from .images import DEFAULT_MAX_PIXELS, read_rgb
 from .lists import read_split_list
 from .transforms import eval_transform, train_transform
 from .types import DatasetError, Sample
@@ -67,19 +68,28 @@ Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 # Reading and validating files.
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """Decode an image file to RGB with PIL.
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode an image file to RGB with PIL (:func:`deeplabv3plus.data.images.read_rgb`: 16-bit
+    images scaled to 8 bits, the size checked against ``max_pixels`` before decoding).
 
     PIL rather than ``torchvision.io.decode_image``: torchvision 0.29 deprecates its image codecs in
     favour of TorchCodec (a warning on every call, removal announced); PIL decodes JPEGs with the same
     libjpeg-turbo, reads every format, and is already a dependency.
 
+    Args:
+        path: The image file.
+        max_pixels: ``data.max_image_pixels``.
+
     Returns:
         (3, H, W) uint8 tensor.
+
+    Raises:
+        DatasetError: naming the file: unreadable, or over ``max_pixels`` (:class:`ImageTooLargeError`).
     """
     try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
+        array = read_rgb(path, max_pixels)
+    except DatasetError:
+        raise
     except Exception as e:
         raise DatasetError(f"cannot read image '{path}': {e}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
@@ -139,15 +149,17 @@ def read_sample_label(sample: Sample) -> torch.Tensor:
     return label
 
 
-def load_pair(sample: Sample, *, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_pair(
+    sample: Sample, *, num_classes: int, ignore_index: int, max_image_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode and validate one pair: image (3, H, W) uint8, label (H, W) uint8 class indices.
 
     Raises:
         DatasetError: naming the file: unreadable, a colour (RGB) label, a raw value outside the
             layout's convention, image and label of different sizes, or a class outside
-            ``0..num_classes-1`` and ``ignore_index``.
+            ``0..num_classes-1`` and ``ignore_index``; an image over ``max_image_pixels``.
     """
-    image = read_image(sample.image)
+    image = read_image(sample.image, max_image_pixels)
     label = read_sample_label(sample)
     if tuple(image.shape[1:]) != tuple(label.shape):
         raise DatasetError(
@@ -173,6 +185,7 @@ class SegmentationDataset(Dataset):
             tensors (image uint8, label int64).
         class_names: One name per class.
         list_file: The split list the samples came from (for messages).
+        max_image_pixels: ``data.max_image_pixels``: larger images are refused before decoding.
     """
 
     def __init__(
@@ -184,6 +197,7 @@ class SegmentationDataset(Dataset):
         transform: Optional[Transform] = None,
         class_names: Optional[Sequence[str]] = None,
         list_file: Optional[Path] = None,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.samples = list(samples)
         self.num_classes = num_classes
@@ -191,6 +205,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.class_names = list(class_names) if class_names is not None else default_class_names(num_classes)
         self.list_file = list_file
+        self.max_image_pixels = max_image_pixels
 
     @property
     def names(self) -> list[str]:
@@ -206,7 +221,12 @@ class SegmentationDataset(Dataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The validated raw pair: image (3, H, W) uint8, label (H, W) uint8."""
-        return load_pair(self.samples[index], num_classes=self.num_classes, ignore_index=self.ignore_index)
+        return load_pair(
+            self.samples[index],
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            max_image_pixels=self.max_image_pixels,
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns image (3, h, w) float32 normalised and label (h, w) int64 (after the transform)."""
@@ -308,7 +328,12 @@ class DataSplits:
             samples, list_file = self.samples(split)
             if not samples:
                 raise DatasetError(f"split '{split}': no images in '{list_file}'")
-            load_pair(samples[0], num_classes=self.cfg.num_classes, ignore_index=self.cfg.ignore_index)
+            load_pair(
+                samples[0],
+                num_classes=self.cfg.num_classes,
+                ignore_index=self.cfg.ignore_index,
+                max_image_pixels=self.cfg.max_image_pixels,
+            )
             counts[split] = len(samples)
         return counts
 
@@ -334,6 +359,7 @@ class DataSplits:
             transform=train_transform(cfg) if train else eval_transform(cfg),
             class_names=dataset_class_names(cfg),
             list_file=list_file,
+            max_image_pixels=cfg.max_image_pixels,
         )
 
 

@@ -17,12 +17,13 @@ Reading ``.mat`` files needs scipy (``pip install "deeplabv3plus[scipy]"``), imp
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sys
 import tarfile
 import urllib.request
-from pathlib import Path
-from typing import Optional, Union
+from pathlib import Path, PureWindowsPath
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -87,19 +88,94 @@ def download(urls: Union[str, tuple[str, ...]], dest: Path, md5: Optional[str] =
     raise PrepareError(f"could not download {dest.name}: " + "; ".join(errors))
 
 
+def _standard_filter() -> Optional[Callable[..., Any]]:
+    """Python's own ``data`` extraction filter, or None on Pythons without it (3.9.0-3.9.16,
+    3.10.0-3.10.11, 3.11.0-3.11.3: no ``tarfile.data_filter`` and no ``filter=`` argument)."""
+    return getattr(tarfile, "data_filter", None)
+
+
+_SPECIAL_KINDS = {
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+}
+
+
+def _is_absolute(name: str) -> bool:
+    """``/x``, ``\\x`` or a Windows drive (``C:x``): absolute on some system."""
+    return name.startswith(("/", "\\")) or bool(PureWindowsPath(name).drive)
+
+
+def check_members(archive: Path, members: list[tarfile.TarInfo], dest: Path) -> None:
+    """Refuse an archive any member of which could write outside ``dest``, before anything is extracted.
+
+    Only regular files and folders are accepted: symlinks, hard links, devices and fifos are refused,
+    as are absolute names, names with a ``..`` part, and names that resolve outside ``dest`` through
+    links already there (``dest/VOCdevkit -> /elsewhere``). The VOC and SBD releases hold only files
+    and folders. Applied on every Python, also where ``tarfile.data_filter`` exists (then both apply).
+
+    Raises:
+        PrepareError: one line naming the archive and the member.
+    """
+    root = dest.resolve()
+    for member in members:
+        name = member.name
+        where = f"archive '{archive}': member {name!r}"
+        if member.issym() or member.islnk():
+            kind = "a symlink" if member.issym() else "a hard link"
+            raise PrepareError(
+                f"{where} is {kind} (to {member.linkname!r}); refusing to extract: only files and folders "
+                "are expected in a VOC/SBD archive"
+            )
+        if not (member.isfile() or member.isdir()):
+            kind = _SPECIAL_KINDS.get(member.type, f"of tar type {member.type!r}, not a file or folder")
+            raise PrepareError(
+                f"{where} is {kind}; refusing to extract: only files and folders are expected in a VOC/SBD archive"
+            )
+        if _is_absolute(name):
+            raise PrepareError(f"{where} has an absolute name; refusing to extract (names must be relative)")
+        if ".." in re.split(r"[/\\]", name):
+            raise PrepareError(f"{where} has a '..' part; refusing to extract (it could leave '{dest}')")
+        target = (root / name).resolve()
+        if not target.is_relative_to(root):
+            raise PrepareError(
+                f"{where} resolves to '{target}', outside the output folder '{root}' (through a link "
+                "already there); refusing to extract"
+            )
+
+
 def extract(archive: Path, dest: Path) -> None:
-    """Extract a tar/tgz archive into ``dest`` (refusing members that would escape it)."""
+    """Extract a tar/tgz archive into ``dest``, refusing an archive any member of which could escape it.
+
+    :func:`check_members` runs first, on every Python; where Python has its own ``data`` filter it
+    applies too (a member it refuses ends in a :class:`PrepareError` naming the archive and member).
+    Without that filter, modes are limited as it would (no setuid/setgid/sticky or group/other write
+    bits, owner read/write).
+
+    Raises:
+        PrepareError: a refused member, or a file that is not a readable tar archive.
+    """
     print(f"extracting {archive} -> {dest}", file=sys.stderr)
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.12 (and security backports)
-            tar.extractall(dest, filter="data")
-        else:
-            root = dest.resolve()
-            for member in tar.getmembers():
-                if not (root / member.name).resolve().is_relative_to(root):
-                    raise PrepareError(f"archive {archive}: member {member.name!r} escapes the target folder")
-            tar.extractall(dest)
+    standard = _standard_filter()
+    filter_error = getattr(tarfile, "FilterError", ())
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            check_members(archive, members, dest)
+            if standard is not None:  # Python >= 3.12 and the security releases of 3.9-3.11
+                tar.extractall(dest, members=members, filter=standard)
+            else:
+                for member in members:  # as the data filter does: no high bits, no go-w, owner rw
+                    member.mode = member.mode & 0o755 | (0o700 if member.isdir() else 0o600)
+                tar.extractall(dest, members=members)
+    except filter_error as e:
+        name = e.tarinfo.name if getattr(e, "tarinfo", None) is not None else "?"
+        raise PrepareError(
+            f"archive '{archive}': member {name!r} refused by Python's tar filter: {e}".replace("\n", " ")
+        ) from None
+    except (tarfile.TarError, EOFError) as e:
+        raise PrepareError(f"'{archive}' is not a readable tar archive: {e}".replace("\n", " ")) from None
 
 
 def find_voc_dir(path: Path) -> Optional[Path]:

@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from ..checkpoint import state_dict_mismatch
+from ..checkpoint import CheckpointError, read_torch_file, state_dict_mismatch
 from .download import load_state_dict
 from .zoo import PretrainedWeightsError, get_weights, list_weights
 
@@ -50,10 +50,10 @@ def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
                 f"reading '{path}' needs safetensors: pip install \"deeplabv3plus[timm]\""
             ) from None
         return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PretrainedWeightsError(f"cannot read '{path}' as a PyTorch state_dict: {e}") from None
+    try:  # CRC-checked, weights_only: a damaged, foreign or unsafe file is refused in one line
+        state = read_torch_file(path, "pretrained weights file")
+    except CheckpointError as e:
+        raise PretrainedWeightsError(str(e)) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 import torch
 
 from ..checkpoint import write_atomically
+from ..config import ConfigError, config_from_dict, validate_model_config
 from .zoo import PretrainedWeightsError
 
 __all__ = [
@@ -162,7 +163,9 @@ def read_portable_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     """``config.json`` of a portable folder, checked to be one.
 
     Raises:
-        PretrainedWeightsError: missing, not JSON, or not written by :func:`write_portable`.
+        PretrainedWeightsError: missing, not JSON, not written by :func:`write_portable`, or a
+            ``model`` section the config's checks refuse (an unknown key, ``head_channels=1e9``):
+            one line naming the file and the key.
     """
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
@@ -183,6 +186,10 @@ def read_portable_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
         )
     if not isinstance(config.get("model"), dict):
         raise PretrainedWeightsError(f"portable weights '{path}': no 'model' section")
+    try:  # the config's own checks, before anything is built (head_channels=1e9 would try to allocate)
+        validate_model_config(config_from_dict({"model": config["model"]}).model)
+    except ConfigError as e:
+        raise PretrainedWeightsError(f"portable weights '{path}': {e}") from None
     return config
 
 

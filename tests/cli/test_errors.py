@@ -363,9 +363,10 @@ def test_training_into_a_folder_holding_a_run_is_refused(config, tmp_path, capsy
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
-    fails(["train", "--config", config], capsys, f"'{run}'", "metrics.jsonl", "--resume auto",
+    (run / "last.pth").write_bytes(b"state")  # a checkpoint: a run to protect (without, it is reused)
+    fails(["train", "--config", config], capsys, f"'{run}'", "last.pth, metrics.jsonl", "--resume auto",
           "train.output_dir", "--overwrite")  # fmt: skip
-    assert [p.name for p in run.iterdir()] == ["metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["last.pth", "metrics.jsonl"]
 
 
 def test_resume_auto_without_last_pth_next_to_a_best_pth(config, tmp_path, capsys, nothing_costly):
@@ -656,3 +657,76 @@ def test_bad_precision(checkpoint, capsys):
     fails(["eval", "--checkpoint", checkpoint, "eval.precision=fp16"], capsys, "eval.precision", "fp16")
     fails(["predict", "--checkpoint", checkpoint, "x.png", "--output", "o", "--precision", "int4"], capsys,
           "--precision", "int4")  # fmt: skip
+
+
+# --- nonsense values: refused when the config loads, before anything is written ---------------------
+
+
+@pytest.mark.parametrize(
+    "override, culprits",
+    [
+        ("train.max_iters=-5", ("train.max_iters", ">= 1", "-5")),
+        ("train.max_iters=0", ("train.max_iters", ">= 1")),
+        ("train.batch_size=0", ("train.batch_size", ">= 1")),
+        ("train.lr=0", ("train.lr", "positive")),
+        ("train.log_interval=0", ("train.log_interval", ">= 1")),
+        ("train.ckpt_interval=0", ("train.ckpt_interval", ">= 1")),
+        ("train.val_interval=-1", ("train.val_interval", ">= 0")),
+        ("data.crop_size=0", ("data.crop_size", ">= 1")),
+        ("data.workers=-1", ("data.workers", ">= 0")),
+        ("eval.batch_size=0", ("eval.batch_size", ">= 1")),
+        ("model.num_classes=0", ("model.num_classes", ">= 1")),
+        ("model.head_channels=1e9", ("model.head_channels", "1..4096", "1000000000")),
+        ("model.low_level_channels=0", ("model.low_level_channels", "1..4096")),
+        ("model.aspp_dropout=1", ("model.aspp_dropout", "[0, 1)")),
+        ("train.device=cpuu", ("train.device", "'cpuu'", "auto, cpu, cuda, cuda:N", "mps")),
+    ],
+)
+def test_a_nonsense_value_is_one_line_and_nothing_is_written(config, tmp_path, capsys, nothing_costly, override,
+                                                             culprits):  # fmt: skip
+    code, _, err = run_cli(["train", "--config", config, override], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, *culprits)
+    assert not (tmp_path / "run").exists()  # no run folder, no config.yaml, no best.pth
+
+
+@pytest.mark.parametrize(
+    "device, gpus, culprits",
+    [
+        ("cuda", 0, ("train.device='cuda'", "CUDA is not available", "auto, cpu, cuda, cuda:N")),
+        ("cuda:1", 0, ("train.device='cuda:1'", "CUDA is not available")),
+        ("cuda:2", 2, ("train.device='cuda:2'", "has 2 CUDA device(s)", "cuda:0..cuda:1")),
+        ("mps", 0, ("train.device='mps'", "MPS", "not available", "auto, cpu, cuda, cuda:N")),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line_when_the_run_starts(config, tmp_path, capsys, monkeypatch,
+                                                                     nothing_costly, device, gpus, culprits):  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    code, _, err = run_cli(["train", "--config", config, f"train.device={device}"], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, *culprits)
+    assert not (tmp_path / "run").exists()
+
+
+def test_portable_weights_with_an_absurd_architecture_name_the_file_and_key(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("safetensors")
+    from deeplabv3plus.pretrained import save_pretrained
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes, cfg.model.head_channels = "resnet18", NUM_CLASSES, 8
+    cfg.data.num_classes = NUM_CLASSES
+    save_pretrained(build_model(**dataclasses.asdict(cfg.model)).eval(), tmp_path / "w", cfg=cfg, source="x")
+    stored = json.loads((tmp_path / "w" / "config.json").read_text())
+    stored["model"]["head_channels"] = 10**9
+    (tmp_path / "w" / "config.json").write_text(json.dumps(stored))
+    import deeplabv3plus.builders as builders
+
+    monkeypatch.setattr(builders, "MODEL_BUILDERS", {})  # nothing may be built: the check comes first
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "x.png")
+    for command in (["eval", "--weights", tmp_path / "w"],
+                    ["predict", "--weights", tmp_path / "w", tmp_path / "x.png", "--output", tmp_path / "out"]):  # fmt: skip
+        code, _, err = run_cli(command, capsys)
+        assert code == 2
+        assert_one_line_error(code, err, "config.json", "model.head_channels", "1..4096")

@@ -273,3 +273,33 @@ def test_write_reports_without_matplotlib_writes_the_rest_and_says_why(
     printed = capsys.readouterr().out
     assert "no class-frequency chart" in printed and "deeplabv3plus[plot]" in printed
     assert json.loads(written[0].read_text()) == json.loads(to_json(report))
+
+
+def _pair_with_label_value(d: Path, value: int) -> tuple[Path, Path]:
+    label = good_label(30)
+    label[3, 4:6] = value
+    return write_image(d / f"v{value}.jpg"), write_label(d / f"v{value}.png", label)
+
+
+def test_a_label_value_equal_to_the_class_count_is_out_of_range_and_one_below_is_not(tmp_path):
+    # classes are 0..C-1: the value C is the first one out of range (an off-by-one would let it pass)
+    report = check_data({"train": [_pair_with_label_value(tmp_path, C)]}, C, 255, workers=1)
+    found = {p.kind: p for p in report.problems}
+    assert found["values_out_of_range"].count == 1 and not report.ok
+    assert f"v{C}.png (values [{C}])" in found["values_out_of_range"].examples[0]
+    report = check_data({"train": [_pair_with_label_value(tmp_path, C - 1)]}, C, 255, workers=1)
+    assert "values_out_of_range" not in {p.kind for p in report.problems} and report.ok
+
+
+def test_the_dataset_loader_refuses_a_label_value_equal_to_the_class_count_naming_the_file(tmp_path):
+    from deeplabv3plus.data.datasets import load_pair
+    from deeplabv3plus.data.types import DatasetError, Sample
+
+    image, label = _pair_with_label_value(tmp_path, C)
+    with pytest.raises(
+        DatasetError, match=rf"label '.*v{C}\.png' has values \[{C}\] outside the classes 0\.\.{C - 1}"
+    ):
+        load_pair(Sample("v", image, label), num_classes=C, ignore_index=255)
+    image, label = _pair_with_label_value(tmp_path, C - 1)
+    _, read = load_pair(Sample("v", image, label), num_classes=C, ignore_index=255)
+    assert int(read.max()) == 255 and int(read[read != 255].max()) == C - 1

@@ -220,3 +220,27 @@ def test_synthetic_generators_are_deterministic_and_generate_on_first_use(
         len(build_dataset(_cs(tmp_path / "cs_new", synthetic=SyntheticOptions(size=3)), "train", train=False))
         == 2
     )
+
+
+# labels.py's category column for the 19 train classes, written out by hand (not read from
+# cityscapesscripts, which the tests do not need): the per-category IoU of the official
+# evaluation groups the classes by it.
+OFFICIAL_CATEGORY = {
+    "road": "flat", "sidewalk": "flat",
+    "building": "construction", "wall": "construction", "fence": "construction",
+    "pole": "object", "traffic light": "object", "traffic sign": "object",
+    "vegetation": "nature", "terrain": "nature",
+    "sky": "sky",
+    "person": "human", "rider": "human",
+    "car": "vehicle", "truck": "vehicle", "bus": "vehicle", "train": "vehicle", "motorcycle": "vehicle",
+    "bicycle": "vehicle",
+}  # fmt: skip
+
+
+def test_every_cityscapes_class_is_in_its_official_category_without_cityscapesscripts() -> None:
+    from deeplabv3plus.data.cityscapes_meta import CITYSCAPES_CATEGORIES, CLASS_CATEGORY
+
+    assert CITYSCAPES_CATEGORIES == ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+    assert len(CLASS_CATEGORY) == len(CITYSCAPES_CLASSES) == len(OFFICIAL_CATEGORY)
+    got = {name: CITYSCAPES_CATEGORIES[c] for name, c in zip(CITYSCAPES_CLASSES, CLASS_CATEGORY)}
+    assert got == OFFICIAL_CATEGORY

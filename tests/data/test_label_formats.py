@@ -104,6 +104,29 @@ def test_a_palette_png_given_as_a_colour_mask_points_to_the_index_format(tmp_pat
     assert_one_line_naming(info, path, "is a P image", "expected an RGB colour mask", "'index' format")
 
 
+def test_an_opaque_rgba_colour_mask_is_read_as_its_rgb(tmp_path):
+    rgb, expected = colour_mask(2)
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=2)
+    path = save(rgba, tmp_path / "opaque.png")
+    with Image.open(path) as im:
+        assert im.mode == "RGBA"
+    got = read_color_mask(path, COLORS, ignore_colors=[[224, 224, 192]])
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("alpha", [0, 254])
+def test_a_partly_transparent_rgba_colour_mask_is_refused_in_one_line_naming_the_file(tmp_path, alpha):
+    rgb, _ = colour_mask(3)
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=2)
+    rgba[4, 5, 3] = alpha  # one pixel not opaque; its colour is a valid class colour
+    path = save(rgba, tmp_path / "transparent.png")
+    with pytest.raises(LabelFormatError) as info:
+        read_color_mask(path, COLORS, ignore_colors=[[224, 224, 192]])
+    assert_one_line_naming(
+        info, path, "RGBA image with transparent pixels", "expected an opaque RGB colour mask"
+    )
+
+
 def test_a_colour_given_to_two_classes_is_an_error_naming_colors():
     with pytest.raises(ValueError, match=r"^colors: colours given to more than one class: \[\(0, 0, 0\)\]$"):
         read_color_mask("unused.png", [[0, 0, 0], [0, 0, 0]])

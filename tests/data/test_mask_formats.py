@@ -98,6 +98,19 @@ def test_an_unknown_colour_is_an_error_naming_the_file_the_colour_and_its_pixel_
     assert not report.ok and problem.count == 1 and "(9, 9, 9) on 5 px" in problem.examples[0]
 
 
+def test_rgba_masks_for_mask_format_rgb_are_read_when_opaque_and_refused_when_partly_transparent(tmp_path):
+    classes = [random_classes(s, 3) for s in range(3)]
+    opaque = [np.concatenate([paint(c, COLORS), np.full((H, W, 1), 255, np.uint8)], axis=2) for c in classes]
+    root = make_tree(tmp_path / "d", {f"im{i}": m for i, m in enumerate(opaque)}, mode="RGBA")
+    cfg = data_config(root, 3, mask_format="rgb", rgb={"colors": COLORS})
+    assert all(np.array_equal(g, c) for g, c in zip(labels(cfg), classes[:2]))
+    opaque[1][0, 0, 3] = 128
+    Image.fromarray(opaque[1], "RGBA").save(root / "masks" / "im1.png")
+    with pytest.raises(ValueError, match=r"im1\.png' is an RGBA image with transparent pixels") as info:
+        labels(cfg)
+    assert "\n" not in str(info.value)
+
+
 def test_a_colour_table_of_the_wrong_length_names_data_rgb_colors(tmp_path):
     root = make_tree(tmp_path / "d", {"a": paint(random_classes(0, 3), COLORS), "b": None})
     with pytest.raises(DatasetError, match="data.rgb.colors holds 3 colours.*data.num_classes=4"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,65 @@ def test_resize_to_range_label_is_nearest_with_aligned_corners():
     label = torch.tensor([[1, 2, 3]], dtype=torch.uint8).expand(3, 3).contiguous()
     _, y = eval_transform(cfg)(torch.zeros(3, 3, 3, dtype=torch.uint8), label)
     assert y.shape == (5, 5) and y[0].tolist() == [1, 2, 2, 3, 3]
+
+
+# The reference computes resize_to_range in float32: min_size / orig_min_size, then floor(side *
+# that). For some sizes the float32 product lands just below an integer, so the shorter side comes
+# out one pixel short of min_size, e.g. 81 * float32(386 / 81) = 385.99997 -> 385. Worked by hand
+# (float32 values printed by numpy): the shorter side is *not* min_size there, and the longer side
+# is floored, not rounded.
+SHORTER_SIDE_BY_HAND = [
+    # (H, W, min_size, max_size, factor) -> (h, w)
+    ((81, 82, 386, None, None), (385, 390)),  # 385.99997 -> 385; 82 * 4.765432 = 390.7654 -> 390
+    ((82, 81, 386, None, None), (390, 385)),  # the same with the shorter side across
+    ((95, 200, 385, None, None), (384, 810)),  # 384.99997 -> 384; 810.52625 -> 810
+    ((157, 159, 370, None, None), (369, 374)),  # 369.99997 -> 369; 374.71335 -> 374
+    # factor 16: 385 = 16 * 24 + 1 stays (exact arithmetic would give 386 -> 401); 390 -> 401
+    ((81, 82, 386, None, 16), (385, 401)),
+    ((83, 84, 402, 1000, 16), (401, 417)),  # 401.99997 -> 401 stays; 406.84335 -> 406 -> 417
+]
+
+
+def _reference_resize_to_range(h, w, min_size, max_size=None, factor=None):
+    """core/preprocess_utils.py resize_to_range's size arithmetic, op by op, in float32 as TF."""
+    f32 = np.float32
+    if max_size is not None and factor is not None:
+        max_size = f32(max_size) - f32((max_size - 1) % factor)
+    orig_h, orig_w = f32(h), f32(w)
+    large_scale_factor = f32(min_size) / np.minimum(orig_h, orig_w)
+    large = np.array([np.floor(orig_h * large_scale_factor), np.floor(orig_w * large_scale_factor)]).astype(
+        np.int32
+    )
+    new = large
+    if max_size is not None:
+        small_scale_factor = f32(max_size) / np.maximum(orig_h, orig_w)
+        small = np.array(
+            [np.floor(orig_h * small_scale_factor), np.floor(orig_w * small_scale_factor)]
+        ).astype(np.int32)
+        new = small if f32(large.max()) > f32(max_size) else large
+    if factor is not None:
+        new = new + (factor - (new - 1) % factor) % factor
+    return int(new[0]), int(new[1])
+
+
+@pytest.mark.parametrize("args, expected", SHORTER_SIDE_BY_HAND)
+def test_resize_to_range_floors_the_shorter_side_in_float32_like_the_reference(args, expected):
+    from deeplabv3plus.data.transforms import resize_to_range_for
+
+    assert _reference_resize_to_range(*args) == expected  # the transcription agrees with the hand values
+    assert resize_to_range_size(*args) == expected
+    h, w, min_size, max_size, factor = args
+    cfg = DataConfig(min_resize_value=min_size, max_resize_value=max_size, resize_factor=factor)
+    image = torch.zeros(3, h, w, dtype=torch.uint8)
+    assert tuple(resize_to_range_for(cfg)(image).shape[-2:]) == expected
+
+
+def test_resize_to_range_matches_the_reference_arithmetic_on_a_grid_of_sizes():
+    # ADE20K's 513/513/16 and settings without max or factor; sizes 60..140 x a few widths hit the
+    # float32 floor cases above many times.
+    settings = [(513, 513, 16), (386, None, None), (385, None, 16), (402, 600, 16), (300, 400, None)]
+    for min_size, max_size, factor in settings:
+        for h in range(60, 141):
+            for w in (h + 1, 2 * h + 3, 97):
+                got = resize_to_range_size(h, w, min_size, max_size, factor)
+                assert got == _reference_resize_to_range(h, w, min_size, max_size, factor), (h, w, min_size)

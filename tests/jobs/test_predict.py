@@ -242,3 +242,50 @@ def test_predict_run_takes_the_palette_from_the_models_dataset(tmp_path):
 def test_predict_settings_refuse_values_no_run_could_use(field, value, message):
     with pytest.raises(ValueError, match=message):
         PredictSettings(**{field: value})
+
+
+def test_predict_reads_a_16_bit_grey_png_as_its_high_byte(tmp_path):
+    values = np.random.default_rng(0).integers(0, 65536, size=(12, 10), dtype=np.uint16)
+    path = tmp_path / "in" / "deep.png"
+    path.parent.mkdir()
+    Image.fromarray(values).save(path)  # a 16-bit grey PNG, PIL's mode "I;16"
+    model = StandIn()
+    settings = PredictSettings(progress=False, prepare=False)
+    (label_png, overlay), *_ = predict_files(model, [path], tmp_path / "out", MEAN, STD, settings=settings)
+    rgb = np.repeat((values >> 8).astype(np.uint8)[:, :, None], 3, axis=2)  # what a viewer shows
+    with Image.open(label_png) as im:
+        assert np.array_equal(np.asarray(im), segment(model, Preprocess(MEAN, STD)(rgb))[0].numpy())
+    assert np.asarray(Image.open(overlay)).mean() < 200  # not the white image convert("RGB") makes
+
+
+def test_predict_run_refuses_an_image_over_the_limit_before_decoding_and_suggests_windows(
+    tmp_path, monkeypatch
+):
+    from PIL import ImageFile
+
+    paths = _write_images(tmp_path / "in", [(16, 16)])
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(im.size))
+    cfg = _voc_config()
+    cfg.data.max_image_pixels = 255
+    settings = PredictSettings(progress=False, prepare=False)
+    with pytest.raises(ValueError) as info:
+        predict_run(StandIn(), cfg, paths, tmp_path / "out", settings)
+    message = str(info.value)
+    assert message.startswith(f"image '{paths[0]}' is 16x16 (0.0 megapixels), over the limit")
+    assert "data.max_image_pixels = 255" in message and "\n" not in message
+    assert "eval.mode=slide eval.crop_size=[513, 513]" in message  # whole images: windows take less memory
+    assert decoded == [] and not (tmp_path / "out" / "img0.png").exists()
+    cfg.eval.mode, cfg.eval.crop_size = "slide", 8
+    with pytest.raises(ValueError, match=r"16x16 .*data\.max_image_pixels = 255") as info:
+        predict_run(StandIn(), cfg, paths, tmp_path / "out", settings)
+    assert "eval.mode=slide" not in str(info.value)  # already in windows: only the limit to raise
+
+
+def test_predict_names_an_image_it_cannot_decode(tmp_path):
+    from deeplabv3plus.predict import load_rgb
+
+    path = _write_images(tmp_path, [(32, 32)])[0]
+    path.write_bytes(path.read_bytes()[:200])  # the header reads, the pixels do not
+    with pytest.raises(OSError, match=rf"^cannot read image '{path}': "):
+        load_rgb(path)

@@ -97,10 +97,11 @@ def test_a_folder_holding_a_run_is_refused_with_a_user_error_before_any_work(tmp
     from deeplabv3plus.train import RunExistsError
 
     (tmp_path / "config.yaml").write_text("train: {}\n")
-    with pytest.raises(RunExistsError, match="already holds a run \\(config.yaml\\)") as e:
+    (tmp_path / "last.pth").write_bytes(b"state")
+    with pytest.raises(RunExistsError, match="already holds a run \\(last.pth, config.yaml\\)") as e:
         train(tiny_config(synthetic_voc, tmp_path))
     assert is_user_error(e.value) and "\n" not in str(e.value)
-    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "last.pth"]  # no .run.lock left
 
 
 def test_a_short_run_lowers_the_loss_and_writes_its_records(tmp_path, synthetic_voc, no_val):
@@ -149,45 +150,6 @@ def test_resume_auto_names_last_pth_only_when_it_exists(tmp_path):
     assert resume_checkpoint("auto", tmp_path) == str(tmp_path / "last.pth")
     assert resume_checkpoint("elsewhere/last.pth", tmp_path) == "elsewhere/last.pth"
     assert resume_checkpoint(None, tmp_path) is None and resume_checkpoint("", tmp_path) is None
-
-
-def test_resumed_config_is_the_stored_one_and_says_so_when_it_differs(tmp_path, capsys):
-    from deeplabv3plus.config import config_to_dict
-    from deeplabv3plus.train import resumed_config
-
-    stored = tiny_config(tmp_path / "data", tmp_path, max_iters=4)
-    save_checkpoint({"model": {}, "config": config_to_dict(stored)}, tmp_path / "last.pth")
-    given = tiny_config(tmp_path / "data", tmp_path, max_iters=6)
-    assert resumed_config(given, str(tmp_path / "last.pth"), "given.yaml") == stored
-    assert (
-        capsys.readouterr().err
-        == f"--resume: using the config stored in {tmp_path / 'last.pth'}, not given.yaml\n"
-    )
-    assert resumed_config(stored, str(tmp_path / "last.pth"), "same.yaml") == stored
-    assert capsys.readouterr().err == ""  # the same config: nothing to say
-    assert resumed_config(given, None) is given  # a new run keeps the config given
-
-
-def test_resumed_config_of_an_unreadable_checkpoint_is_reported_by_rank_0_only(tmp_path, monkeypatch):
-    from deeplabv3plus.checkpoint import CheckpointError
-    from deeplabv3plus.runtime import PeerFailure
-    from deeplabv3plus.train import resumed_config
-
-    cfg = tiny_config(tmp_path / "data", tmp_path)
-    with pytest.raises(CheckpointError, match="gone.pth"):
-        resumed_config(cfg, str(tmp_path / "gone.pth"))
-    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's rank 1, before the process group is joined
-    monkeypatch.setenv("RANK", "1")
-    with pytest.raises(PeerFailure, match="rank 0 reports the error"):
-        resumed_config(cfg, str(tmp_path / "gone.pth"))
-
-
-def test_train_resumed_from_python_keeps_the_stored_config(tmp_path, synthetic_voc, no_val, capsys):
-    train(tiny_config(synthetic_voc, tmp_path, max_iters=2), stop_after=1)
-    changed = tiny_config(synthetic_voc, tmp_path, max_iters=3)  # the stored run ends at 2
-    train(changed, resume="auto")
-    assert f"--resume: using the config stored in {tmp_path / 'last.pth'}" in capsys.readouterr().err
-    assert load_checkpoint(tmp_path / "last.pth")["iteration"] == 2  # the stored max_iters won
 
 
 def test_resume_in_a_new_process_with_validation_mid_run_gives_bitwise_the_same_weights(
@@ -453,3 +415,139 @@ def test_param_groups_hold_exactly_the_expected_tensors_with_their_decay_and_lr(
     depthwise = [n for n in expected if n.endswith("conv_dw.weight")]
     assert any(n.startswith("backbone.") for n in depthwise) and any(n.startswith("aspp.") for n in depthwise)
     assert any(n.startswith("decoder.") for n in depthwise)
+
+
+# --- resume into a folder, the run folder's lock, divergence, stale temporary files ------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _iterations(folder: Path) -> list[int]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [r["iteration"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_resume_into_another_folder_leaves_the_source_run_byte_identical_and_honours_the_new_keys(
+    tmp_path, synthetic_voc, no_val, capsys
+):
+    train(tiny_config(synthetic_voc, tmp_path / "a", max_iters=2))
+    source = _files(tmp_path / "a")
+    assert {"last.pth", "best.pth", "run_info.json", "metrics.jsonl"} <= set(source)
+
+    longer = tiny_config(synthetic_voc, tmp_path / "b", max_iters=4)  # train.output_dir and max_iters changed
+    train(longer, resume=str(tmp_path / "a" / "last.pth"))
+    assert _files(tmp_path / "a") == source  # byte for byte: last.pth, best.pth, run_info.json, ...
+    assert load_checkpoint(tmp_path / "b" / "last.pth")["iteration"] == 4  # the new max_iters
+    assert load_checkpoint(tmp_path / "b" / "last.pth")["config"]["train"]["output_dir"] == str(
+        tmp_path / "b"
+    )
+    assert _iterations(tmp_path / "b") == [3, 4]  # b starts at the checkpoint's iteration
+    assert f"resumed from {tmp_path / 'a' / 'last.pth'} at iteration 2" in capsys.readouterr().out
+
+
+def test_resume_changing_the_architecture_is_one_line_naming_the_key(tmp_path, synthetic_voc, no_val):
+    from deeplabv3plus.cli import is_user_error
+
+    train(tiny_config(synthetic_voc, tmp_path / "a", max_iters=2), stop_after=1)
+    before = _files(tmp_path / "a")
+    changed = tiny_config(synthetic_voc, tmp_path / "a", max_iters=2)
+    changed.model.head_channels = 8
+    with pytest.raises(ConfigError, match=r"model\.head_channels=8 .*differs from the run's 16") as e:
+        train(changed, resume="auto")
+    assert is_user_error(e.value) and "\n" not in str(e.value)
+    assert _files(tmp_path / "a") == before
+
+
+def test_resume_into_a_folder_holding_another_run_needs_overwrite_and_then_replaces_it(
+    tmp_path, synthetic_voc, no_val
+):
+    from deeplabv3plus.train import RunExistsError
+
+    train(tiny_config(synthetic_voc, tmp_path / "a", max_iters=2), stop_after=1)
+    train(tiny_config(synthetic_voc, tmp_path / "b", max_iters=1))
+    taken = _files(tmp_path / "b")
+    cfg = tiny_config(synthetic_voc, tmp_path / "b", max_iters=2)
+    with pytest.raises(RunExistsError, match=r"--resume .*a/last.pth: train.output_dir .*b' already holds"):
+        train(cfg, resume=str(tmp_path / "a" / "last.pth"))
+    assert _files(tmp_path / "b") == taken
+    train(cfg, resume=str(tmp_path / "a" / "last.pth"), overwrite=True)
+    assert _iterations(tmp_path / "b") == [2]  # the replaced run's lines are gone
+    with pytest.raises(ConfigError, match="contradict"):  # it would replace the run it continues
+        train(cfg, resume=str(tmp_path / "b" / "last.pth"), overwrite=True)
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_with_the_holders_pid(tmp_path, synthetic_voc, no_val):
+    from deeplabv3plus.cli import is_user_error
+    from deeplabv3plus.train import RunFolderInUseError, RunFolderLock
+
+    out = tmp_path / "run"
+    cfg = tiny_config(synthetic_voc, out, max_iters=1)
+    with RunFolderLock(out) as first:  # the lock a running train() holds, taken the same way
+        first.acquire()
+        with pytest.raises(
+            RunFolderInUseError, match=f"'{out}' is in use by another run \\(pid {os.getpid()}\\)"
+        ) as e:
+            train(cfg)
+        assert is_user_error(e.value)
+        assert [p.name for p in out.iterdir()] == [".run.lock"]  # the second wrote nothing
+    assert not out.exists()  # released: the lock file and the folder it created are gone
+    train(cfg)
+    assert (out / "last.pth").is_file() and not (out / ".run.lock").exists()
+
+
+def test_a_folder_without_a_checkpoint_is_reused_without_overwrite_and_says_so(
+    tmp_path, synthetic_voc, no_val, capsys
+):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("train: {}\n")
+    (out / "metrics.jsonl").write_text('{"iteration": 7, "loss": 2.0}\n')
+    train(tiny_config(synthetic_voc, out, max_iters=1))
+    printed = capsys.readouterr().out
+    assert f"reusing {out}: it held no checkpoint" in printed and "config.yaml, metrics.jsonl" in printed
+    assert _iterations(out) == [1]
+
+
+def test_a_diverging_run_stops_with_one_line_and_never_writes_non_finite_weights(
+    tmp_path, synthetic_voc, monkeypatch
+):
+    import deeplabv3plus.train as train_module
+
+    scores = iter([0.1, 0.2, 0.3, 0.4])  # every validation a new best: a diverged one would write best.pth
+    monkeypatch.setattr(
+        train_module, "evaluate", lambda *a, **k: {"mIoU": next(scores), "pixel_acc": 0.5, "table": ""}
+    )
+    build = train_module.build_train_loss
+
+    def nan_from_step_3(cfg, class_weights):
+        loss_fn = build(cfg, class_weights)
+        return lambda logits, labels, iteration: (
+            loss_fn(logits, labels, iteration) * (float("nan") if iteration >= 2 else 1.0)
+        )
+
+    monkeypatch.setattr(train_module, "build_train_loss", nan_from_step_3)
+    cfg = tiny_config(synthetic_voc, tmp_path, max_iters=6, ckpt_interval=2, val_interval=2, log_interval=10)
+    with pytest.raises(FloatingPointError, match=r"iterations 3 and 4.*last.pth \(iteration 2\)") as e:
+        train(cfg)
+    assert "\n" not in str(e.value)
+    last, best = load_checkpoint(tmp_path / "last.pth"), load_checkpoint(tmp_path / "best.pth")
+    assert last["iteration"] == 2 and best["iteration"] == 2 and best["best_miou"] == 0.1
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+
+
+def test_stale_temporary_checkpoint_files_of_a_killed_write_are_removed_at_the_next_start(
+    tmp_path, synthetic_voc, no_val, capsys
+):
+    train(tiny_config(synthetic_voc, tmp_path, max_iters=2), stop_after=1)
+    stale = [tmp_path / ".last.pth.k2j4_x.tmp", tmp_path / ".best.pth.a8b9.tmp"]
+    others = [tmp_path / ".notes.tmp", tmp_path / "keep" / ".last.pth.q1.tmp"]
+    for path in stale + others:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a checkpoint")
+    train(tiny_config(synthetic_voc, tmp_path, max_iters=2), resume="auto")
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in others)
+    assert f"removed 2 stale temporary checkpoint files of an interrupted write from {tmp_path}" in (
+        capsys.readouterr().out
+    )
