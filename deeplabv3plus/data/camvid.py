@@ -82,16 +82,6 @@ def find_camvid_dir(root: Path) -> Path:
     )
 
 
-def _check_classes(cfg: DataConfig) -> None:
-    expected = (len(CAMVID_CLASSES), IGNORE_INDEX)
-    if (cfg.num_classes, cfg.ignore_index) != expected:
-        raise DatasetError(
-            f"layout 'camvid' has {expected[0]} classes and ignore index {expected[1]} (void), "
-            f"but data.num_classes={cfg.num_classes} and data.ignore_index={cfg.ignore_index}; set "
-            f"data.num_classes={expected[0]} model.num_classes={expected[0]} data.ignore_index={expected[1]}"
-        )
-
-
 def resolve_list_path(entry: str, base: Path) -> Path:
     """A path of a list line, read under the CamVid folder ``base`` (see the module docstring)."""
     parts = PurePath(entry).parts
@@ -140,7 +130,6 @@ def camvid_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
         DatasetError: no dataset at ``cfg.root``, no list for ``split``, a malformed line, or
             ``num_classes`` / ``ignore_index`` other than 11 / 255.
     """
-    _check_classes(cfg)
     root = Path(cfg.root)
     if cfg.synthetic.size > 0 and not any(_is_camvid_dir(p) for p in (root, root / "CamVid")):
         make_synthetic_camvid(root, num_images=cfg.synthetic.size)

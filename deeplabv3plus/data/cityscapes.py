@@ -36,7 +36,6 @@ from PIL import Image, ImageDraw
 from ..config import DataConfig
 from .cityscapes_meta import (
     CITYSCAPES_CLASSES,
-    CITYSCAPES_IGNORE_INDEX,
     CITYSCAPES_PALETTE,
     INSTANCE_ID_DIVISOR,
     LABEL_ID_TO_TRAIN_ID,
@@ -67,16 +66,6 @@ def find_cityscapes_dir(root: Path) -> Path:
     )
 
 
-def _check_classes(cfg: DataConfig) -> None:
-    expected = (len(CITYSCAPES_CLASSES), CITYSCAPES_IGNORE_INDEX)
-    if (cfg.num_classes, cfg.ignore_index) != expected:
-        raise DatasetError(
-            f"layout 'cityscapes' has {expected[0]} classes (train IDs) and ignore index {expected[1]}, "
-            f"but data.num_classes={cfg.num_classes} and data.ignore_index={cfg.ignore_index}; set "
-            f"data.num_classes={expected[0]} model.num_classes={expected[0]} data.ignore_index={expected[1]}"
-        )
-
-
 def cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
     """The image/label pairs of ``split`` (sorted by city, then name) and the split's image folder.
 
@@ -84,7 +73,6 @@ def cityscapes_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]
         DatasetError: no dataset at ``cfg.root``, an unknown or empty split, an image without its
             label, or ``num_classes`` / ``ignore_index`` other than 19 / 255.
     """
-    _check_classes(cfg)
     convention = cfg.label_convention or "auto"
     root = Path(cfg.root)
     if cfg.synthetic.size > 0 and not any((p / "leftImg8bit").is_dir() for p in (root, root / "cityscapes")):

@@ -270,15 +270,33 @@ def split_samples(cfg: DataConfig, split: str) -> tuple[list[Sample], Path]:
     layout's lister (``deeplabv3plus.catalog.LAYOUTS``), every listed file checked to exist.
 
     Raises:
-        DatasetError: unknown layout, missing or empty list, or a listed file that does not exist.
+        DatasetError: unknown layout, classes the layout's labels do not have
+            (:func:`check_layout_classes`), missing or empty list, or a listed file that does not exist.
     """
     if cfg.layout not in LAYOUTS:
         raise DatasetError(
             f"data.layout: unknown layout {cfg.layout!r}; expected one of {', '.join(LAYOUTS)}"
         )
+    check_layout_classes(cfg)
     samples, list_file = load(LAYOUTS[cfg.layout].samples)(cfg, split)
     _check_exist(samples, list_file)
     return samples, list_file
+
+
+def check_layout_classes(cfg: DataConfig) -> None:
+    """Raise :class:`DatasetError` when ``data.num_classes`` / ``data.ignore_index`` are not those the
+    layout's labels imply (``LayoutEntry.implied_classes``: Cityscapes' 19 train IDs, CamVid's 11,
+    ADE20K's 151 or 150 by label convention)."""
+    expected = LAYOUTS[cfg.layout].implied_classes(cfg.label_convention)
+    if expected is None or (cfg.num_classes, cfg.ignore_index) == expected:
+        return
+    convention = f" with data.label_convention={cfg.label_convention}" if cfg.label_convention else ""
+    raise DatasetError(
+        f"layout '{cfg.layout}'{convention} has {expected[0]} classes and ignore index {expected[1]} "
+        "(the label never scored), "
+        f"but data.num_classes={cfg.num_classes} and data.ignore_index={cfg.ignore_index}; set "
+        f"data.num_classes={expected[0]} model.num_classes={expected[0]} data.ignore_index={expected[1]}"
+    )
 
 
 class DataSplits:
