@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from ..catalog import LAYOUTS
 from ..config import DataConfig
 from .ade20k_meta import ADE20K_CLASSES, ADE20K_PALETTE, ade20k_class_names, ade20k_palette
+from .lists import find_dataset_dir
 from .synthetic import publish_dataset_dir
 from .types import DatasetError, LabelMap, Sample
 
@@ -54,13 +55,13 @@ _MARKER = "synthetic_ade20k.txt"
 
 def find_ade20k_dir(root: Path) -> Path:
     """The folder holding ``images/`` and ``annotations/`` at or under ``root``."""
-    candidates = [root, root / "ADEChallengeData2016", root / "ADE20K" / "ADEChallengeData2016"]
-    for path in candidates:
-        if (path / "images").is_dir() and (path / "annotations").is_dir():
-            return path
-    raise DatasetError(
-        f"no ADE20K SceneParsing dataset under '{root}': looked for images/ and annotations/ in "
-        f"{', '.join(repr(str(c)) for c in candidates)} (data.root)"
+    return find_dataset_dir(
+        root,
+        [root, root / "ADEChallengeData2016", root / "ADE20K" / "ADEChallengeData2016"],
+        lambda path: (path / "images").is_dir() and (path / "annotations").is_dir(),
+        "ADE20K SceneParsing dataset",
+        "images/ and annotations/",
+        "data.root",
     )
 
 

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from ..catalog import IGNORE_INDEX
 from ..config import DataConfig
-from .lists import find_list
+from .lists import find_dataset_dir, find_list
 from .synthetic import publish_dataset_dir
 from .types import DatasetError, LabelMap, Sample
 
@@ -72,13 +72,8 @@ def _is_camvid_dir(path: Path) -> bool:
 
 def find_camvid_dir(root: Path) -> Path:
     """The CamVid folder (holding ``train/``, ``trainannot/``, ``train.txt``...): ``root`` or ``root/CamVid``."""
-    candidates = [root, root / "CamVid"]
-    for path in candidates:
-        if _is_camvid_dir(path):
-            return path
-    raise DatasetError(
-        f"no CamVid dataset under '{root}': looked for <split>annot/ folders in "
-        f"{', '.join(repr(str(c)) for c in candidates)} (data.root)"
+    return find_dataset_dir(
+        root, [root, root / "CamVid"], _is_camvid_dir, "CamVid dataset", "<split>annot/ folders", "data.root"
     )
 
 

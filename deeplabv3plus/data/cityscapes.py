@@ -42,6 +42,7 @@ from .cityscapes_meta import (
     cityscapes_palette,
     label_id_lut,
 )
+from .lists import find_dataset_dir
 from .synthetic import publish_dataset_dir
 from .types import DatasetError, LabelMap, Sample
 
@@ -56,13 +57,13 @@ _MARKER = "synthetic_cityscapes.txt"
 
 def find_cityscapes_dir(root: Path) -> Path:
     """The folder holding ``leftImg8bit/`` and ``gtFine/``: ``root`` or ``root/cityscapes``."""
-    candidates = [root, root / "cityscapes"]
-    for path in candidates:
-        if (path / "leftImg8bit").is_dir():
-            return path
-    raise DatasetError(
-        f"no Cityscapes dataset under '{root}': looked for leftImg8bit/ in "
-        f"{', '.join(repr(str(c)) for c in candidates)} (data.root)"
+    return find_dataset_dir(
+        root,
+        [root, root / "cityscapes"],
+        lambda path: (path / "leftImg8bit").is_dir(),
+        "Cityscapes dataset",
+        "leftImg8bit/",
+        "data.root",
     )
 
 

@@ -1,13 +1,38 @@
-"""Split lists: the ``<split>.txt`` files that name a split's images, shared by the layout readers."""
+"""Where a layout's data is: the dataset folder under ``data.root`` and the ``<split>.txt`` lists that
+name a split's images, shared by the layout readers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Callable
 
 from .types import DatasetError
 
-__all__ = ["find_list", "read_split_list"]
+__all__ = ["find_dataset_dir", "find_list", "read_split_list"]
+
+
+def find_dataset_dir(
+    root: Path,
+    candidates: Sequence[Path],
+    holds: Callable[[Path], bool],
+    what: str,
+    looked_for: str,
+    hint: str,
+) -> Path:
+    """The first of ``candidates`` (folders at or under ``root``) that ``holds`` the dataset.
+
+    Raises:
+        DatasetError: none does; the message names ``what`` was not found under ``root``, what was
+            ``looked_for`` in which folders, and the ``hint`` (the setting, or the command that builds it).
+    """
+    for path in candidates:
+        if holds(path):
+            return path
+    raise DatasetError(
+        f"no {what} under '{root}': looked for {looked_for} in "
+        f"{', '.join(repr(str(c)) for c in candidates)} ({hint})"
+    )
 
 
 def read_split_list(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import DataConfig
-from .lists import find_list, read_split_list
+from .lists import find_dataset_dir, find_list, read_split_list
 from .synthetic import (
     SYNTHETIC_NUM_TRAIN,
     SYNTHETIC_NUM_VAL,
@@ -49,13 +49,13 @@ __all__ = [
 
 def find_voc_dir(root: Path) -> Path:
     """The ``VOC2012`` folder (the one holding ``JPEGImages/``) at or under ``root``."""
-    candidates = [root / "VOCdevkit" / "VOC2012", root / "VOC2012", root]
-    for path in candidates:
-        if (path / "JPEGImages").is_dir():
-            return path
-    raise DatasetError(
-        f"no VOC 2012 folder under '{root}': looked for JPEGImages/ in "
-        f"{', '.join(repr(str(c)) for c in candidates)} (scripts/prepare_voc.py builds it)"
+    return find_dataset_dir(
+        root,
+        [root / "VOCdevkit" / "VOC2012", root / "VOC2012", root],
+        lambda path: (path / "JPEGImages").is_dir(),
+        "VOC 2012 folder",
+        "JPEGImages/",
+        "scripts/prepare_voc.py builds it",
     )
 
 
