@@ -219,12 +219,13 @@ def _damaged(path: Path, what: str, member: Optional[zipfile.ZipInfo], e: Except
     )
 
 
-def read_torch_file(path: Union[str, Path], what: str = "checkpoint") -> Any:
+def read_torch_file(path: Union[str, Path], what: str = "checkpoint", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` of a verified file, with one-line errors naming the file.
 
     The CRC-32 of every record of the zip archive torch.save writes is checked first
     (:func:`verify_torch_archive`); a legacy-format file (torch.save with
-    ``_use_new_zipfile_serialization=False``) has none to check and is read as it is.
+    ``_use_new_zipfile_serialization=False``) has none to check and is read as it is. ``mmap``: the
+    tensors of a zip archive are mapped, not read, for a caller that needs only the other entries.
 
     Raises:
         CheckpointError: the file does not exist; is not a PyTorch file (foreign, a plain pickle);
@@ -240,7 +241,7 @@ def read_torch_file(path: Union[str, Path], what: str = "checkpoint") -> Any:
             # A plain pickle (protocol > 2) warns before it is refused or read; the outcome is what counts.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # weights_only: a checkpoint is data (tensors, dicts, numbers, strings); never run its pickles.
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and archive)
     except MemoryError:
         raise
     except Exception as e:
@@ -293,6 +294,19 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     if str(map_location) != "cpu":
         state = _to_device(state, map_location)
     return state
+
+
+def stored_config(path: Union[str, Path]) -> dict[str, Any]:
+    """The config (a nested dict) stored in the checkpoint at ``path``, its tensors mapped, not read.
+
+    Raises:
+        CheckpointError: the file cannot be read (as :func:`read_torch_file`) or holds no config.
+    """
+    state = read_torch_file(path, mmap=True)
+    config = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"'{path}' holds no config (not a deeplabv3plus checkpoint?)")
+    return config
 
 
 def _to_device(obj: Any, device: Union[str, torch.device]) -> Any:

@@ -46,6 +46,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stored_config,
     write_atomically,
 )
 from .config import (
@@ -536,9 +537,7 @@ def resume_run_config(
     checkpoint = resume_checkpoint(resume, Path(given.train.output_dir))
     if checkpoint is None:
         return given
-    stored = load_checkpoint(checkpoint).get("config")
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"--resume {checkpoint}: the checkpoint holds no config")
+    stored = stored_config(checkpoint)  # the weights are read once, by train()
     try:
         base = config_from_dict(stored)
     except ConfigError as e:

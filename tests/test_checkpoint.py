@@ -28,6 +28,7 @@ from deeplabv3plus.checkpoint import (
     read_torch_file,
     save_checkpoint,
     state_dict_mismatch,
+    stored_config,
 )
 from deeplabv3plus.weights.imagenet import PretrainedWeightsError, read_state_dict
 
@@ -105,6 +106,19 @@ def test_a_checkpoint_with_4_kib_inverted_in_the_middle_is_refused_as_damaged(tm
     with pytest.raises(CheckpointError, match=r"checkpoint '.*last\.pth' is damaged") as e:
         load_checkpoint(path)
     assert "CRC-32" in _one_line(e)
+
+
+def test_the_stored_config_is_read_with_the_tensors_mapped_and_a_damaged_file_still_refused(tmp_path):
+    model = nn.Sequential(nn.Conv2d(16, 64, 3), nn.BatchNorm2d(64))
+    config = {"train": {"max_iters": 7}, "data": {"root": "somewhere"}}
+    path = save_checkpoint({"model": model.state_dict(), "config": config}, tmp_path / "last.pth")
+    assert stored_config(path) == config == load_checkpoint(path)["config"]
+    _invert_4_kib_in_the_middle(path)
+    with pytest.raises(CheckpointError, match=r"checkpoint '.*last\.pth' is damaged"):
+        stored_config(path)
+    without = save_checkpoint({"model": model.state_dict()}, tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match=r"bare\.pth' holds no config"):
+        stored_config(without)
 
 
 def test_a_damaged_pretrained_weights_file_is_refused_too(tmp_path):
